@@ -1,0 +1,141 @@
+"""Timing and hardware ceilings shared by every benchmark.
+
+GPU: CUDA events through triton.testing.do_bench (median of many runs after warm-up).
+CPU: perf_counter over repeated calls, median and spread quoted.
+"""
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+
+@dataclass
+class Timing:
+    median_ms: float
+    p20_ms: float
+    p80_ms: float
+    reps: int
+
+    @property
+    def spread(self):
+        """Relative spread (p80 - p20) / median: how much a figure moves run to run."""
+        return (self.p80_ms - self.p20_ms) / self.median_ms if self.median_ms > 0 else 0.0
+
+    def as_dict(self):
+        return {**asdict(self), "spread": self.spread}
+
+
+def _quantiles(samples_ms):
+    # "inclusive" keeps p20/p80 inside the observed range: with a handful of repeats the default method
+    # extrapolates past the extremes and overstates the spread.
+    samples = sorted(samples_ms)
+    q = statistics.quantiles(samples, n=5, method="inclusive") if len(samples) >= 2 else [samples[0]] * 4
+    return statistics.median(samples), q[0], q[3]
+
+
+def timing_from_samples(samples_ms):
+    """Median, p20 and p80 of already measured samples (milliseconds)."""
+    median, p20, p80 = _quantiles(samples_ms)
+    return Timing(median, p20, p80, len(samples_ms))
+
+
+def time_fn(fn, device, *, warmup=3, reps=20, budget_s=None):
+    """Time ``fn()``; on CUDA with device events (do_bench), on CPU with a host clock.
+
+    ``budget_s`` caps the total timed seconds on CPU (at least 3 repeats), so sweeps stay short there.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        import triton.testing
+
+        samples = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="all")
+        median, p20, p80 = _quantiles(samples)
+        return Timing(median, p20, p80, len(samples))
+    for _ in range(warmup):
+        fn()
+    samples, start_all = [], time.perf_counter()
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+        if budget_s is not None and len(samples) >= 3 and time.perf_counter() - start_all > budget_s:
+            break
+    median, p20, p80 = _quantiles(samples)
+    return Timing(median, p20, p80, len(samples))
+
+
+def copy_bandwidth_gbps(device, nbytes=None):
+    """Device copy bandwidth in GB/s, counting bytes read plus bytes written."""
+    device = torch.device(device)
+    nbytes = nbytes or (2 << 30 if device.type == "cuda" else 64 << 20)
+    src = torch.randn(nbytes // 4, device=device)
+    dst = torch.empty_like(src)
+    timing = time_fn(lambda: dst.copy_(src), device, reps=20)
+    return 2 * nbytes / (timing.median_ms * 1e-3) / 1e9
+
+
+def matmul_tflops(device, dtype=torch.bfloat16, n=None):
+    """Measured dense matrix-product rate in TFLOP/s on random data (the MFU denominator)."""
+    device = torch.device(device)
+    n = n or (8192 if device.type == "cuda" else 512)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    timing = time_fn(lambda: a @ b, device, reps=10)
+    return 2 * n**3 / (timing.median_ms * 1e-3) / 1e12
+
+
+def sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_blocks(block, device, *, repeats):
+    """Run ``block()`` ``repeats`` times and return each run's milliseconds.
+
+    CUDA: the run sits between two device events on the current stream (where eager kernels and graph
+    replays are queued); the device is synchronized before each run, so earlier work is not counted, and
+    after it, so every queued kernel is. CPU: perf_counter around the call (CPU work is synchronous).
+    """
+    device = torch.device(device)
+    samples = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            start.record()
+            block()
+            end.record()
+            torch.cuda.synchronize()
+            samples.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            block()
+            samples.append((time.perf_counter() - t0) * 1e3)
+    return samples
+
+
+class StepClock:
+    """Marks between consecutive steps of a loop; ``intervals_ms()`` gives the time between marks.
+
+    CUDA events are recorded without synchronizing, so marking does not stall the queue; they are read once
+    at the end. On CPU the marks are host clock readings.
+    """
+
+    def __init__(self, device):
+        self.cuda = torch.device(device).type == "cuda"
+        self.marks = []
+
+    def mark(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks.append(event)
+        else:
+            self.marks.append(time.perf_counter())
+
+    def intervals_ms(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+            return [a.elapsed_time(b) for a, b in zip(self.marks, self.marks[1:])]
+        return [(b - a) * 1e3 for a, b in zip(self.marks, self.marks[1:])]

@@ -1,0 +1,91 @@
+"""Checkpoints: G, D, EMA, optimizers, loss scalers, iteration and RNG states in one file.
+
+Written atomically (a temporary file, then os.replace), so a crash mid-write never leaves a truncated
+checkpoint behind; read with ``weights_only=True``, so loading never runs code from the file.
+"""
+import os
+from pathlib import Path
+
+import torch
+
+FORMAT = "ganforge-checkpoint/1"
+
+
+def rng_state():
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.stack([s for s in torch.cuda.get_rng_state_all()])
+    return state
+
+
+def restore_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+
+
+def save_checkpoint(path, steps, iteration, data_shape, num_classes):
+    """Write everything needed to resume training (or to sample) at ``iteration``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "format": FORMAT,
+        "iteration": iteration,
+        "config": steps.cfg.to_dict(),
+        "data_shape": list(data_shape),
+        "num_classes": num_classes,
+        "G": steps.G.state_dict(),
+        "D": steps.D.state_dict(),
+        "G_ema": steps.G_ema.state_dict() if steps.G_ema is not None else None,
+        "opt_g": steps.opt_g.state_dict(),
+        "opt_d": steps.opt_d.state_dict(),
+        "scaler_g": steps.scaler_g.state_dict(),
+        "scaler_d": steps.scaler_d.state_dict(),
+        "rng": rng_state(),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Read a checkpoint safely; a missing or foreign file raises ValueError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a ganforge checkpoint (expected format {FORMAT!r})")
+    return state
+
+
+def restore_training_state(steps, state):
+    """Load a checkpoint's weights, optimizer and scaler states and RNG into live training objects."""
+    steps.G.load_state_dict(state["G"])
+    steps.D.load_state_dict(state["D"])
+    if steps.G_ema is not None and state["G_ema"] is not None:
+        steps.G_ema.load_state_dict(state["G_ema"])
+    steps.opt_g.load_state_dict(state["opt_g"])
+    steps.opt_d.load_state_dict(state["opt_d"])
+    steps.scaler_g.load_state_dict(state["scaler_g"])
+    steps.scaler_d.load_state_dict(state["scaler_d"])
+    restore_rng_state(state["rng"])
+    return state["iteration"]
+
+
+def load_generator(path, device="cpu", use_ema=True):
+    """Rebuild G from a checkpoint for sampling or scoring: returns (G in eval mode, TrainConfig, num_classes)."""
+    from models import build_models
+
+    from .config import TrainConfig
+
+    state = load_checkpoint(path)
+    cfg = TrainConfig.from_dict(state["config"])
+    G, _ = build_models(cfg.model, tuple(state["data_shape"]), cfg.z_dim, state["num_classes"], cfg.width)
+    weights = state["G_ema"] if use_ema and state["G_ema"] is not None else state["G"]
+    G.load_state_dict(weights)
+    return G.to(device).eval(), cfg, state["num_classes"]

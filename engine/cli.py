@@ -1,0 +1,125 @@
+"""The `ganforge` command (also `python -m engine`): train, sample, fid; bench and profile load bench/ lazily."""
+import argparse
+import json
+import sys
+from dataclasses import fields
+
+from .config import TrainConfig
+
+# Flags whose value is a boolean switch rather than a typed value.
+_BOOL_FLAGS = {"conditional": "train a conditional GAN (class labels into G and D)",
+               "progress": "show the progress bar (--no-progress hides it)"}
+_HELP = {
+    "model": "mlp (the textbook MLP GAN) or dcgan",
+    "dataset": "mnist5k (embedded), ring8, grid25, mnist-idx, cifar10, folder, npy",
+    "data_path": "file or folder for mnist-idx, cifar10, folder and npy datasets",
+    "loss": "ns (non-saturating), minimax, wgan, hinge",
+    "penalty": "none, wgan-gp (gradient penalty on interpolates) or r1 (on reals)",
+    "penalty_every": "lazy regularisation interval in D steps",
+    "clip": "WGAN weight clipping of D's parameters to [-clip, clip]",
+    "n_critic": "D steps per G step",
+    "ema": "decay of the EMA of G (e.g. 0.999); 0 disables",
+    "steps": "training iterations (G steps)",
+    "precision": "fp32, bf16, fp16 or auto (bf16 on CUDA, fp32 on CPU)",
+    "graphs": "capture D and G steps in CUDA graphs: auto (on with CUDA), on, off",
+    "kernels": "fused ops: auto (Triton on CUDA), triton, ref (plain PyTorch reference)",
+    "fid_samples": "generated images scored by FID at the end (0 skips)",
+    "inception_weights": "local Inception weights file for --fid-backbone inception",
+}
+
+
+def add_train_args(parser):
+    """One flag per TrainConfig field, named like the field with dashes."""
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        if f.name in _BOOL_FLAGS:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                                help=_BOOL_FLAGS[f.name])
+            continue
+        kind = type(default) if default is not None else (float if f.name == "clip" else
+                                                           int if f.name in ("image_size", "channels") else str)
+        parser.add_argument(flag, type=kind, default=default, help=_HELP.get(f.name, f"default: {default}"))
+    return parser
+
+
+def config_from_args(args):
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)}).validate()
+
+
+def _train(argv):
+    parser = add_train_args(argparse.ArgumentParser(prog="ganforge train", description="Train a GAN."))
+    parser.add_argument("--resume", help="continue from this checkpoint.pt")
+    args = parser.parse_args(argv)
+    from .trainer import train
+
+    summary = train(config_from_args(args), resume=args.resume)
+    shown = {k: summary[k] for k in ("fid", "fid_real_floor", "steps", "images_per_sec", "device") if k in summary}
+    print(json.dumps(shown, indent=2))
+    print(f"outputs in {args.out}")
+    return 0
+
+
+def _sample(argv):
+    parser = argparse.ArgumentParser(prog="ganforge sample", description="Write a sample grid from a checkpoint.")
+    parser.add_argument("--ckpt", required=True, help="checkpoint.pt written by ganforge train")
+    parser.add_argument("--out", default="samples.png", help="PNG to write")
+    parser.add_argument("-n", "--num", type=int, default=64, help="number of samples")
+    parser.add_argument("--label", type=int, default=None, help="class for a conditional model (default: all)")
+    parser.add_argument("--no-ema", action="store_true", help="sample from G itself, not its EMA")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    from .evaluate import sample_grid
+
+    path = sample_grid(args.ckpt, args.out, args.num, args.label, not args.no_ema, args.seed, args.device)
+    print(f"wrote {path}")
+    return 0
+
+
+def _fid(argv):
+    parser = argparse.ArgumentParser(prog="ganforge fid", description="Score a checkpoint's generator by FID.")
+    parser.add_argument("--ckpt", required=True)
+    parser.add_argument("--samples", type=int, default=2000, help="generated images to score")
+    parser.add_argument("--no-ema", action="store_true")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json-out", help="also write the scores to this JSON file")
+    args = parser.parse_args(argv)
+    from .evaluate import score_checkpoint
+
+    scores = score_checkpoint(args.ckpt, args.samples, not args.no_ema, args.device)
+    text = json.dumps(scores, indent=2)
+    print(text)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+COMMANDS = {"train": _train, "sample": _sample, "fid": _fid}
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    usage = "usage: ganforge {train,sample,fid,bench,profile} [options]   (ganforge COMMAND --help for each)"
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    try:
+        if command in COMMANDS:
+            return COMMANDS[command](rest)
+        if command in ("bench", "profile"):
+            from bench import cli as bench_cli  # loaded only here: the engine never depends on bench/
+
+            return bench_cli.bench_main(rest) if command == "bench" else bench_cli.profile_main(rest)
+    except ValueError as exc:  # bad flags, data or checkpoints: one clear line, no traceback
+        print(f"ganforge {command}: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"ganforge: unknown command {command!r}\n{usage}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Training configuration: one dataclass, validated once, serialised into logs, checkpoints and summaries."""
+from dataclasses import asdict, dataclass, fields
+
+LOSSES = ("ns", "minimax", "wgan", "hinge")
+PENALTIES = ("none", "wgan-gp", "r1")
+OPTIMIZERS = ("adam", "rmsprop")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SWITCHES = ("auto", "on", "off")
+
+
+@dataclass
+class TrainConfig:
+    # what to train
+    model: str = "mlp"                 # models.MODEL_NAMES
+    dataset: str = "mnist5k"           # engine.data.DATASETS
+    data_path: str | None = None
+    image_size: int | None = None      # resize images (DCGAN-32/64 on 28x28 digits)
+    channels: int | None = None        # 1 or 3: convert grey <-> colour
+    conditional: bool = False
+    z_dim: int = 100
+    width: int = 64                    # DCGAN base channel count
+    # objective
+    loss: str = "ns"                   # non-saturating, minimax, wasserstein critic, hinge
+    penalty: str = "none"
+    penalty_weight: float = 10.0       # lambda of WGAN-GP, gamma of R1
+    penalty_every: int = 1             # lazy regularisation: penalise every k-th D step, weight scaled by k
+    clip: float | None = None          # WGAN weight clipping of D's parameters
+    # optimisation
+    optimizer: str = "adam"
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    n_critic: int = 1                  # D steps per G step
+    ema: float = 0.0                   # decay of the EMA of G's weights; 0 turns it off
+    batch_size: int = 64
+    steps: int = 6000                  # G steps (training iterations)
+    # execution
+    device: str = "auto"
+    seed: int = 0
+    precision: str = "auto"            # auto: bf16 on CUDA, fp32 on CPU
+    graphs: str = "auto"               # CUDA-graph capture of whole steps; auto: on with CUDA
+    kernels: str = "auto"              # auto | triton | ref
+    channels_last: str = "auto"
+    # outputs
+    out: str = "runs/default"
+    log_every: int = 100
+    sample_every: int = 1000
+    ckpt_every: int = 2000
+    fid_samples: int = 2000            # generated images scored at the end; 0 skips FID
+    fid_backbone: str = "mnist"        # mnist (embedded classifier) | inception (needs --inception-weights)
+    inception_weights: str | None = None
+    progress: bool = True
+
+    def validate(self):
+        """Raise ValueError naming the first bad field; return self for chaining."""
+        from models import MODEL_NAMES
+
+        from .data import DATASETS
+
+        def choice(name, allowed):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"--{name.replace('_', '-')} must be one of {allowed}, got {getattr(self, name)!r}")
+
+        choice("model", MODEL_NAMES)
+        choice("dataset", DATASETS)
+        choice("loss", LOSSES)
+        choice("penalty", PENALTIES)
+        choice("optimizer", OPTIMIZERS)
+        choice("precision", PRECISIONS)
+        choice("graphs", SWITCHES)
+        choice("channels_last", SWITCHES)
+        choice("kernels", ("auto", "triton", "ref"))
+        choice("fid_backbone", ("mnist", "inception"))
+        for name in ("batch_size", "steps", "n_critic", "penalty_every", "z_dim", "width", "log_every",
+                     "sample_every", "ckpt_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr_g", "lr_d", "penalty_weight"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"--ema must be in [0, 1), got {self.ema}")
+        if self.clip is not None and self.clip <= 0:
+            raise ValueError(f"--clip must be > 0, got {self.clip}")
+        if self.fid_samples < 0:
+            raise ValueError(f"--fid-samples must be >= 0, got {self.fid_samples}")
+        return self
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})

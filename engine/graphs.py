@@ -1,0 +1,59 @@
+"""Replaying whole D and G steps as CUDA graphs.
+
+Each step kind (D step, D step with the penalty, G step) runs eagerly on a side stream for its first
+``warmup`` calls — that allocates optimizer state, picks cuDNN algorithms and compiles the Triton kernels —
+then is captured once and replayed on every later call. Capture records work without running it, so the
+capturing call replays the new graph once: every call does exactly one step of training.
+
+The step functions themselves are engine.steps.GANSteps' — the same code the eager runner calls — which is
+what makes the eager run the reference for the graphed one.
+"""
+import torch
+
+
+class GraphRunner:
+    def __init__(self, steps, penalty_steps=False, warmup=3):
+        if steps.device.type != "cuda":
+            raise ValueError("CUDA graphs need a CUDA device; use the eager runner (--graphs off) on "
+                             f"{steps.device.type}")
+        if steps.precision == "fp16" and steps.cfg.optimizer != "adam":
+            raise ValueError("--precision fp16 with --graphs on needs --optimizer adam: only the fused Adam "
+                             "step skips inf/NaN steps without reading the loss scaler back to the host")
+        self.steps = steps
+        self.warmup = warmup
+        self.side_stream = torch.cuda.Stream(device=steps.device)
+        self.graphs = {}       # step kind -> torch.cuda.CUDAGraph
+        self.outputs = {}      # step kind -> the static statistics tensor the graph writes
+        self.calls = {}        # step kind -> calls so far (warm-up counting)
+        self.penalty_steps = penalty_steps
+
+    def _run(self, kind, fn):
+        graph = self.graphs.get(kind)
+        if graph is not None:
+            graph.replay()
+            return self.outputs[kind]
+        calls = self.calls.get(kind, 0)
+        self.calls[kind] = calls + 1
+        if calls < self.warmup:
+            # Warm-up steps are real training steps, run eagerly on a side stream as capture requires.
+            self.side_stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.side_stream):
+                out = fn()
+            torch.cuda.current_stream().wait_stream(self.side_stream)
+            return out
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        # Separate memory pools: the graphs replay in a data-dependent order (n_critic, lazy penalty), and a
+        # shared pool is safe only when graphs always replay in capture order.
+        with torch.cuda.graph(graph):
+            self.outputs[kind] = fn()
+        self.graphs[kind] = graph
+        graph.replay()
+        return self.outputs[kind]
+
+    def d_step(self, penalize):
+        kind = "d_penalty" if penalize else "d"
+        return self._run(kind, lambda: self.steps.d_step(penalize))
+
+    def g_step(self):
+        return self._run("g", self.steps.g_step)

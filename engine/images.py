@@ -1,0 +1,71 @@
+"""Writing what G makes: image grids and 2-D scatter plots as PNG, and the loss-curve plot."""
+import math
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def image_grid(images, nrow=None, padding=2):
+    """(N, C, H, W) in [-1, 1] -> one (H', W', C) uint8 array, N images laid out in rows of ``nrow``."""
+    images = images.detach().float().cpu().clamp(-1, 1)
+    n, c, h, w = images.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    ncol = math.ceil(n / nrow)
+    grid = torch.ones(c, ncol * (h + padding) + padding, nrow * (w + padding) + padding)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        top, left = padding + r * (h + padding), padding + col * (w + padding)
+        grid[:, top:top + h, left:left + w] = images[i]
+    pixels = ((grid + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return pixels
+
+
+def save_samples(samples, path, nrow=None, real_points=None):
+    """Save a grid of images, or a scatter plot when the samples are 2-D points."""
+    if samples.dim() == 2:
+        return save_scatter(samples, path, real_points)
+    pixels = image_grid(samples, nrow)
+    if pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def save_scatter(points, path, real_points=None):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    if real_points is not None:
+        ax.scatter(*real_points[:, :2].T.cpu().numpy(), s=2, alpha=0.3, c="tab:blue", label="real")
+    ax.scatter(*points[:, :2].detach().float().T.cpu().numpy(), s=2, alpha=0.5, c="tab:red", label="generated")
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def save_loss_curve(records, path):
+    """Plot every logged loss against the iteration (records are the JSON-lines log entries)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in ("d_loss", "g_loss", "penalty") if any(k in r for r in records)]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [r["iteration"] for r in records]
+    for key in keys:
+        ax.plot(steps, [r.get(key, np.nan) for r in records], label=key)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

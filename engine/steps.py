@@ -1,0 +1,188 @@
+"""The D and G steps as plain functions over static device tensors.
+
+Each step draws its own batch indices, z and interpolation weights on the device, runs forward and backward
+under autocast, updates its optimizer (and G's EMA) and folds its statistics into device-side running sums.
+Nothing in a step reads a value back to the host, so the very same function runs eagerly (the reference) or
+captured once in a CUDA graph and replayed (engine.graphs).
+"""
+import copy
+import math
+from contextlib import nullcontext
+
+import torch
+from torch.profiler import record_function
+
+from . import losses
+
+AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+D_STATS = ("d_loss", "penalty", "real_score", "fake_score")
+G_STATS = ("g_loss", "g_fake_score")
+
+
+def make_optimizer(kind, params, lr, betas, device):
+    """Adam or RMSprop; on CUDA fused (Adam) and capturable, with a tensor learning rate that graphs can read."""
+    on_cuda = torch.device(device).type == "cuda"
+    if kind == "adam":
+        if on_cuda:
+            return torch.optim.Adam(params, lr=torch.tensor(lr, device=device), betas=betas, fused=True,
+                                    capturable=True)
+        return torch.optim.Adam(params, lr=lr, betas=betas)
+    if kind == "rmsprop":
+        if on_cuda:
+            return torch.optim.RMSprop(params, lr=torch.tensor(lr, device=device), capturable=True)
+        return torch.optim.RMSprop(params, lr=lr)
+    raise ValueError(f"unknown optimizer {kind!r}")
+
+
+def set_lr(optimizer, lr):
+    """Change the learning rate in place, so a captured graph sees the new value on its next replay."""
+    for group in optimizer.param_groups:
+        if torch.is_tensor(group["lr"]):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+
+
+class GANSteps:
+    """G, D, their optimizers, loss scalers and EMA, and the two step functions over them."""
+
+    def __init__(self, cfg, G, D, images, labels, num_classes, device, precision, channels_last=False):
+        self.cfg, self.G, self.D = cfg, G, D
+        self.device = torch.device(device)
+        self.images, self.labels, self.num_classes = images, labels, num_classes
+        self.conditional = cfg.conditional
+        self.amp_dtype = AMP_DTYPES[precision]
+        self.precision = precision
+        self.channels_last = channels_last
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_d = make_optimizer(cfg.optimizer, D.parameters(), cfg.lr_d, betas, self.device)
+        self.opt_g = make_optimizer(cfg.optimizer, G.parameters(), cfg.lr_g, betas, self.device)
+        # fp16 needs loss scaling; a disabled scaler passes losses and steps through untouched.
+        use_scaler = precision == "fp16"
+        self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+        self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+        self.G_ema = None
+        if cfg.ema > 0:
+            self.G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+        # Running sums of the step statistics, read by the trainer every log interval, never inside a step.
+        self.d_stats_sum = torch.zeros(len(D_STATS), device=self.device)
+        self.g_stats_sum = torch.zeros(len(G_STATS), device=self.device)
+        self.d_steps_done = torch.zeros((), device=self.device)
+        self.g_steps_done = torch.zeros((), device=self.device)
+        self.penalty_weight = cfg.penalty_weight * cfg.penalty_every  # lazy regularisation keeps the same strength
+
+    # -- pieces shared by both steps ------------------------------------------------------------------------------
+    def autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, cache_enabled=False)
+
+    def real_batch(self):
+        """A batch gathered on the device from the resident dataset (indices drawn with replacement)."""
+        idx = torch.randint(0, self.images.shape[0], (self.cfg.batch_size,), device=self.device)
+        real = self.images.index_select(0, idx)
+        if self.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
+        labels = self.labels.index_select(0, idx) if self.conditional else None
+        return real, labels
+
+    def latent_batch(self):
+        z = torch.randn(self.cfg.batch_size, self.cfg.z_dim, device=self.device)
+        labels = None
+        if self.conditional:
+            labels = torch.randint(0, self.num_classes, (self.cfg.batch_size,), device=self.device)
+        return z, labels
+
+    # -- the steps --------------------------------------------------------------------------------------------------
+    def d_step(self, penalize=False):
+        """One discriminator (critic) update; ``penalize`` adds the gradient penalty / R1 on this step."""
+        cfg = self.cfg
+        self.D.requires_grad_(True)
+        real, real_labels = self.real_batch()
+        z, fake_labels = self.latent_batch()
+        with record_function("G forward"), torch.no_grad(), self.autocast():
+            fake = self.G(z, fake_labels)
+        with self.autocast():
+            penalty = torch.zeros((), device=self.device)
+            if penalize and cfg.penalty == "r1":
+                with record_function("penalty"):
+                    penalty, real_scores = losses.r1_penalty(self.D, real, real_labels, self.penalty_weight)
+            else:
+                with record_function("D forward"):
+                    real_scores = self.D(real, real_labels)
+            with record_function("D forward"):
+                fake_scores = self.D(fake, fake_labels)
+                loss = losses.d_loss(cfg.loss, real_scores.float(), fake_scores.float())
+            if penalize and cfg.penalty == "wgan-gp":
+                with record_function("penalty"):
+                    penalty = losses.wgan_gp_penalty(self.D, real, fake.to(real.dtype), real_labels,
+                                                     self.penalty_weight)
+        with record_function("D backward"):
+            self.opt_d.zero_grad(set_to_none=True)
+            self.scaler_d.scale(loss + penalty).backward()
+        with record_function("D optimizer"):
+            self.scaler_d.step(self.opt_d)
+            self.scaler_d.update()
+            if cfg.clip is not None:
+                losses.clip_weights(self.D, cfg.clip)
+        stats = torch.stack([loss.detach(), penalty.detach().float(), real_scores.detach().float().mean(),
+                             fake_scores.detach().float().mean()])
+        self.d_stats_sum += stats
+        self.d_steps_done += 1
+        return stats
+
+    def g_step(self):
+        """One generator update through a frozen D, then the EMA of G's weights."""
+        self.D.requires_grad_(False)  # no weight gradients for D in G's step
+        z, labels = self.latent_batch()
+        with record_function("G forward"), self.autocast():
+            fake = self.G(z, labels)
+            if self.channels_last:
+                fake = fake.contiguous(memory_format=torch.channels_last)
+            fake_scores = self.D(fake, labels)
+            loss = losses.g_loss(self.cfg.loss, fake_scores.float())
+        with record_function("G backward"):
+            self.opt_g.zero_grad(set_to_none=True)
+            self.scaler_g.scale(loss).backward()
+        with record_function("G optimizer"):
+            self.scaler_g.step(self.opt_g)
+            self.scaler_g.update()
+        self.D.requires_grad_(True)
+        if self.G_ema is not None:
+            with record_function("EMA"):
+                self.update_ema()
+        stats = torch.stack([loss.detach(), fake_scores.detach().float().mean()])
+        self.g_stats_sum += stats
+        self.g_steps_done += 1
+        return stats
+
+    @torch.no_grad()
+    def update_ema(self):
+        ema_params = list(self.G_ema.parameters())
+        torch._foreach_lerp_(ema_params, list(self.G.parameters()), 1.0 - self.cfg.ema)
+        for ema_buf, buf in zip(self.G_ema.buffers(), self.G.buffers()):
+            ema_buf.copy_(buf)
+
+    # -- host side, outside the steps --------------------------------------------------------------------------------
+    def read_and_reset_stats(self):
+        """Mean step statistics since the last call (one device->host copy), then zero the sums."""
+        d_n, g_n = max(self.d_steps_done.item(), 1), max(self.g_steps_done.item(), 1)
+        d = (self.d_stats_sum / d_n).tolist()
+        g = (self.g_stats_sum / g_n).tolist()
+        for t in (self.d_stats_sum, self.g_stats_sum, self.d_steps_done, self.g_steps_done):
+            t.zero_()
+        out = dict(zip(D_STATS, d)) | dict(zip(G_STATS, g))
+        if self.precision == "fp16":
+            out["loss_scale_d"] = self.scaler_d.get_scale()
+            out["loss_scale_g"] = self.scaler_g.get_scale()
+        return {k: (v if math.isfinite(v) else float("nan")) for k, v in out.items()}
+
+    def set_learning_rates(self, lr_g=None, lr_d=None):
+        if lr_g is not None:
+            set_lr(self.opt_g, lr_g)
+        if lr_d is not None:
+            set_lr(self.opt_d, lr_d)
+
+    def sampling_generator(self):
+        """The EMA of G when kept, else G itself."""
+        return self.G_ema if self.G_ema is not None else self.G

@@ -1,0 +1,208 @@
+"""The training loop: build a session (data, models, steps, runner), iterate, log, sample, checkpoint, score."""
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+import kernels
+from models import build_models
+
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .data import Dataset, load_dataset, require_labels
+from .images import save_loss_curve, save_samples
+from .steps import GANSteps
+
+SAMPLE_GRID = 64  # images in each sample grid written during training
+
+
+@dataclass
+class Session:
+    """Everything one training run holds: resolved settings, data on the device, the steps and their runner."""
+    cfg: TrainConfig
+    device: torch.device
+    precision: str
+    graphs: bool
+    channels_last: bool
+    dataset: Dataset
+    steps: GANSteps
+    runner: object  # EagerRunner or engine.graphs.GraphRunner: d_step(penalize), g_step()
+
+
+class EagerRunner:
+    """Calls the step functions directly: the CPU path and the reference for the graphed runner."""
+
+    def __init__(self, steps):
+        self.steps = steps
+
+    def d_step(self, penalize):
+        return self.steps.d_step(penalize)
+
+    def g_step(self):
+        return self.steps.g_step()
+
+
+def resolve_device(name):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} asked for CUDA, but no CUDA device is available here; use --device cpu")
+    return device
+
+
+def resolve_precision(precision, device):
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def resolve_graphs(graphs, device):
+    if graphs == "on" and device.type != "cuda":
+        raise ValueError("--graphs on needs a CUDA device (CUDA graphs capture GPU work); "
+                         f"this run is on {device.type}: use --graphs off")
+    return graphs == "on" or (graphs == "auto" and device.type == "cuda")
+
+
+def build_session(cfg, dataset=None):
+    """Validate the config, load the data onto the device, build G and D, their steps and the runner."""
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    graphs = resolve_graphs(cfg.graphs, device)
+    kernels.set_default_impl(cfg.kernels)
+    torch.manual_seed(cfg.seed)
+    if dataset is None:
+        dataset = load_dataset(cfg.dataset, cfg.data_path, split="train", image_size=cfg.image_size,
+                               channels=cfg.channels, seed=cfg.seed)
+    if cfg.conditional:
+        require_labels(dataset)
+    if cfg.batch_size > len(dataset):
+        raise ValueError(f"--batch-size {cfg.batch_size} is larger than the dataset ({len(dataset)} samples)")
+    num_classes = dataset.num_classes if cfg.conditional else 0
+    # BatchNorm mixes samples, which a per-sample gradient penalty must not see: D has none then.
+    G, D = build_models(cfg.model, dataset.data_shape, cfg.z_dim, num_classes, cfg.width,
+                        d_batch_norm=cfg.penalty == "none")
+    is_conv = cfg.model == "dcgan"
+    channels_last = is_conv and (cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda"))
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    G, D = G.to(device, memory_format=memory_format), D.to(device, memory_format=memory_format)
+    images = dataset.images.to(device)  # the whole dataset resides on the device; steps gather batches there
+    labels = dataset.labels.to(device) if dataset.labels is not None else None
+    steps = GANSteps(cfg, G, D, images, labels, num_classes, device, precision, channels_last)
+    if graphs:
+        from .graphs import GraphRunner
+        runner = GraphRunner(steps, penalty_steps=cfg.penalty != "none")
+    else:
+        runner = EagerRunner(steps)
+    return Session(cfg, device, precision, graphs, channels_last, dataset, steps, runner)
+
+
+def run_iteration(session, iteration):
+    """One training iteration: n_critic D steps (the penalty on its lazy interval), then one G step."""
+    cfg = session.cfg
+    for k in range(cfg.n_critic):
+        d_index = iteration * cfg.n_critic + k
+        session.runner.d_step(cfg.penalty != "none" and d_index % cfg.penalty_every == 0)
+    session.runner.g_step()
+
+
+def fixed_latents(cfg, num_classes, device, n=SAMPLE_GRID):
+    """The same z (and labels: each row one class) for every sample grid, so grids show progress."""
+    gen = torch.Generator().manual_seed(cfg.seed + 12345)
+    z = torch.randn(n, cfg.z_dim, generator=gen).to(device)
+    labels = torch.arange(n, device=device) % num_classes if num_classes else None
+    return z, labels
+
+
+@torch.no_grad()
+def write_samples(session, z, labels, path):
+    G = session.steps.sampling_generator()
+    was_training = G.training
+    G.eval()
+    samples = G(z, labels)
+    G.train(was_training)
+    real = session.dataset.images[:2000] if session.dataset.images.dim() == 2 else None
+    nrow = session.steps.num_classes if labels is not None and session.steps.num_classes <= 16 else None
+    return save_samples(samples, path, nrow=nrow, real_points=real)
+
+
+def train(cfg, dataset=None, resume=None):
+    """Train per ``cfg``; write samples, log, checkpoints, loss curve and summary.json into cfg.out."""
+    session = build_session(cfg, dataset)
+    steps, device = session.steps, session.device
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = 0
+    if resume:
+        start = ckpt.restore_training_state(steps, ckpt.load_checkpoint(resume, map_location=device))
+    z_fixed, labels_fixed = fixed_latents(cfg, steps.num_classes, device)
+    log_path = out / "log.jsonl"
+    records = []
+    if resume and log_path.exists():
+        records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+        records = [r for r in records if r["iteration"] <= start]
+    log_file = open(log_path, "w")
+    for r in records:
+        log_file.write(json.dumps(r) + "\n")
+
+    train_seconds, images_seen = 0.0, 0
+    bar = tqdm(total=cfg.steps, initial=start, disable=not cfg.progress, desc="train", unit="it", dynamic_ncols=True)
+    interval_start, interval_images, side_seconds = time.perf_counter(), 0, 0.0
+    try:
+        for iteration in range(start, cfg.steps):
+            run_iteration(session, iteration)
+            interval_images += cfg.batch_size
+            done = iteration + 1
+            bar.update(1)
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                elapsed = time.perf_counter() - interval_start - side_seconds  # samples and checkpoints excluded
+                train_seconds += elapsed
+                images_seen += interval_images
+                record = {"iteration": done, **steps.read_and_reset_stats(),
+                          "images_per_sec": interval_images / elapsed, "seconds": train_seconds}
+                records.append(record)
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+                bar.set_postfix(d=f"{record['d_loss']:.3f}", g=f"{record['g_loss']:.3f}",
+                                img_s=f"{record['images_per_sec']:.0f}")
+                interval_start, interval_images, side_seconds = time.perf_counter(), 0, 0.0
+            if device.type == "cuda" and (done % cfg.sample_every == 0 or done % cfg.ckpt_every == 0):
+                torch.cuda.synchronize()  # queued steps finish inside the timed interval, not the side work
+            side_start = time.perf_counter()
+            if done % cfg.sample_every == 0:
+                write_samples(session, z_fixed, labels_fixed, out / f"samples_{done:06d}.png")
+            if done % cfg.ckpt_every == 0:
+                ckpt.save_checkpoint(out / "checkpoint.pt", steps, done, session.dataset.data_shape, steps.num_classes)
+            side_seconds += time.perf_counter() - side_start
+    finally:
+        bar.close()
+        log_file.close()
+
+    ckpt.save_checkpoint(out / "checkpoint.pt", steps, cfg.steps, session.dataset.data_shape, steps.num_classes)
+    write_samples(session, z_fixed, labels_fixed, out / "samples_final.png")
+    if records:
+        save_loss_curve(records, out / "loss_curve.png")
+
+    from .evaluate import evaluate_generator
+    scores = evaluate_generator(steps.sampling_generator(), cfg, steps.num_classes, device, cfg.fid_samples,
+                                progress=cfg.progress)
+    summary = {
+        **scores,
+        "steps": cfg.steps,
+        "images_per_sec": images_seen / train_seconds if train_seconds > 0 else None,
+        "train_seconds": train_seconds,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "precision": session.precision,
+        "graphs": session.graphs,
+        "kernels": kernels.get_default_impl(),
+        "torch": torch.__version__,
+        "config": cfg.to_dict(),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,50 @@
+"""Choosing between a Triton kernel and its plain-PyTorch reference.
+
+Every public op takes ``impl="auto" | "triton" | "ref"``. "auto" follows the process-wide default set by
+``set_default_impl`` (the CLI's ``--kernels`` flag); while that default is itself "auto", Triton is used for
+CUDA tensors, or for any tensor when Triton's interpreter is on, and the reference otherwise.
+"""
+import os
+
+import torch
+
+IMPLS = ("auto", "triton", "ref")
+_default_impl = "auto"
+
+
+def set_default_impl(impl: str) -> None:
+    """Set what ``impl="auto"`` means for every op in this process (e.g. "ref" to rerun on the reference path)."""
+    global _default_impl
+    if impl not in IMPLS:
+        raise ValueError(f"kernels impl must be one of {IMPLS}, got {impl!r}")
+    _default_impl = impl
+
+
+def get_default_impl() -> str:
+    return _default_impl
+
+
+def interpreter_on() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_impl(impl: str, tensor: torch.Tensor) -> str:
+    """Return "triton" or "ref" for an op about to run on ``tensor``."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    if impl == "auto":
+        impl = _default_impl
+    if impl == "auto":
+        use_triton = triton_available() and (tensor.is_cuda or interpreter_on())
+        return "triton" if use_triton else "ref"
+    if impl == "triton" and not (tensor.is_cuda or interpreter_on()):
+        raise ValueError("impl='triton' needs a CUDA tensor or TRITON_INTERPRET=1 set before kernels are imported")
+    return impl

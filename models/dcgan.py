@@ -1,0 +1,69 @@
+"""DCGAN generator and discriminator for 28x28 (grey), 32x32 and 64x64 images.
+
+G: z -> dense to (base x base) -> stride-2 transposed convolutions doubling the size -> tanh.
+D: stride-2 convolutions halving the size -> dense to one logit. BatchNorm in G always; in D only when asked
+(never with a gradient penalty, whose per-sample gradients batch statistics would mix).
+"""
+import torch
+from torch import nn
+
+from .layers import FusedConv2d, FusedLinear
+
+SUPPORTED_SIZES = (28, 32, 64)
+
+
+def _base_and_steps(size):
+    if size not in SUPPORTED_SIZES:
+        raise ValueError(f"DCGAN supports image sizes {SUPPORTED_SIZES}, got {size}")
+    base = 7 if size == 28 else 4
+    steps = {28: 2, 32: 3, 64: 4}[size]
+    return base, steps
+
+
+class DCGANGenerator(nn.Module):
+    def __init__(self, data_shape=(1, 28, 28), z_dim=100, width=64, num_classes=0):
+        super().__init__()
+        channels, size = data_shape[0], data_shape[-1]
+        self.data_shape, self.z_dim, self.num_classes = tuple(data_shape), z_dim, num_classes
+        self.base, steps = _base_and_steps(size)
+        self.top_ch = width * 2 ** (steps - 1)
+        self.label_embed = nn.Embedding(num_classes, z_dim) if num_classes else None
+        in_dim = z_dim * 2 if num_classes else z_dim
+        self.project = FusedLinear(in_dim, self.top_ch * self.base * self.base, bias=False)
+        self.project_norm = nn.BatchNorm2d(self.top_ch)
+        blocks, ch = [], self.top_ch
+        for _ in range(steps - 1):
+            blocks.append(FusedConv2d(ch, ch // 2, 4, 2, 1, act="relu", transposed=True, norm=True))
+            ch //= 2
+        blocks.append(FusedConv2d(ch, channels, 4, 2, 1, act="tanh", transposed=True))
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, z, labels=None):
+        if self.label_embed is not None:
+            z = torch.cat([z, self.label_embed(labels)], dim=1)
+        x = self.project(z).reshape(z.shape[0], self.top_ch, self.base, self.base)
+        x = torch.relu(self.project_norm(x))
+        return self.blocks(x)
+
+
+class DCGANDiscriminator(nn.Module):
+    def __init__(self, data_shape=(1, 28, 28), width=64, num_classes=0, batch_norm=False):
+        super().__init__()
+        channels, size = data_shape[0], data_shape[-1]
+        self.num_classes = num_classes
+        base, steps = _base_and_steps(size)
+        blocks, ch = [FusedConv2d(channels, width, 4, 2, 1, act="lrelu")], width
+        for _ in range(steps - 1):
+            blocks.append(FusedConv2d(ch, ch * 2, 4, 2, 1, act="lrelu", norm=batch_norm))
+            ch *= 2
+        self.features = nn.Sequential(*blocks)
+        feat_dim = ch * base * base
+        self.head = FusedLinear(feat_dim, 1)
+        self.label_embed = nn.Embedding(num_classes, feat_dim) if num_classes else None
+
+    def forward(self, x, labels=None):
+        h = self.features(x).flatten(1)
+        logit = self.head(h).squeeze(1)
+        if self.label_embed is not None:
+            logit = logit + (self.label_embed(labels) * h).sum(dim=1)
+        return logit

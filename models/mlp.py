@@ -1,0 +1,50 @@
+"""The textbook MLP GAN: G maps z through 128, 256, 512 to the data; D maps the data through 512, 256, 128."""
+import math
+
+import torch
+from torch import nn
+
+from .layers import FusedLinear
+
+
+class MLPGenerator(nn.Module):
+    def __init__(self, data_shape=(1, 28, 28), z_dim=100, hidden=(128, 256, 512), num_classes=0,
+                 out_act="tanh"):
+        super().__init__()
+        self.data_shape, self.z_dim, self.num_classes = tuple(data_shape), z_dim, num_classes
+        self.label_embed = nn.Embedding(num_classes, z_dim) if num_classes else None
+        in_dim = z_dim * 2 if num_classes else z_dim
+        layers = []
+        for width in hidden:
+            layers.append(FusedLinear(in_dim, width, act="relu"))
+            in_dim = width
+        layers.append(FusedLinear(in_dim, math.prod(self.data_shape), act=out_act))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z, labels=None):
+        if self.label_embed is not None:
+            z = torch.cat([z, self.label_embed(labels)], dim=1)
+        return self.net(z).reshape(z.shape[0], *self.data_shape)
+
+
+class MLPDiscriminator(nn.Module):
+    """Leaky-ReLU MLP to one logit; conditional by projection (logit += <embed(y), features>)."""
+
+    def __init__(self, data_shape=(1, 28, 28), hidden=(512, 256, 128), num_classes=0):
+        super().__init__()
+        self.num_classes = num_classes
+        in_dim = math.prod(data_shape)
+        layers = []
+        for width in hidden:
+            layers.append(FusedLinear(in_dim, width, act="lrelu", alpha=0.2))
+            in_dim = width
+        self.features = nn.Sequential(*layers)
+        self.head = FusedLinear(in_dim, 1)
+        self.label_embed = nn.Embedding(num_classes, in_dim) if num_classes else None
+
+    def forward(self, x, labels=None):
+        h = self.features(x.reshape(x.shape[0], -1))
+        logit = self.head(h).squeeze(1)
+        if self.label_embed is not None:
+            logit = logit + (self.label_embed(labels) * h).sum(dim=1)
+        return logit
