@@ -90,6 +90,19 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def synchronized(fn, device):
+    """Wrap ``fn`` so that on a GPU it returns only when its kernels have finished: a host-side timer
+    (pytest-benchmark's) then times the work, not just the launches."""
+    if torch.device(device).type != "cuda":
+        return fn
+
+    def run():
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+    return run
+
+
 def time_blocks(block, device, *, repeats):
     """Run ``block()`` ``repeats`` times and return each run's milliseconds.
 

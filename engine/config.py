@@ -34,7 +34,7 @@ class TrainConfig:
     n_critic: int = 1                  # D steps per G step
     ema: float = 0.0                   # decay of the EMA of G's weights; 0 turns it off
     batch_size: int = 64
-    steps: int = 6000                  # G steps (training iterations)
+    steps: int = 5000                  # G steps (training iterations)
     # execution
     device: str = "auto"
     seed: int = 0

@@ -9,12 +9,16 @@ from kernels import bias_act
 
 
 class FusedLinear(nn.Module):
-    """y = act(x @ W^T + b): the matmul without bias, then one fused bias+activation."""
+    """y = act(x @ W^T + b): the matmul without bias, then one fused bias+activation.
 
-    def __init__(self, in_features, out_features, act="linear", alpha=0.2, bias=True):
+    With ``norm=True`` a BatchNorm1d sits between the matmul and the activation and its shift is the bias.
+    """
+
+    def __init__(self, in_features, out_features, act="linear", alpha=0.2, bias=True, norm=False):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.norm = nn.BatchNorm1d(out_features) if norm else None
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias and not norm else None
         self.act, self.alpha = act, alpha
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
@@ -22,7 +26,10 @@ class FusedLinear(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x):
-        return bias_act(F.linear(x, self.weight), self.bias, act=self.act, alpha=self.alpha)
+        x = F.linear(x, self.weight)
+        if self.norm is not None:
+            x = self.norm(x)
+        return bias_act(x, self.bias, act=self.act, alpha=self.alpha)
 
     def extra_repr(self):
         return f"in={self.weight.shape[1]}, out={self.weight.shape[0]}, act={self.act}"

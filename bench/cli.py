@@ -1,0 +1,128 @@
+"""`ganforge bench ...` and `ganforge profile ...`, called by the engine's command dispatcher.
+
+    ganforge bench kernels|train|all [--quick] [--out FILE.json] [--device cuda|cpu]
+    ganforge bench compare BASE.json NEW.json [--threshold 10%]
+    ganforge profile [train flags] [--out DIR] [--steps-to-profile N] [--synthetic-data]
+    ganforge profile diff A/kernels.json B/kernels.json [--threshold 10%]
+"""
+import argparse
+import datetime
+from pathlib import Path
+
+from .suite import WHAT
+
+
+def _csv(kind):
+    def parse(text):
+        return tuple(kind(v) for v in text.split(",") if v.strip())
+    return parse
+
+
+def _bench_parser():
+    parser = argparse.ArgumentParser(
+        prog="ganforge bench",
+        description="Measure the device ceilings, kernel bandwidth and training throughput; compare two runs.",
+        epilog="ganforge bench compare BASE.json NEW.json [--threshold 10%]: flag regressions between runs.")
+    parser.add_argument("what", choices=WHAT, help="kernels, train, or all of them")
+    parser.add_argument("--quick", action="store_true", help="small sweep, few repeats (CI-sized)")
+    parser.add_argument("--out", help="results JSON (default: runs/bench/<what>-<device>-<time>.json)")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when available")
+    parser.add_argument("--models", type=_csv(str),
+                        help="train: comma-separated subset of mlp-28,dcgan-28,dcgan-32,dcgan-64")
+    parser.add_argument("--batch-sizes", type=_csv(int), help="train: comma-separated batch sizes")
+    parser.add_argument("--columns", type=_csv(str), help="train: subset of eager-fp32,eager-bf16,compile,ganforge")
+    parser.add_argument("--penalties", type=_csv(str), help="train: subset of none,wgan-gp")
+    parser.add_argument("--iters", type=int, help="train: iterations per timed block")
+    parser.add_argument("--repeats", type=int, help="train: timed blocks (median and spread over these)")
+    return parser
+
+
+def _compare_parser():
+    parser = argparse.ArgumentParser(prog="ganforge bench compare",
+                                     description="Compare two results files; exit 1 when a figure regressed.")
+    parser.add_argument("base", help="results JSON of the reference run")
+    parser.add_argument("new", help="results JSON of the run under test")
+    parser.add_argument("--threshold", default="10%", help="slowdown that counts as a regression (default 10%%)")
+    parser.add_argument("--only-changes", action="store_true", help="hide unchanged figures")
+    return parser
+
+
+def bench_main(argv):
+    """Entry point of `ganforge bench`; returns the exit code."""
+    argv = list(argv)
+    if argv and argv[0] == "compare":
+        from .compare import compare_files
+
+        args = _compare_parser().parse_args(argv[1:])
+        return compare_files(args.base, args.new, args.threshold, args.only_changes)
+
+    args = _bench_parser().parse_args(argv)
+    from .report import report_markdown
+    from .results import save_results, validate_results
+    from .suite import resolve_device, run_suite
+
+    device = resolve_device(args.device)
+    results = run_suite(args.what, device, args.quick, models=args.models, batch_sizes=args.batch_sizes,
+                        columns=args.columns, objectives=args.penalties, iters=args.iters, repeats=args.repeats)
+    validate_results(results)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out or f"runs/bench/{args.what}-{device.type}-{stamp}.json")
+    save_results(results, out)
+    print()
+    print(report_markdown(results), end="")
+    print(f"\nresults written to {out}")
+    return 0
+
+
+def _profile_parser():
+    from engine.cli import add_train_args
+
+    parser = argparse.ArgumentParser(
+        prog="ganforge profile",
+        description="Profile a few training iterations (graphs off): chrome trace + per-kernel table in --out.",
+        epilog="ganforge profile diff A/kernels.json B/kernels.json: which kernels got slower.")
+    add_train_args(parser)
+    parser.set_defaults(out="runs/profile")
+    parser.add_argument("--steps-to-profile", type=int, default=5, help="iterations inside the profiler")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed iterations before profiling")
+    parser.add_argument("--synthetic-data", action="store_true",
+                        help="random images (1x28x28, or --channels x --image-size) instead of --dataset")
+    return parser
+
+
+def _diff_parser():
+    parser = argparse.ArgumentParser(prog="ganforge profile diff",
+                                     description="Compare two kernels.json files written by `ganforge profile`.")
+    parser.add_argument("a", help="kernels.json of the reference profile")
+    parser.add_argument("b", help="kernels.json of the profile under test")
+    parser.add_argument("--threshold", default="10%", help="relative increase that counts as slower (default 10%%)")
+    parser.add_argument("--min-ms", type=float, default=0.001,
+                        help="ignore changes below this many ms per iteration (default 0.001)")
+    parser.add_argument("--fail-on-slower", action="store_true", help="exit 1 when any kernel got slower")
+    return parser
+
+
+def profile_main(argv):
+    """Entry point of `ganforge profile`; returns the exit code."""
+    argv = list(argv)
+    from .compare import parse_threshold
+    from .profiling import diff_profiles, format_diff, load_profile, profile_training, synthetic_dataset_for
+
+    if argv and argv[0] == "diff":
+        args = _diff_parser().parse_args(argv[1:])
+        a, b = load_profile(args.a), load_profile(args.b)
+        entries = diff_profiles(a, b, parse_threshold(args.threshold), args.min_ms)
+        print(format_diff(entries, a, b))
+        return 1 if args.fail_on_slower and any(e["status"] == "slower" for e in entries) else 0
+
+    from engine.cli import config_from_args
+
+    args = _profile_parser().parse_args(argv)
+    if args.steps_to_profile < 1 or args.warmup < 0:
+        raise ValueError("--steps-to-profile must be >= 1 and --warmup >= 0")
+    cfg = config_from_args(args)
+    dataset = synthetic_dataset_for(cfg) if args.synthetic_data else None
+    _, text = profile_training(cfg, args.out, args.steps_to_profile, args.warmup, dataset)
+    print(text)
+    print(f"\nwrote {Path(args.out) / 'trace.json'}, kernels.json and kernels.txt")
+    return 0

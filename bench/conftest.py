@@ -1,0 +1,43 @@
+"""pytest-benchmark setup for `pytest bench/ --benchmark-only`.
+
+Without CUDA the Triton kernels run through Triton's interpreter, which must be switched on before any
+@triton.jit decorator runs, i.e. before `kernels` is imported: so this comes first of all.
+"""
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.hookimpl(optionalhook=True)  # optional: a plain pytest without pytest-benchmark still collects
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Saved benchmark runs say which GPU and which torch / triton they were measured with."""
+    machine_info["torch"] = torch.__version__
+    try:
+        import triton
+        machine_info["triton"] = triton.__version__
+    except ImportError:
+        machine_info["triton"] = None
+    machine_info["triton_interpret"] = os.environ.get("TRITON_INTERPRET") == "1"
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        machine_info["gpu"] = {"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
+                               "capability": f"{props.major}.{props.minor}", "cuda": torch.version.cuda,
+                               "count": torch.cuda.device_count()}
+    else:
+        machine_info["gpu"] = None
+
+
+@pytest.fixture(scope="session")
+def device():
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.fixture(scope="session")
+def on_gpu(device):
+    return device.type == "cuda"
+

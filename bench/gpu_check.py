@@ -1,0 +1,131 @@
+"""The prepared GPU check: environment, the GPU tests, and the headline benchmarks, in one short call.
+
+    python -m bench.gpu_check --out DIR [--budget-s 160]
+
+Phases, each written to DIR as soon as it ends (a run cut short still leaves what it finished):
+  env.json             GPU, driver, torch, triton, torchmetrics
+  pytest_gpu.txt       `pytest -m gpu tests/` (graphed vs eager steps, fp16 inf skip, kernels on the device)
+  gpu_check.json       bench results (schema ganforge-bench/1): ceilings, end-to-end training, kernels at 64M
+  gpu_check.md         the same as readable tables
+Without CUDA every GPU phase is skipped with a line saying so, and the exit code is 0.
+"""
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+# The headline end-to-end comparisons: (bench model, objective, batch size).
+TRAIN_CASES = (("mlp-28", "none", 128), ("dcgan-64", "wgan-gp", 256))
+# compile last: it costs the most time, and a run cut short loses it first.
+TRAIN_COLUMNS = ("eager-fp32", "eager-bf16", "ganforge", "compile")
+KERNEL_NUMEL = 1 << 26  # 64M elements
+
+
+def environment():
+    env = {"python": platform.python_version(), "torch": torch.__version__, "cuda_available": torch.cuda.is_available(),
+           "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    for module in ("triton", "torchmetrics"):
+        try:
+            env[module] = __import__(module).__version__
+        except ImportError:
+            env[module] = None
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        env.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 1e9, 1),
+                   multiprocessors=props.multi_processor_count, cuda=torch.version.cuda)
+        try:
+            env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                           capture_output=True, text=True, timeout=20).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            env["driver"] = None
+    return env
+
+
+def run_gpu_tests(out, timeout_s):
+    """`pytest -m gpu` in a child process, so a hang or crash there cannot take the benchmarks down."""
+    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-v", "-p", "no:cacheprovider", "tests",
+           f"--junitxml={out / 'pytest_gpu.xml'}"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        text, code = proc.stdout + proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as exc:
+        text = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        text, code = text + f"\n[gpu tests stopped after {timeout_s:.0f} s]", "timeout"
+    (out / "pytest_gpu.txt").write_text(text)
+    summary = text.strip().splitlines()[-1] if text.strip() else ""
+    return code, summary
+
+
+def run_benchmarks(out, deadline, log, device="cuda", cases=TRAIN_CASES, kernel_numel=KERNEL_NUMEL):
+    from .kernel_bench import kernel_rows
+    from .report import report_markdown
+    from .results import new_results, save_results
+    from .suite import measure_ceilings
+    from .train_bench import Plan, train_rows
+
+    device = torch.device(device)
+    results = new_results(device, quick=False)
+    results["notes"].append("bench.gpu_check: headline cases only; `ganforge bench all` runs the full sweep")
+    path = out / "gpu_check.json"
+
+    def save():
+        save_results(results, path)
+        (out / "gpu_check.md").write_text(report_markdown(results))
+
+    results["ceilings"] = measure_ceilings(device)
+    c = results["ceilings"]
+    log(f"ceilings: copy {c['copy_gbps']:,.0f} GB/s, bf16 matmul {c['matmul_tflops_bf16']:.0f} TFLOP/s")
+    save()
+    results["train"] = []
+    for name, objective, batch in cases:
+        if time.monotonic() > deadline - 30:
+            results["notes"].append(f"train {name} {objective} not run: time budget spent")
+            continue
+        plan = Plan((name,), (objective,), (batch,), TRAIN_COLUMNS, warmup=5, iters=20, repeats=3)
+        results["train"] += train_rows(device, matmul_tflops_bf16=c["matmul_tflops_bf16"], plan=plan, log=log)
+        save()
+    if time.monotonic() < deadline - 25:
+        results["kernels"] = kernel_rows(device, sizes=[kernel_numel], copy_gbps=c["copy_gbps"])
+    else:
+        results["notes"].append("kernel rows not run: time budget spent")
+    save()
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="folder for the results")
+    parser.add_argument("--budget-s", type=float, default=160, help="stop starting new phases after this")
+    parser.add_argument("--tests-timeout-s", type=float, default=70)
+    args = parser.parse_args(argv)
+    start = time.monotonic()
+    deadline = start + args.budget_s
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def log(line):
+        print(f"[{time.monotonic() - start:6.1f}s] {line}", flush=True)
+
+    env = environment()
+    (out / "env.json").write_text(json.dumps(env, indent=2) + "\n")
+    log(f"environment: {env.get('gpu', 'no GPU')}, torch {env['torch']}, triton {env['triton']}")
+    if not env["cuda_available"]:
+        log("no CUDA device: GPU tests and GPU benchmarks skipped")
+        return 0
+    code, summary = run_gpu_tests(out, min(args.tests_timeout_s, args.budget_s / 2))
+    log(f"gpu tests (exit {code}): {summary}")
+    results = run_benchmarks(out, deadline, log)
+    from .report import report_markdown
+
+    print(report_markdown(results), flush=True)
+    log("done")
+    return 0 if code == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""Kernel microbenchmarks: each op's forward, backward and both, for three implementations side by side.
+
+    eager     the plain-PyTorch reference (kernels.*_ref)
+    compile   torch.compile of that reference
+    ganforge  the Triton kernels (impl="triton")
+
+Each row reports the time and the bandwidth reached over the minimal bytes the pass must move (every input
+read once, every output written once), also as a percentage of the measured device copy bandwidth. On CUDA a
+pass is captured in a CUDA graph and the replays are timed (row["timing"] == "cuda-graph"): device time, as
+the engine's graphed steps see it; a pass that cannot be captured is timed by direct calls ("launch").
+
+    python -m bench.kernel_bench [--device cuda] [--quick] [--sizes 1048576 67108864]
+"""
+import argparse
+import contextlib
+import os
+
+import torch
+
+from bench.timing import copy_bandwidth_gbps, time_fn
+from kernels import bias_act, bias_act_ref, gradient_penalty, gradient_penalty_ref
+
+PASSES = ("forward", "backward", "both")
+IMPLS = ("eager", "compile", "ganforge")
+GPU_SIZES = (1 << 20, 1 << 22, 1 << 24, 1 << 26)  # up to 64M elements
+CPU_SIZES = (1 << 12, 1 << 16)
+QUICK_GPU_SIZES = (1 << 20, 1 << 24)
+QUICK_CPU_SIZES = (1 << 12,)
+GP_SAMPLE = (3, 64, 64)  # one 64x64 RGB image per sample, the WGAN-GP interpolate's gradient
+
+
+# ---- the two ops as benchmark cases -----------------------------------------------------------------------
+
+def _bias_act_case(numel, device, dtype):
+    """(N, C, H, W) with C = 64 and up to 64x64 planes; lrelu with a bias, as in a DCGAN critic."""
+    c = 64
+    hw = min(64 * 64, max(1, numel // c))
+    side = int(hw ** 0.5)
+    n = max(1, numel // (c * side * side))
+    shape = (n, c, side, side)
+    x = torch.randn(shape, device=device, dtype=dtype)
+    b = torch.randn(c, device=device, dtype=dtype)
+    es = x.element_size()
+    fwd_bytes = 2 * x.numel() * es + c * es  # read x, b; write y
+    bwd_bytes = 3 * x.numel() * es + 2 * c * es  # read dy, x, b; write dx, db
+    impls = {
+        "eager": lambda x, b: bias_act_ref(x, b, act="lrelu"),
+        "ganforge": lambda x, b: bias_act(x, b, act="lrelu", impl="triton"),
+    }
+    return shape, (x, b), impls, fwd_bytes, bwd_bytes
+
+
+def _gradient_penalty_case(numel, device, dtype):
+    """(N, 3, 64, 64): N samples of D's input gradient; the WGAN-GP penalty."""
+    d = GP_SAMPLE[0] * GP_SAMPLE[1] * GP_SAMPLE[2]
+    shape = (max(1, numel // d),) + GP_SAMPLE if numel >= 4 * d else (max(1, numel // 1024), 1, 32, 32)
+    g = torch.randn(shape, device=device, dtype=dtype) * 0.01
+    es = g.element_size()
+    fwd_bytes = g.numel() * es + 4  # read g; write the scalar
+    bwd_bytes = 2 * g.numel() * es  # read g; write dg
+    impls = {
+        "eager": lambda g: gradient_penalty_ref(g, "wgan-gp"),
+        "ganforge": lambda g: gradient_penalty(g, kind="wgan-gp", impl="triton"),
+    }
+    return shape, (g,), impls, fwd_bytes, bwd_bytes
+
+
+CASES = {"bias_act": _bias_act_case, "gradient_penalty": _gradient_penalty_case}
+
+
+# ---- timing ---------------------------------------------------------------------------------------------
+
+def _pass_fn(fn, inputs, pass_name):
+    """A zero-argument callable running one pass of ``fn`` on ``inputs``."""
+    if pass_name == "forward":
+        def run():
+            with torch.no_grad():
+                return fn(*inputs)
+        return run
+    leaves = [t.detach().requires_grad_(True) for t in inputs]
+    if pass_name == "backward":
+        out = fn(*leaves)  # built once; the timed call reuses its graph
+        dout = torch.randn_like(out)
+        return lambda: torch.autograd.grad(out, leaves, dout, retain_graph=True)
+    dout = torch.randn_like(fn(*leaves))
+    return lambda: torch.autograd.grad(fn(*leaves), leaves, dout)
+
+
+def _graph_replay(make_run, device):
+    """Capture one pass in a CUDA graph and return its replay: device time without Python launch overhead.
+
+    This is how the engine runs its steps (captured once, replayed), and at small sizes a directly launched
+    pass is host-bound, so its time says little about the kernels. The pass (and for "backward" the graph
+    of the forward) is built on the capture stream, where autograd then runs the backward too."""
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        run = make_run()
+        for _ in range(3):  # compile and autotune before capture
+            run()
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        run()
+    return graph.replay
+
+
+def _compile_config():
+    """torch.compile's donated buffers forbid retain_graph=True, which the backward-only timing needs."""
+    try:
+        import torch._functorch.config as functorch_config
+        return functorch_config.patch(donated_buffer=False)
+    except (ImportError, AttributeError):
+        import contextlib
+        return contextlib.nullcontext()
+
+
+def _time_pass(fn, inputs, pass_name, device):
+    """(Timing, how it was timed): CUDA-graph replay on GPU where capture works, direct calls otherwise."""
+    make_run = lambda: _pass_fn(fn, inputs, pass_name)  # noqa: E731
+    if device.type == "cuda":
+        try:
+            replay = _graph_replay(make_run, device)
+        except Exception:  # capture unsupported for this pass: time the plain calls
+            torch.cuda.synchronize(device)
+        else:
+            return time_fn(replay, device), "cuda-graph"
+        return time_fn(make_run(), device), "launch"
+    return time_fn(make_run(), device, reps=20, budget_s=1.0), "launch"
+
+
+def _triton_usable(device):
+    return device.type == "cuda" or os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _skip_reason(impl, device, numel, smallest, quick):
+    if impl == "compile" and device.type == "cpu" and quick:
+        return "skipped: torch.compile on CPU is slow (quick mode)"
+    if impl == "ganforge" and device.type != "cuda":
+        if not _triton_usable(device):
+            return "skipped: Triton needs CUDA or TRITON_INTERPRET=1"
+        if numel != smallest:
+            return "skipped: Triton interpreter on CPU, timed at the smallest size only"
+    return None
+
+
+def kernel_rows(device, sizes=None, quick=False, copy_gbps=None):
+    """Time every (op, size, pass, impl); return one dict per row (see the module docstring)."""
+    device = torch.device(device)
+    on_gpu = device.type == "cuda"
+    if sizes is None:
+        sizes = (QUICK_GPU_SIZES if quick else GPU_SIZES) if on_gpu else (QUICK_CPU_SIZES if quick else CPU_SIZES)
+    sizes = sorted(sizes)
+    dtype = torch.bfloat16 if on_gpu else torch.float32
+    if copy_gbps is None:
+        copy_gbps = copy_bandwidth_gbps(device)
+    rows = []
+    for op, make_case in CASES.items():
+        for numel in sizes:
+            shape, inputs, impls, fwd_bytes, bwd_bytes = make_case(numel, device, dtype)
+            compiled = None
+            for impl in IMPLS:
+                reason = _skip_reason(impl, device, numel, sizes[0], quick)
+                if impl == "compile" and reason is None:
+                    compiled = torch.compile(impls["eager"])
+                fn = compiled if impl == "compile" else impls.get(impl)
+                for pass_name in PASSES:
+                    nbytes = {"forward": fwd_bytes, "backward": bwd_bytes, "both": fwd_bytes + bwd_bytes}[pass_name]
+                    row = {"op": op, "pass": pass_name, "impl": impl, "numel": inputs[0].numel(),
+                           "dtype": str(dtype).replace("torch.", ""), "shape": list(shape), "bytes": nbytes,
+                           "median_ms": None, "p20_ms": None, "p80_ms": None, "spread": None, "gbps": None,
+                           "pct_of_copy": None, "timing": None, "error": reason}
+                    if reason is None:
+                        try:
+                            with _compile_config() if impl == "compile" else contextlib.nullcontext():
+                                timing, how = _time_pass(fn, inputs, pass_name, device)
+                        except Exception as exc:  # e.g. torch.compile failing on this platform
+                            row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                        else:
+                            gbps = nbytes / (timing.median_ms * 1e-3) / 1e9
+                            row.update(median_ms=timing.median_ms, p20_ms=timing.p20_ms, p80_ms=timing.p80_ms,
+                                       spread=timing.spread, gbps=gbps, pct_of_copy=100.0 * gbps / copy_gbps,
+                                       timing=how)
+                    rows.append(row)
+            del inputs, compiled
+    return rows
+
+
+def format_table(rows, copy_gbps=None):
+    head = f"{'op':<17}{'pass':<9}{'impl':<9}{'numel':>11}  {'shape':<20}{'ms':>9}{'spread':>8}{'GB/s':>9}{'%copy':>7}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        shape = "x".join(str(s) for s in r["shape"])
+        if r["median_ms"] is None:
+            lines.append(f"{r['op']:<17}{r['pass']:<9}{r['impl']:<9}{r['numel']:>11}  {shape:<20}  {r['error']}")
+            continue
+        lines.append(f"{r['op']:<17}{r['pass']:<9}{r['impl']:<9}{r['numel']:>11}  {shape:<20}"
+                     f"{r['median_ms']:>9.4f}{r['spread']:>8.2f}{r['gbps']:>9.1f}{r['pct_of_copy']:>7.1f}")
+    if copy_gbps is not None:
+        lines.append(f"copy bandwidth: {copy_gbps:.1f} GB/s")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="fewer, smaller sizes")
+    parser.add_argument("--sizes", type=int, nargs="+", help="element counts to sweep")
+    args = parser.parse_args(argv)
+    copy_gbps = copy_bandwidth_gbps(args.device)
+    rows = kernel_rows(args.device, sizes=args.sizes, quick=args.quick, copy_gbps=copy_gbps)
+    print(format_table(rows, copy_gbps))
+
+
+if __name__ == "__main__":
+    main()

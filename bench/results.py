@@ -1,0 +1,169 @@
+"""The results file of `ganforge bench`: what it records about the run, and a hand-written schema check.
+
+One JSON object per run:
+
+    {"schema": "ganforge-bench/1", "device": ..., "device_type": "cuda" | "cpu", "torch": ..., "triton": ...,
+     "python": ..., "git_commit": ... | null, "date": ISO-8601, "quick": bool, "notes": [str],
+     "ceilings": {"copy_gbps", "matmul_tflops_bf16", "matmul_tflops_fp32", ...},
+     "kernels": [kernel row], "train": [train row]}
+
+Kernel rows come from bench.kernel_bench.kernel_rows; train rows from bench.train_bench.train_rows. A figure
+may be null when its row was skipped or failed; the row then says why under "skipped" or "error".
+"""
+import datetime
+import json
+import math
+import platform
+import subprocess
+from numbers import Real
+from pathlib import Path
+
+import torch
+
+SCHEMA = "ganforge-bench/1"
+
+TOP_LEVEL = {"schema": str, "device": str, "device_type": str, "torch": str, "triton": (str, type(None)),
+             "git_commit": (str, type(None)), "date": str, "quick": bool, "ceilings": dict, "kernels": list,
+             "train": list}
+CEILING_KEYS = ("copy_gbps", "matmul_tflops_bf16", "matmul_tflops_fp32")
+
+KERNEL_KEYS = ("op", "pass", "impl", "numel", "dtype", "shape")
+KERNEL_FIGURES = ("median_ms", "p20_ms", "p80_ms", "spread", "bytes", "gbps", "pct_of_copy")
+
+TRAIN_KEYS = ("name", "model", "data_shape", "loss", "penalty", "batch_size", "column", "precision", "graphs",
+              "kernels", "compiled", "iters", "repeats")
+TRAIN_FIGURES = ("images_per_sec", "images_per_sec_p20", "images_per_sec_p80", "spread", "ms_per_iter",
+                 "ms_per_d_step", "ms_per_g_step", "peak_mem_mb", "flops_per_iter", "tflops", "mfu",
+                 "speedup_vs_eager_fp32", "speedup_vs_best_other")
+
+
+class ResultsError(ValueError):
+    """A results file does not follow the schema; the message lists every problem found."""
+
+
+def _git_commit():
+    """The checkout's HEAD commit (with "-dirty" when files changed), or None outside a git checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def device_name(device):
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu: {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def new_results(device, quick):
+    """The header of a results file, with empty ceilings and rows for the suite to fill."""
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    return {
+        "schema": SCHEMA,
+        "device": device_name(device),
+        "device_type": torch.device(device).type,
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "git_commit": _git_commit(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "quick": bool(quick),
+        "notes": [],
+        "ceilings": {},
+        "kernels": [],
+        "train": [],
+    }
+
+
+def _is_number(value):
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _check_rows(rows, section, keys, figures, problems):
+    for i, row in enumerate(rows):
+        where = f"{section}[{i}]"
+        if not isinstance(row, dict):
+            problems.append(f"{where}: expected an object, got {type(row).__name__}")
+            continue
+        for key in keys + figures:
+            if key not in row:
+                problems.append(f"{where}: missing key {key!r}")
+        for key in figures:
+            value = row.get(key)
+            if value is not None and not _is_number(value):
+                problems.append(f"{where}.{key}: expected a number or null, got {value!r}")
+        failed = row.get("error") or row.get("skipped")
+        lead = "median_ms" if section == "kernels" else "images_per_sec"
+        if row.get(lead) is None and not failed:
+            problems.append(f"{where}: {lead} is null but the row gives no 'error' or 'skipped' reason")
+
+
+def validate_results(data):
+    """Check ``data`` against the results schema; return it, or raise ResultsError listing every problem."""
+    if not isinstance(data, dict):
+        raise ResultsError(f"results: expected a JSON object, got {type(data).__name__}")
+    problems = []
+    for key, kind in TOP_LEVEL.items():
+        if key not in data:
+            problems.append(f"missing top-level key {key!r}")
+        elif not isinstance(data[key], kind):
+            problems.append(f"{key}: unexpected type {type(data[key]).__name__}")
+    if data.get("schema") not in (None, SCHEMA):
+        problems.append(f"schema: expected {SCHEMA!r}, got {data.get('schema')!r}")
+    ceilings = data.get("ceilings")
+    if isinstance(ceilings, dict):
+        for key in CEILING_KEYS:
+            if not _is_number(ceilings.get(key)) or ceilings[key] <= 0:
+                problems.append(f"ceilings.{key}: expected a positive number, got {ceilings.get(key)!r}")
+    if isinstance(data.get("kernels"), list):
+        _check_rows(data["kernels"], "kernels", KERNEL_KEYS, KERNEL_FIGURES, problems)
+    if isinstance(data.get("train"), list):
+        _check_rows(data["train"], "train", TRAIN_KEYS, TRAIN_FIGURES, problems)
+    if problems:
+        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
+        raise ResultsError("results do not follow schema " + SCHEMA + ":\n  " + "\n  ".join(shown))
+    return data
+
+
+def _finite(value):
+    """JSON has no NaN or infinity: such a figure is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def save_results(data, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_finite(data), indent=1, allow_nan=False) + "\n")
+    return path
+
+
+def load_results(path):
+    """Read and validate a results file; a file that is not JSON or not a results file raises ResultsError."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ResultsError(f"cannot read results file {path}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ResultsError(f"{path} is not JSON: {exc}") from None
+    try:
+        return validate_results(data)
+    except ResultsError as exc:
+        raise ResultsError(f"{path}: {exc}") from None

@@ -1,0 +1,86 @@
+"""One bench run: ceilings first, then kernel rows and/or training rows, into one results dict."""
+import time
+
+import torch
+
+from .results import new_results
+from .timing import copy_bandwidth_gbps, matmul_tflops
+
+WHAT = ("kernels", "train", "all")
+
+
+def resolve_device(name=None):
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for CUDA, but no CUDA device is available here; use --device cpu")
+    if device.type not in ("cuda", "cpu"):
+        raise ValueError(f"--device must be cuda or cpu, got {name!r}")
+    return device
+
+
+def measure_ceilings(device, quick=False):
+    """What the device can do at best, measured now: copy bandwidth (read + write) and matrix-product rates.
+
+    Every GB/s and MFU figure of the run is quoted against these, so they come from the same run.
+    """
+    device = torch.device(device)
+    on_gpu = device.type == "cuda"
+    copy_bytes = (2 << 30 if not quick else 1 << 30) if on_gpu else (16 << 20 if quick else 64 << 20)
+    matmul_n = 8192 if on_gpu else (256 if quick else 512)
+    ceilings = {
+        "copy_gbps": copy_bandwidth_gbps(device, copy_bytes),
+        "matmul_tflops_bf16": matmul_tflops(device, torch.bfloat16, matmul_n),
+        "matmul_tflops_fp32": matmul_tflops(device, torch.float32, matmul_n),
+        "copy_bytes": copy_bytes,
+        "matmul_n": matmul_n,
+        # Whether fp32 products may use TF32 tensor cores: the fp32 rate means different things either way.
+        "tf32_matmul": bool(on_gpu and torch.backends.cuda.matmul.allow_tf32),
+    }
+    if on_gpu:
+        torch.cuda.empty_cache()
+    return ceilings
+
+
+def kernel_rows_or_note(device, quick, copy_gbps):
+    """Rows from bench.kernel_bench, or ([], note) in a checkout that does not have it yet."""
+    try:
+        from .kernel_bench import kernel_rows
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("bench.kernel_bench", __package__ + ".kernel_bench"):
+            raise  # a missing dependency inside kernel_bench is a real error, not an absent module
+        return [], "kernel rows skipped: bench.kernel_bench is not available in this checkout"
+    return kernel_rows(device, quick=quick, copy_gbps=copy_gbps), None
+
+
+def run_suite(what, device=None, quick=False, log=print, **train_overrides):
+    """Run ``what`` ("kernels", "train" or "all") and return the results dict (see bench.results)."""
+    if what not in WHAT:
+        raise ValueError(f"bench: expected one of {WHAT}, got {what!r}")
+    device = resolve_device(device)
+    results = new_results(device, quick)
+    t0 = time.perf_counter()
+    log(f"bench {what} on {results['device']} (torch {results['torch']}, triton {results['triton']})"
+        + (", quick" if quick else ""))
+    results["ceilings"] = measure_ceilings(device, quick)
+    c = results["ceilings"]
+    log(f"  ceilings: copy {c['copy_gbps']:,.1f} GB/s, matmul bf16 {c['matmul_tflops_bf16']:.3g} TFLOP/s, "
+        f"fp32 {c['matmul_tflops_fp32']:.3g} TFLOP/s")
+    if what in ("kernels", "all"):
+        t = time.perf_counter()
+        rows, note = kernel_rows_or_note(device, quick, c["copy_gbps"])
+        results["kernels"] = rows
+        if note:
+            results["notes"].append(note)
+            log("  " + note)
+        else:
+            log(f"  kernels: {len(rows)} rows in {time.perf_counter() - t:.1f} s")
+    if what in ("train", "all"):
+        from .train_bench import train_rows  # imports the engine only when training is benchmarked
+
+        t = time.perf_counter()
+        results["train"] = train_rows(device, quick, c["matmul_tflops_bf16"], log=log, **train_overrides)
+        log(f"  train: {len(results['train'])} rows in {time.perf_counter() - t:.1f} s")
+    results["seconds"] = round(time.perf_counter() - t0, 1)
+    return results

@@ -1,0 +1,294 @@
+"""End-to-end training throughput: images/s, ms per D and G step, peak memory and MFU per execution mode.
+
+Each configuration (model x objective x batch size) runs in up to four columns:
+
+    eager-fp32   plain PyTorch ops (kernels=ref), fp32, no graphs: the baseline
+    eager-bf16   the same under bf16 autocast
+    compile      bf16, G and D wrapped in torch.compile (a gradient-penalty D step raises: the error is kept)
+    ganforge     bf16, CUDA-graph-captured steps and the Triton kernels (CUDA only)
+
+The data are synthetic random images of the right shape, so the bench needs no data files. One iteration is
+one D step plus one G step (n_critic = 1, the penalty on every D step), i.e. ``batch_size`` images.
+MFU = model FLOPs per iteration (counted by FlopCounterMode on one eager iteration) / time per iteration
+/ the bf16 matrix-product rate measured in the same run.
+"""
+import gc
+from dataclasses import dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import kernels
+from engine.config import TrainConfig
+from engine.data import Dataset
+from engine.trainer import build_session, run_iteration
+
+from .timing import StepClock, time_blocks, timing_from_samples
+
+# name -> (model, data shape (C, H, W)): MNIST-shaped digits for 28, CIFAR-shaped for 32, CelebA-shaped for 64.
+MODELS = {
+    "mlp-28": ("mlp", (1, 28, 28)),
+    "dcgan-28": ("dcgan", (1, 28, 28)),
+    "dcgan-32": ("dcgan", (3, 32, 32)),
+    "dcgan-64": ("dcgan", (3, 64, 64)),
+}
+# objective -> TrainConfig fields
+OBJECTIVES = {
+    "none": {"loss": "ns", "penalty": "none"},
+    "wgan-gp": {"loss": "wgan", "penalty": "wgan-gp", "penalty_every": 1},
+}
+COLUMNS = {
+    "eager-fp32": {"precision": "fp32", "graphs": "off", "kernels": "ref", "compiled": False},
+    "eager-bf16": {"precision": "bf16", "graphs": "off", "kernels": "ref", "compiled": False},
+    "compile": {"precision": "bf16", "graphs": "off", "kernels": "ref", "compiled": True},
+    "ganforge": {"precision": "bf16", "graphs": "on", "kernels": "triton", "compiled": False},
+}
+BASELINE = "eager-fp32"
+
+
+@dataclass
+class Plan:
+    """How much to run: the sweep and the timing loop sizes."""
+    models: tuple
+    objectives: tuple
+    batch_sizes: tuple
+    columns: tuple
+    warmup: int      # untimed iterations first (graph capture, compilation, autotuning happen here)
+    iters: int       # iterations per timed block
+    repeats: int     # timed blocks; median and spread are over these
+
+
+def default_plan(device, quick):
+    on_gpu = torch.device(device).type == "cuda"
+    if on_gpu:
+        return Plan(tuple(MODELS), tuple(OBJECTIVES), (256,) if quick else (64, 128, 256, 512), tuple(COLUMNS),
+                    warmup=3 if quick else 5, iters=10 if quick else 25, repeats=3 if quick else 5)
+    if quick:  # CI-sized: the two 28x28 models, one small batch, a few iterations
+        return Plan(("mlp-28", "dcgan-28"), tuple(OBJECTIVES), (16,), tuple(COLUMNS), warmup=1, iters=2, repeats=3)
+    return Plan(tuple(MODELS), tuple(OBJECTIVES), (32,), ("eager-fp32", "eager-bf16", "compile"),
+                warmup=2, iters=3, repeats=3)
+
+
+def synthetic_dataset(data_shape, n):
+    """``n`` random images in [-1, 1] with random labels: right shape, no files."""
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand((n, *data_shape), generator=gen) * 2 - 1
+    labels = torch.randint(0, 10, (n,), generator=gen)
+    return Dataset(images, labels, 10, "synthetic")
+
+
+def make_config(name, objective, column, batch_size, device):
+    model, data_shape = MODELS[name]
+    settings = COLUMNS[column]
+    return TrainConfig(model=model, batch_size=batch_size, device=str(device), precision=settings["precision"],
+                       graphs=settings["graphs"], kernels=settings["kernels"], progress=False, fid_samples=0,
+                       **OBJECTIVES[objective])
+
+
+def skip_reason(column, device, quick=False, objective=None):
+    """Why ``column`` does not run on ``device`` (None when it does)."""
+    on_gpu = torch.device(device).type == "cuda"
+    if column == "ganforge" and not on_gpu:
+        return "CUDA graphs and compiled Triton kernels need a CUDA device"
+    if column == "compile" and quick and not on_gpu:
+        return "torch.compile's CPU build takes minutes: not in a quick CPU run"
+    if column == "compile" and quick and objective is not None and OBJECTIVES[objective]["penalty"] != "none":
+        return "torch.compile raises on the penalty's double backward; a full run records the error"
+    return None
+
+
+class _GlobalOnly:
+    """Stands in for FlopCounterMode's per-module tracker, whose backward hooks raise under the
+    autograd.grad(create_graph=True) of a gradient penalty; only the global total is wanted here."""
+    parents = ("Global",)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def count_flops(session):
+    """Model FLOPs (matrix products and convolutions, forward, backward and double backward) of one iteration."""
+    counter = FlopCounterMode(display=False)
+    if hasattr(counter, "mod_tracker"):
+        counter.mod_tracker = _GlobalOnly()
+    with counter:
+        run_iteration(session, 0)
+    return counter.get_total_flops()
+
+
+def _penalized(cfg, d_index):
+    # The same rule as engine.trainer.run_iteration, for the loop that times D and G steps apart.
+    return cfg.penalty != "none" and d_index % cfg.penalty_every == 0
+
+
+def _measure(session, plan):
+    """Warm up, then time ``plan.repeats`` blocks of ``plan.iters`` iterations and one block step by step."""
+    device, cfg = session.device, session.cfg
+    iteration = 0
+
+    def iterations(n):
+        nonlocal iteration
+        for _ in range(n):
+            run_iteration(session, iteration)
+            iteration += 1
+
+    # A graphed runner captures after its own eager warm-up calls; capture and the first replay stay untimed.
+    warmup = max(plan.warmup, (getattr(session.runner, "warmup", 0) + 2) if session.graphs else 0)
+    iterations(warmup)
+    block_ms = time_blocks(lambda: iterations(plan.iters), device, repeats=plan.repeats)
+
+    # D and G apart: device events between consecutive steps, in the order the trainer runs them.
+    clock, kinds = StepClock(device), []
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    clock.mark()
+    for _ in range(plan.iters):
+        for k in range(cfg.n_critic):
+            session.runner.d_step(_penalized(cfg, iteration * cfg.n_critic + k))
+            clock.mark()
+            kinds.append("d")
+        session.runner.g_step()
+        clock.mark()
+        kinds.append("g")
+        iteration += 1
+    intervals = clock.intervals_ms()
+    d_ms = [ms for ms, kind in zip(intervals, kinds) if kind == "d"]
+    g_ms = [ms for ms, kind in zip(intervals, kinds) if kind == "g"]
+    return block_ms, sum(d_ms) / len(d_ms), sum(g_ms) / len(g_ms), warmup
+
+
+def _release():
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _error_text(exc):
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}"[:300]
+
+
+def run_column(name, objective, column, batch_size, device, plan, dataset, want_flops=False, quick=False):
+    """One row: build a session for this column, time it, and (if asked) count its FLOPs per iteration."""
+    model, data_shape = MODELS[name]
+    settings = COLUMNS[column]
+    row = {"name": name, "model": model, "data_shape": list(data_shape), "loss": OBJECTIVES[objective]["loss"],
+           "penalty": OBJECTIVES[objective]["penalty"], "batch_size": batch_size, "column": column,
+           "precision": settings["precision"], "graphs": settings["graphs"] == "on", "kernels": settings["kernels"],
+           "compiled": settings["compiled"], "warmup": plan.warmup, "iters": plan.iters, "repeats": plan.repeats,
+           "error": None, "skipped": None}
+    row.update({key: None for key in ("images_per_sec", "images_per_sec_p20", "images_per_sec_p80", "spread",
+                                      "ms_per_iter", "ms_per_d_step", "ms_per_g_step", "peak_mem_mb",
+                                      "flops_per_iter", "tflops", "mfu", "speedup_vs_eager_fp32",
+                                      "speedup_vs_best_other")})
+    reason = skip_reason(column, device, quick, objective)
+    if reason:
+        row["skipped"] = reason
+        return row
+    device = torch.device(device)
+    session = None
+    try:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        if settings["compiled"]:
+            torch._dynamo.reset()  # fresh caches: no recompile limit carried over from earlier sessions
+        session = build_session(make_config(name, objective, column, batch_size, device), dataset=dataset)
+        if settings["compiled"]:
+            session.steps.G = torch.compile(session.steps.G)
+            session.steps.D = torch.compile(session.steps.D)
+        block_ms, d_ms, g_ms, row["warmup"] = _measure(session, plan)
+        if device.type == "cuda":
+            row["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        if want_flops:
+            try:
+                row["flops_per_iter"] = count_flops(session)
+            except Exception as exc:  # noqa: BLE001 -- MFU is missing then, the timing still stands
+                row["flops_error"] = _error_text(exc)
+    except Exception as exc:  # noqa: BLE001 -- a failing column is a result (e.g. compile + double backward)
+        row["error"] = _error_text(exc)
+        return row
+    finally:
+        if settings["compiled"]:
+            torch._dynamo.reset()
+        session = None
+        _release()
+    timing = timing_from_samples([batch_size * plan.iters / (ms * 1e-3) for ms in block_ms])
+    ms_timing = timing_from_samples(block_ms)
+    row.update(images_per_sec=timing.median_ms, images_per_sec_p20=timing.p20_ms, images_per_sec_p80=timing.p80_ms,
+               spread=timing.spread, ms_per_iter=ms_timing.median_ms / plan.iters, ms_per_d_step=d_ms,
+               ms_per_g_step=g_ms)
+    return row
+
+
+def add_derived(rows, matmul_tflops_bf16):
+    """Fill FLOPs, achieved TFLOP/s, MFU and speedups across the columns of each configuration."""
+    groups = {}
+    for row in rows:
+        groups.setdefault((row["name"], row["penalty"], row["batch_size"]), []).append(row)
+    for group in groups.values():
+        flops = next((r["flops_per_iter"] for r in group if r["flops_per_iter"]), None)
+        timed = [r for r in group if r["images_per_sec"]]
+        baseline = next((r for r in timed if r["column"] == BASELINE), None)
+        for row in timed:
+            if flops:
+                row["flops_per_iter"] = flops
+                row["tflops"] = flops / (row["ms_per_iter"] * 1e-3) / 1e12
+                if matmul_tflops_bf16:
+                    row["mfu"] = row["tflops"] / matmul_tflops_bf16
+            if baseline is not None:
+                row["speedup_vs_eager_fp32"] = row["images_per_sec"] / baseline["images_per_sec"]
+            others = [r["images_per_sec"] for r in timed if r is not row]
+            if others:
+                row["speedup_vs_best_other"] = row["images_per_sec"] / max(others)
+    return rows
+
+
+def train_rows(device, quick=False, matmul_tflops_bf16=None, plan=None, log=print, **overrides):
+    """Run the sweep; ``overrides`` replace fields of the default plan (models=, batch_sizes=, columns=, ...)."""
+    plan = plan or default_plan(device, quick)
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(plan, key, tuple(value) if isinstance(value, (list, tuple)) else value)
+    for name in plan.models:
+        if name not in MODELS:
+            raise ValueError(f"unknown bench model {name!r}; expected one of {tuple(MODELS)}")
+    for column in plan.columns:
+        if column not in COLUMNS:
+            raise ValueError(f"unknown bench column {column!r}; expected one of {tuple(COLUMNS)}")
+    for objective in plan.objectives:
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown bench objective {objective!r}; expected one of {tuple(OBJECTIVES)}")
+    previous_impl = kernels.get_default_impl()  # build_session sets the process-wide default; put it back after
+    rows = []
+    try:
+        for name in plan.models:
+            data_shape = MODELS[name][1]
+            for batch_size in plan.batch_sizes:
+                dataset = synthetic_dataset(data_shape, max(4 * batch_size, 256))
+                for objective in plan.objectives:
+                    need_flops = True
+                    for column in plan.columns:
+                        # FLOPs are the same in every column: count them once, on the first eager column.
+                        count_here = need_flops and column.startswith("eager")
+                        row = run_column(name, objective, column, batch_size, device, plan, dataset, count_here,
+                                         quick)
+                        if row["flops_per_iter"]:
+                            need_flops = False
+                        rows.append(row)
+                        if log:
+                            log(_progress_line(row))
+    finally:
+        kernels.set_default_impl(previous_impl)
+    return add_derived(rows, matmul_tflops_bf16)
+
+
+def _progress_line(row):
+    head = f"  train {row['name']:<9} {row['penalty']:<8} batch {row['batch_size']:<4} {row['column']:<11}"
+    if row["skipped"]:
+        return f"{head} skipped: {row['skipped']}"
+    if row["error"]:
+        return f"{head} error: {row['error']}"
+    return f"{head} {row['images_per_sec']:>12,.0f} img/s  (spread {row['spread']:.1%})"

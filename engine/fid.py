@@ -1,0 +1,225 @@
+"""FID through torchmetrics' FrechetInceptionDistance, with two feature backbones.
+
+"mnist" (default): the penultimate features of a small digit classifier trained on the MNIST-5k train split,
+    whose weights ship in engine/assets/ (about 400 KB). Works offline, fast on a CPU; numbers are comparable
+    between runs of this project, not with published Inception FIDs.
+"inception": the standard Inception-v3 pool features (2048-d). Needs the torch-fidelity package and a local
+    copy of its weights file; nothing is downloaded.
+
+Images given to the scorer are float (N, C, H, W) in [-1, 1], the generator's range.
+"""
+import hashlib
+import importlib.util
+import io
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+MNIST_CLASSIFIER_PATH = ASSETS / "mnist_classifier.pt"
+# printed by `python -m engine.train_classifier`; any other file is refused
+MNIST_CLASSIFIER_SHA256 = "1885cb575467aae8b692666c1f837b439778151d408dfc6702dc9e6087f141fa"
+REGENERATE = "python -m engine.train_classifier --out engine/assets/mnist_classifier.pt"
+INCEPTION_WEIGHTS_HINT = (
+    "the Inception-v3 FID weights torch-fidelity uses, weights-inception-2015-12-05-6726825d.pth "
+    "(release v0.2.0 of github.com/toshas/torch-fidelity), copied onto this machine")
+
+
+class FIDError(RuntimeError):
+    """FID cannot be computed as configured (missing weights, package, or bad inputs)."""
+
+
+class MNISTClassifier(nn.Module):
+    """Small CNN for 28x28 grey digits in [-1, 1]: three conv blocks, a 128-d feature layer, 10 logits."""
+
+    num_features = 128
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # 28 -> 14
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 14 -> 7
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 7 -> 3
+        )
+        self.fc = nn.Linear(64 * 3 * 3, self.num_features)
+        self.head = nn.Linear(self.num_features, 10)
+
+    @staticmethod
+    def prepare(x):
+        """Any (N, C, H, W) image batch in [-1, 1] -> (N, 1, 28, 28) grey, as the classifier was trained."""
+        x = x.float()
+        if x.shape[1] != 1:
+            x = x.mean(dim=1, keepdim=True)
+        if x.shape[-2:] != (28, 28):
+            x = F.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False, antialias=True)
+        return x
+
+    def features(self, x):
+        return torch.relu(self.fc(self.conv(self.prepare(x)).flatten(1)))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def load_mnist_classifier(device="cpu", path=None):
+    """The committed classifier, after checking the file's SHA-256 against MNIST_CLASSIFIER_SHA256."""
+    path = Path(path) if path is not None else MNIST_CLASSIFIER_PATH
+    if not path.is_file():
+        raise FIDError(f"classifier weights {path} are missing; regenerate them with `{REGENERATE}`")
+    raw = path.read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != MNIST_CLASSIFIER_SHA256:
+        raise FIDError(f"classifier weights {path} have SHA-256 {digest}, expected {MNIST_CLASSIFIER_SHA256}; "
+                       f"regenerate them with `{REGENERATE}` and paste the printed SHA-256 into "
+                       "MNIST_CLASSIFIER_SHA256 in engine/fid.py")
+    model = MNISTClassifier()
+    model.load_state_dict(torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True))
+    return model.to(device).eval()
+
+
+class _ClassifierFeatures(nn.Module):
+    """The classifier as a torchmetrics feature extractor: images in, (N, 128) float64 features out.
+
+    torchmetrics passes images to a custom module unchanged and never calls .eval() on it, so this module
+    refuses to leave eval mode itself.
+    """
+
+    def __init__(self, classifier):
+        super().__init__()
+        self.classifier = classifier
+        self.num_features = classifier.num_features
+        self.eval()
+
+    def train(self, mode=True):
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, x):
+        return self.classifier.features(x).double()
+
+
+def _inception_metric_args(weights):
+    missing = []
+    if weights is None:
+        missing.append(f"a local weights file, {INCEPTION_WEIGHTS_HINT}, passed as inception_weights= "
+                       "(--inception-weights)")
+    elif not os.path.isfile(weights):
+        missing.append(f"the weights file {weights} (it does not exist; expected {INCEPTION_WEIGHTS_HINT})")
+    if importlib.util.find_spec("torch_fidelity") is None:
+        missing.append("the torch-fidelity package (pip install torch-fidelity)")
+    if missing:
+        raise FIDError("FID with the Inception backbone needs " + " and ".join(missing)
+                       + ". Nothing is downloaded at run time. Or use the offline backbone 'mnist'.")
+    return {"feature": 2048, "feature_extractor_weights_path": str(weights),
+            # uint8 input; the TF1-compatible resize of the reference FID code, so numbers compare with
+            # published ones
+            "normalize": False, "antialias": False}
+
+
+class FIDScorer:
+    """FID of generated images against a real set whose features are computed once and cached.
+
+        scorer = FIDScorer()
+        scorer.set_real(real_images)
+        fid = scorer.score_fake(generated)   # cheap to repeat: only the fake features are computed
+    """
+
+    def __init__(self, backbone="mnist", inception_weights=None, device="cpu", batch_size=500):
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        if backbone == "mnist":
+            self.classifier = load_mnist_classifier(device)
+            args = {"feature": _ClassifierFeatures(self.classifier), "normalize": True, "antialias": True}
+        elif backbone == "inception":
+            self.classifier = None
+            args = _inception_metric_args(inception_weights)
+        else:
+            raise FIDError(f"unknown FID backbone {backbone!r}; expected 'mnist' or 'inception'")
+        self.backbone, self.device, self.batch_size = backbone, torch.device(device), int(batch_size)
+        self.metric = FrechetInceptionDistance(reset_real_features=False, **args).to(self.device)
+        self.metric.eval()
+        self.has_real = False
+
+    def _prepare(self, images):
+        if images.ndim != 4:
+            raise FIDError(f"FID expects images (N, C, H, W), got shape {tuple(images.shape)}")
+        if self.backbone == "inception":  # the Inception extractor wants uint8 RGB
+            images = ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+            if images.shape[1] == 1:
+                images = images.expand(-1, 3, -1, -1)
+        return images
+
+    def _update(self, images, real):
+        if images.shape[0] < 2:
+            raise FIDError(f"FID needs at least 2 images per set, got {images.shape[0]}")
+        with torch.no_grad():
+            for i in range(0, images.shape[0], self.batch_size):
+                batch = self._prepare(images[i:i + self.batch_size].to(self.device))
+                self.metric.update(batch, real=real)
+
+    def set_real(self, real):
+        """Replace the cached real features with those of `real`."""
+        self.metric.reset_real_features = True
+        self.metric.reset()
+        self.metric.reset_real_features = False
+        self._update(real, real=True)
+        self.has_real = True
+
+    def real_stats(self):
+        """(mean, covariance) of the cached real features, float64."""
+        if not self.has_real:
+            raise FIDError("no real images yet: call set_real() first")
+        m = self.metric
+        n = m.real_features_num_samples
+        mean = m.real_features_sum / n
+        cov = (m.real_features_cov_sum - n * torch.outer(mean, mean)) / (n - 1)
+        return mean, cov
+
+    def score_fake(self, fake):
+        """FID of `fake` against the cached real set. A non-finite batch (a diverged G) scores nan."""
+        if not self.has_real:
+            raise FIDError("no real images yet: call set_real() first")
+        if not torch.isfinite(fake).all():
+            return float("nan")
+        self.metric.reset()  # clears the fake features only
+        self._update(fake, real=False)
+        return float(self.metric.compute())
+
+    def score(self, real, fake):
+        """FID between two sets; the cached real set, if any, is left as it was."""
+        m = self.metric
+        saved = (m.real_features_sum.clone(), m.real_features_cov_sum.clone(),
+                 m.real_features_num_samples.clone(), self.has_real)
+        try:
+            self.set_real(real)
+            return self.score_fake(fake)
+        finally:
+            m.real_features_sum, m.real_features_cov_sum, m.real_features_num_samples, self.has_real = saved
+
+
+def fid_real_floor(real, scorer, seed=0):
+    """FID between two disjoint random halves of the real set: the best score a sample of that size gets."""
+    perm = torch.randperm(real.shape[0], generator=torch.Generator().manual_seed(seed))
+    half = real.shape[0] // 2
+    return scorer.score(real[perm[:half]], real[perm[half:2 * half]])
+
+
+@torch.no_grad()
+def class_accuracy(classifier, images, labels, batch_size=500):
+    """How often `classifier` recognises each requested class in generated `images` (conditional models).
+
+    Returns {"accuracy": overall fraction, "per_class": {class: fraction}, "num_samples": N}.
+    """
+    labels = torch.as_tensor(labels).long().cpu()
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+    classifier.eval()
+    device = next(classifier.parameters()).device
+    preds = torch.cat([classifier(images[i:i + batch_size].to(device)).argmax(dim=1).cpu()
+                       for i in range(0, images.shape[0], batch_size)])
+    correct = (preds == labels).float()
+    per_class = {int(c): float(correct[labels == c].mean()) for c in labels.unique()}
+    return {"accuracy": float(correct.mean()), "per_class": per_class, "num_samples": int(labels.shape[0])}

@@ -1,0 +1,114 @@
+"""Train the digit classifier behind the default FID backbone and write its weights.
+
+    python -m engine.train_classifier --out engine/assets/mnist_classifier.pt
+
+Trains on the MNIST-5k train split only (the test split stays unseen), reports test accuracy, writes the
+weights atomically and prints the SHA-256 to paste into MNIST_CLASSIFIER_SHA256 in engine/fid.py.
+Deterministic: fixed seed, deterministic algorithms, one CPU thread.
+"""
+import argparse
+import hashlib
+import io
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .data import load_dataset
+from .fid import MNIST_CLASSIFIER_PATH, MNISTClassifier
+
+
+def random_shift(x, gen, max_shift=2):
+    """Translate each image by up to max_shift pixels, filling with background (-1): cheap augmentation."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4, value=-1.0)
+    offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=gen).tolist()
+    return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)])
+
+
+@torch.no_grad()
+def accuracy(model, images, labels, batch_size=500):
+    model.eval()
+    preds = torch.cat([model(images[i:i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)])
+    return float((preds == labels).float().mean())
+
+
+def train(epochs=15, batch_size=64, lr=2e-3, seed=0, limit=None, progress=True):
+    """Return (model, test accuracy). `limit` trains on the first `limit` images only (for quick checks)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    train_set, test_set = load_dataset("mnist5k", split="train"), load_dataset("mnist5k", split="test")
+    x, y = train_set.images[:limit], train_set.labels[:limit]
+    model = MNISTClassifier()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    steps_per_epoch = (len(x) + batch_size - 1) // batch_size
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    bar = tqdm(total=epochs * steps_per_epoch, desc="classifier", unit="step", disable=not progress)
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), batch_size):
+            idx = order[i:i + batch_size]
+            loss = F.cross_entropy(model(random_shift(x[idx], gen)), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+        bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+    bar.close()
+    return model, accuracy(model, test_set.images, test_set.labels)
+
+
+def serialize(model):
+    """The state dict as bytes. Saved through a buffer so that the bytes do not depend on the file name."""
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, buf)
+    return buf.getvalue()
+
+
+def write_atomic(path, data):
+    """Write to a temporary file beside `path`, then rename: readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(MNIST_CLASSIFIER_PATH), help="where to write the weights")
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=None, help="train on the first N images (quick check)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+
+    # one thread and deterministic kernels: the same seed gives the same weights on the same machine
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    start = time.perf_counter()
+    model, test_acc = train(epochs=args.epochs, seed=args.seed, limit=args.limit, progress=not args.no_progress)
+    data = serialize(model)
+    write_atomic(args.out, data)
+    digest = hashlib.sha256(data).hexdigest()
+    print(f"test accuracy (MNIST-5k test split, 500 images): {test_acc:.4f}")
+    print(f"wrote {args.out} ({len(data) / 1024:.0f} KiB) in {time.perf_counter() - start:.0f} s")
+    print(f'MNIST_CLASSIFIER_SHA256 = "{digest}"')
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""The bench suite on CPU: one real quick run checked against the schema, compare, report, profile and diff.
+
+No wall-clock figure is asserted: only structure, and the decisions compare and diff make on edited copies.
+"""
+import copy
+import json
+
+import pytest
+import torch
+
+from bench import report
+from bench.cli import bench_main, profile_main
+from bench.compare import compare_results, kernel_key, parse_threshold
+from bench.profiling import STEP_RANGES
+from bench.results import ResultsError, validate_results
+from bench.timing import timing_from_samples
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One `ganforge bench all --quick --device cpu` run, shared by the tests below."""
+    out = tmp_path_factory.mktemp("bench") / "quick.json"
+    assert bench_main(["all", "--quick", "--device", "cpu", "--out", str(out)]) == 0
+    return out
+
+
+def _load(path):
+    return json.loads(path.read_text())
+
+
+def _write(path, data):
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def _timed_train_row(data):
+    return next(r for r in data["train"] if r["images_per_sec"] is not None)
+
+
+def _with_kernel_row(data, median_ms, spread):
+    """Add one kernel row, so the kernel half of compare is exercised whatever kernel_bench produced."""
+    data = copy.deepcopy(data)
+    data["kernels"].append({"op": "bias_act", "pass": "forward", "impl": "triton", "numel": 4096, "dtype": "float32",
+                            "shape": [64, 64], "median_ms": median_ms, "p20_ms": median_ms * 0.99,
+                            "p80_ms": median_ms * 1.01, "spread": spread, "bytes": 32768,
+                            "gbps": 32768 / (median_ms * 1e-3) / 1e9, "pct_of_copy": 1.0})
+    return data
+
+
+# -- the results file ---------------------------------------------------------------------------------------------
+
+def test_quick_run_follows_the_schema(quick_run):
+    data = validate_results(_load(quick_run))
+    assert data["schema"] == "ganforge-bench/1"
+    assert data["quick"] is True and data["device_type"] == "cpu"
+    assert data["torch"] == torch.__version__
+    for key in ("copy_gbps", "matmul_tflops_bf16", "matmul_tflops_fp32"):
+        assert data["ceilings"][key] > 0
+
+
+def test_quick_run_train_rows(quick_run):
+    rows = _load(quick_run)["train"]
+    configs = {(r["name"], r["penalty"]) for r in rows}
+    assert {("mlp-28", "none"), ("mlp-28", "wgan-gp"), ("dcgan-28", "none"), ("dcgan-28", "wgan-gp")} <= configs
+    by_column = {}
+    for r in rows:
+        by_column.setdefault(r["column"], []).append(r)
+    for r in by_column["eager-fp32"] + by_column["eager-bf16"]:
+        assert r["error"] is None, r["error"]
+        assert r["images_per_sec"] > 0 and r["ms_per_d_step"] > 0 and r["ms_per_g_step"] > 0
+        assert r["flops_per_iter"] > 0 and r["mfu"] > 0
+        assert r["peak_mem_mb"] is None  # no device allocator on CPU
+    for r in by_column["eager-fp32"]:
+        assert r["speedup_vs_eager_fp32"] == pytest.approx(1.0)
+    # the penalty's double backward costs FLOPs: more per iteration than without it
+    flops = {(r["name"], r["penalty"]): r["flops_per_iter"] for r in by_column["eager-fp32"]}
+    assert flops[("mlp-28", "wgan-gp")] > flops[("mlp-28", "none")]
+    assert all(r["skipped"] for r in by_column["ganforge"])  # CUDA only, and it says so
+
+
+def test_validate_rejects_broken_results(quick_run):
+    data = _load(quick_run)
+    broken = copy.deepcopy(data)
+    del broken["ceilings"]
+    with pytest.raises(ResultsError, match="ceilings"):
+        validate_results(broken)
+    broken = copy.deepcopy(data)
+    _timed_train_row(broken)["images_per_sec"] = "fast"
+    with pytest.raises(ResultsError, match="images_per_sec"):
+        validate_results(broken)
+    broken = copy.deepcopy(data)
+    broken["train"][0].pop("column")
+    with pytest.raises(ResultsError, match="column"):
+        validate_results(broken)
+    broken = _with_kernel_row(data, 1.0, 0.01)
+    broken["kernels"][-1]["median_ms"] = None  # null figure without a reason
+    with pytest.raises(ResultsError, match="reason"):
+        validate_results(broken)
+
+
+def test_report_prints_markdown(quick_run, capsys):
+    assert report.main([str(quick_run)]) == 0
+    text = capsys.readouterr().out
+    assert "Device:" in text and torch.__version__ in text
+    assert "| mlp-28" in text and "images/s" in text and "copy bandwidth" in text
+    kernel_text = report.kernels_markdown(_with_kernel_row(_load(quick_run), 0.5, 0.01))
+    assert "bias_act" in kernel_text and "triton ms" in kernel_text
+
+
+# -- compare ------------------------------------------------------------------------------------------------------
+
+def test_compare_identical_files_pass(quick_run, capsys):
+    assert bench_main(["compare", str(quick_run), str(quick_run)]) == 0
+    assert "0 regression(s)" in capsys.readouterr().out
+
+
+def test_compare_flags_an_injected_slowdown(quick_run, tmp_path, capsys):
+    # Quick CPU timings are noisy; a fixed small spread makes the decision about the rule, not the machine.
+    base = _with_kernel_row(_load(quick_run), 1.0, 0.02)
+    for r in base["train"]:
+        if r["spread"] is not None:
+            r["spread"] = 0.02
+    slow_train = copy.deepcopy(base)
+    row = _timed_train_row(slow_train)
+    row["images_per_sec"] /= 1.3
+    assert bench_main(["compare", _write(tmp_path / "base.json", base), _write(tmp_path / "new.json", slow_train),
+                       "--threshold", "10%"]) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION" in out and row["name"] in out
+
+    slow_kernel = copy.deepcopy(base)
+    slow_kernel["kernels"][-1]["median_ms"] *= 1.3
+    assert bench_main(["compare", str(tmp_path / "base.json"), _write(tmp_path / "k.json", slow_kernel)]) == 1
+    assert "bias_act forward triton float32 64x64" in capsys.readouterr().out
+    # a higher threshold lets the same change through
+    assert bench_main(["compare", str(tmp_path / "base.json"), str(tmp_path / "k.json"), "--threshold", "40%"]) == 0
+
+
+def test_compare_ignores_changes_inside_the_noise(quick_run):
+    base = _with_kernel_row(_load(quick_run), 1.0, 0.5)  # a 50% run-to-run spread
+    new = copy.deepcopy(base)
+    new["kernels"][-1]["median_ms"] *= 1.3
+    injected = kernel_key(new["kernels"][-1])
+    entry = next(e for e in compare_results(base, new, 0.10) if e["key"] == injected)
+    assert entry["status"] == "slower-noise"
+    assert entry["slowdown"] == pytest.approx(0.3)
+
+
+def test_compare_fails_when_a_row_starts_failing(quick_run, tmp_path):
+    base = _load(quick_run)
+    new = copy.deepcopy(base)
+    row = _timed_train_row(new)
+    row["images_per_sec"], row["error"] = None, "RuntimeError: out of memory"
+    assert bench_main(["compare", str(quick_run), _write(tmp_path / "new.json", new)]) == 1
+
+
+def test_compare_rejects_a_file_that_is_not_results(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema": "something-else"}')
+    assert bench_main(["compare", str(bad), str(bad)]) == 2
+
+
+def test_threshold_parsing_and_timing_quantiles():
+    assert parse_threshold("10%") == pytest.approx(0.10)
+    assert parse_threshold("0.1") == pytest.approx(0.10)
+    assert parse_threshold("25") == pytest.approx(0.25)
+    with pytest.raises(ValueError):
+        parse_threshold("ten")
+    t = timing_from_samples([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert t.median_ms == 3.0 and t.p20_ms <= t.median_ms <= t.p80_ms
+    assert 1.0 <= t.p20_ms and t.p80_ms <= 5.0  # quantiles stay inside the samples
+
+
+# -- profile ------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def profile_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("profile")
+    argv = ["--model", "mlp", "--batch-size", "8", "--synthetic-data", "--kernels", "ref", "--device", "cpu",
+            "--loss", "wgan", "--penalty", "wgan-gp", "--ema", "0.99", "--out", str(out),
+            "--steps-to-profile", "2", "--warmup", "1"]
+    assert profile_main(argv) == 0
+    return out
+
+
+def test_profile_writes_trace_with_named_ranges(profile_dir):
+    trace = json.loads((profile_dir / "trace.json").read_text())
+    names = {event.get("name") for event in trace["traceEvents"]}
+    missing = [r for r in STEP_RANGES if r not in names]
+    assert not missing, f"ranges missing from the chrome trace: {missing}"
+
+
+def test_profile_writes_kernel_table(profile_dir):
+    data = json.loads((profile_dir / "kernels.json").read_text())
+    assert data["schema"] == "ganforge-profile/1" and data["steps_profiled"] == 2
+    assert data["time_basis"] == "self CPU time"
+    assert data["kernels"] and all(k["calls"] > 0 and k["self_ms"] > 0 for k in data["kernels"])
+    assert sum(k["share"] for k in data["kernels"]) == pytest.approx(1.0)
+    assert not {k["name"] for k in data["kernels"]} & set(STEP_RANGES)  # ranges are not kernels
+    assert {r["name"] for r in data["ranges"]} >= {"D forward", "G backward", "penalty"}
+    assert "ms/iteration" in (profile_dir / "kernels.txt").read_text()
+
+
+def test_profile_diff_shows_the_slower_kernel(profile_dir, tmp_path, capsys):
+    a = profile_dir / "kernels.json"
+    data = json.loads(a.read_text())
+    victim = data["kernels"][-1]
+    victim["ms_per_step"] = victim["ms_per_step"] * 3 + 1.0
+    b = tmp_path / "kernels.json"
+    b.write_text(json.dumps(data))
+    assert profile_main(["diff", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert victim["name"][:40] in out and "slower" in out
+    assert profile_main(["diff", str(a), str(b), "--fail-on-slower"]) == 1
+    capsys.readouterr()
+    assert profile_main(["diff", str(a), str(a), "--fail-on-slower"]) == 0
+    assert "0 kernel(s) slower" in capsys.readouterr().out
