@@ -100,7 +100,7 @@ def test_graphed_and_eager_runs_reach_comparable_fid(tmp_path):
 
     fids = {}
     for graphs in ("off", "on"):
-        cfg = TrainConfig(device="cuda", graphs=graphs, steps=2000, batch_size=64, progress=False, seed=5,
+        cfg = TrainConfig(device="cuda", graphs=graphs, steps=1500, batch_size=64, progress=False, seed=5,
                           out=str(tmp_path / graphs), fid_samples=1000, sample_every=10**6, ckpt_every=10**6,
                           log_every=500)
         fids[graphs] = train(cfg)["fid"]
