@@ -10,11 +10,10 @@ WHAT = ("kernels", "train", "all")
 
 
 def resolve_device(name=None):
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for CUDA, but no CUDA device is available here; use --device cpu")
+    """The engine's device rule ("auto": CUDA when present; a clear error for CUDA without a GPU), cpu/cuda only."""
+    from engine.trainer import resolve_device as resolve_engine_device
+
+    device = resolve_engine_device(name or "auto")
     if device.type not in ("cuda", "cpu"):
         raise ValueError(f"--device must be cuda or cpu, got {name!r}")
     return device

@@ -56,7 +56,8 @@ def save_loss_curve(records, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in ("d_loss", "g_loss", "penalty") if any(k in r for r in records)]
+    # the penalty line only where a penalty was applied: a flat zero line says nothing
+    keys = [k for k in ("d_loss", "g_loss", "penalty") if any(r.get(k) for r in records)]
     fig, ax = plt.subplots(figsize=(7, 4))
     steps = [r["iteration"] for r in records]
     for key in keys:

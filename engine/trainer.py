@@ -200,7 +200,7 @@ def train(cfg, dataset=None, resume=None):
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "precision": session.precision,
         "graphs": session.graphs,
-        "kernels": kernels.get_default_impl(),
+        "kernels": kernels.resolve_impl(cfg.kernels, steps.images),  # what "auto" became on this device
         "torch": torch.__version__,
         "config": cfg.to_dict(),
     }

@@ -48,3 +48,14 @@ def resolve_impl(impl: str, tensor: torch.Tensor) -> str:
     if impl == "triton" and not (tensor.is_cuda or interpreter_on()):
         raise ValueError("impl='triton' needs a CUDA tensor or TRITON_INTERPRET=1 set before kernels are imported")
     return impl
+
+
+_SM_COUNT = {}
+
+
+def sm_count(device):
+    """Streaming multiprocessors of a CUDA device, cached (the property query is slow for a per-call launcher)."""
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _SM_COUNT:
+        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return _SM_COUNT[idx]

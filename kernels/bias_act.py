@@ -16,7 +16,7 @@ instead of once per element, and no per-element integer division is needed.
 """
 import torch
 
-from ._dispatch import resolve_impl
+from ._dispatch import resolve_impl, sm_count
 
 try:
     import triton
@@ -219,17 +219,11 @@ if triton is not None:
 # Launchers
 # ----------------------------------------------------------------------------------------------------------
 
-_SM_COUNT = {}
-
-
 def _programs_target(device):
     """Programs that fill the device (about 8 resident per SM); a couple on the interpreter."""
     if device.type != "cuda":
         return 2
-    idx = device.index if device.index is not None else torch.cuda.current_device()
-    if idx not in _SM_COUNT:
-        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
-    return 8 * _SM_COUNT[idx]
+    return 8 * sm_count(device)
 
 
 def _layout(x):

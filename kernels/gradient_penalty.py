@@ -18,7 +18,7 @@ one fused elementwise pass.
 """
 import torch
 
-from ._dispatch import resolve_impl
+from ._dispatch import resolve_impl, sm_count
 
 try:
     import triton
@@ -130,17 +130,11 @@ if triton is not None:
 # Launchers
 # ----------------------------------------------------------------------------------------------------------
 
-_SM_COUNT = {}
-
-
 def _programs_target(device):
     """Programs that fill the device (8 resident 8-warp programs per SM); one sample each on the interpreter."""
     if device.type != "cuda":
         return 1
-    idx = device.index if device.index is not None else torch.cuda.current_device()
-    if idx not in _SM_COUNT:
-        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
-    return PROGRAMS_PER_SM * _SM_COUNT[idx]
+    return PROGRAMS_PER_SM * sm_count(device)
 
 
 def _split(n, d, device):
