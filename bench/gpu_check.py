@@ -100,8 +100,9 @@ def run_benchmarks(out, deadline, log, device="cuda", cases=TRAIN_CASES, kernel_
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder for the results")
-    parser.add_argument("--budget-s", type=float, default=160, help="stop starting new phases after this")
-    parser.add_argument("--tests-timeout-s", type=float, default=70)
+    parser.add_argument("--budget-s", type=float, default=420,
+                        help="seconds after which no new phase starts (the whole check stays under 8 minutes)")
+    parser.add_argument("--tests-timeout-s", type=float, default=150, help="limit for the GPU tests")
     args = parser.parse_args(argv)
     start = time.monotonic()
     deadline = start + args.budget_s

@@ -63,8 +63,18 @@ def load_checkpoint(path, map_location="cpu"):
     return state
 
 
-def restore_training_state(steps, state):
+# Fields that shape the models or the optimizer state: a resumed run must agree with its checkpoint on them.
+ARCHITECTURE_FIELDS = ("model", "dataset", "image_size", "channels", "conditional", "z_dim", "width", "optimizer",
+                       "penalty")
+
+
+def restore_training_state(steps, state, path="checkpoint"):
     """Load a checkpoint's weights, optimizer and scaler states and RNG into live training objects."""
+    saved = state["config"]
+    mismatched = [f"--{name.replace('_', '-')} {saved.get(name)!r} in the checkpoint, {getattr(steps.cfg, name)!r} now"
+                  for name in ARCHITECTURE_FIELDS if saved.get(name) != getattr(steps.cfg, name)]
+    if mismatched:
+        raise ValueError(f"cannot resume from {path}: " + "; ".join(mismatched))
     steps.G.load_state_dict(state["G"])
     steps.D.load_state_dict(state["D"])
     if steps.G_ema is not None and state["G_ema"] is not None:

@@ -97,12 +97,52 @@ def _fid(argv):
     return 0
 
 
-COMMANDS = {"train": _train, "sample": _sample, "fid": _fid}
+def _checkpoint_parser(prog, description):
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--ckpt", required=True, help="checkpoint.pt written by ganforge train")
+    parser.add_argument("--no-ema", action="store_true", help="use G itself, not its EMA")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    return parser
+
+
+def _interpolate(argv):
+    parser = _checkpoint_parser("ganforge interpolate", "Walk G's latent space: each row goes smoothly between "
+                                                         "two random codes (a conditional model keeps its class).")
+    parser.add_argument("--out", default="latent_walk.png", help="PNG to write")
+    parser.add_argument("--rows", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10, help="images per row")
+    args = parser.parse_args(argv)
+    from .evaluate import latent_walk
+
+    path = latent_walk(args.ckpt, args.out, args.rows, args.steps, not args.no_ema, args.seed, args.device)
+    print(f"wrote {path}")
+    return 0
+
+
+def _augment(argv):
+    parser = _checkpoint_parser("ganforge augment", "Write generated images (and labels, for a conditional "
+                                                     "model) to an .npz, as extra training data.")
+    parser.add_argument("--out", default="synthetic.npz", help=".npz to write (keys images, labels)")
+    parser.add_argument("--count", type=int, default=1000, help="images to generate")
+    parser.add_argument("--label", type=int, default=None, help="only this class (default: classes in turn)")
+    args = parser.parse_args(argv)
+    from .evaluate import export_samples
+
+    path, arrays = export_samples(args.ckpt, args.out, args.count, args.label, not args.no_ema, args.seed,
+                                  args.device)
+    print(f"wrote {path}: images {arrays['images'].shape}" + (f", labels {arrays['labels'].shape}"
+                                                              if "labels" in arrays else ""))
+    return 0
+
+
+COMMANDS = {"train": _train, "sample": _sample, "fid": _fid, "interpolate": _interpolate, "augment": _augment}
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: ganforge {train,sample,fid,bench,profile} [options]   (ganforge COMMAND --help for each)"
+    usage = ("usage: ganforge {train,sample,fid,interpolate,augment,bench,profile} [options]"
+             "   (ganforge COMMAND --help for each)")
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)
         return 0 if argv else 2

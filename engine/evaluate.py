@@ -1,5 +1,11 @@
-"""Scoring and sampling a generator: FID against held-out real data, class accuracy, mode coverage, grids."""
+"""What a trained generator is used for: FID against held-out real data, class accuracy, mode coverage,
+sample grids, latent-space walks, and synthetic labelled data for training a classifier."""
+import os
+from pathlib import Path
+
+import numpy as np
 import torch
+from torch.nn import functional as F
 
 from .data import DataError, load_dataset, mode_coverage
 from .images import save_samples
@@ -90,3 +96,68 @@ def score_checkpoint(ckpt_path, n_samples=2000, use_ema=True, device="cpu"):
 
     G, cfg, num_classes = load_generator(ckpt_path, device, use_ema)
     return evaluate_generator(G, cfg, num_classes, device, n_samples)
+
+
+def slerp(a, b, t):
+    """Spherical interpolation between latent batches a and b (N, D) at fractions t (T,): (N, T, D).
+
+    Gaussian latents concentrate near a sphere, so walking along it keeps every point typical (a straight
+    line through the middle passes through unlikely, low-norm codes). Falls back to a straight line where
+    a and b are (anti)parallel.
+    """
+    a_unit, b_unit = F.normalize(a, dim=1), F.normalize(b, dim=1)
+    omega = torch.acos((a_unit * b_unit).sum(1).clamp(-1 + 1e-7, 1 - 1e-7))[:, None, None]  # (N, 1, 1)
+    t = t.reshape(1, -1, 1)
+    linear = (1 - t) * a[:, None] + t * b[:, None]
+    sin_omega = torch.sin(omega)
+    spherical = (torch.sin((1 - t) * omega) * a[:, None] + torch.sin(t * omega) * b[:, None]) / sin_omega
+    return torch.where(sin_omega.abs() > 1e-4, spherical, linear)
+
+
+@torch.no_grad()
+def latent_walk(ckpt_path, out_path, rows=8, steps=10, use_ema=True, seed=0, device="cpu"):
+    """A grid whose rows walk G's latent space between two random codes: smooth rows mean G has learned a
+    continuous space, not a lookup of training images. A conditional model keeps each row's class fixed."""
+    from .checkpoint import load_generator
+
+    if rows < 1 or steps < 2:
+        raise ValueError(f"--rows must be >= 1 and --steps >= 2, got {rows} and {steps}")
+    G, cfg, num_classes = load_generator(ckpt_path, device, use_ema)
+    if len(G.data_shape) != 3:
+        raise ValueError(f"latent walks draw images; {ckpt_path} generates {G.data_shape} points")
+    gen = torch.Generator().manual_seed(seed)
+    ends = torch.randn(2, rows, cfg.z_dim, generator=gen)
+    z = slerp(ends[0], ends[1], torch.linspace(0, 1, steps)).reshape(rows * steps, cfg.z_dim)
+    labels = (torch.arange(rows) % num_classes).repeat_interleave(steps) if num_classes else None
+    images = G(z.to(device), labels.to(device) if labels is not None else None)
+    return save_samples(images, out_path, nrow=steps)
+
+
+@torch.no_grad()
+def export_samples(ckpt_path, out_path, count, label=None, use_ema=True, seed=0, device="cpu"):
+    """Write ``count`` generated images (uint8 NHWC) and, for conditional models, their labels to an .npz —
+    synthetic training data for a classifier, readable back with ``--dataset npy --data-path FILE``."""
+    from .checkpoint import load_generator
+
+    if count < 1:
+        raise ValueError(f"--count must be >= 1, got {count}")
+    G, cfg, num_classes = load_generator(ckpt_path, device, use_ema)
+    if len(G.data_shape) != 3:
+        raise ValueError(f"augmentation exports images; {ckpt_path} generates {G.data_shape} points")
+    labels = None
+    if label is not None:
+        if not num_classes or not 0 <= label < num_classes:
+            raise ValueError(f"--label {label} needs a conditional model with that class; {ckpt_path} has "
+                             f"{num_classes} classes")
+        labels = torch.full((count,), label)
+    images, labels = generate(G, count, cfg.z_dim, device, num_classes, seed=seed, labels=labels)
+    pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    arrays = {"images": pixels}
+    if labels is not None:
+        arrays["labels"] = labels.numpy().astype(np.int64)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, out_path)
+    return out_path, arrays

@@ -67,6 +67,18 @@ def resolve_graphs(graphs, device):
     return graphs == "on" or (graphs == "auto" and device.type == "cuda")
 
 
+def check_fits_on_device(dataset, device, share=0.5):
+    """The steps gather batches from a device-resident dataset; refuse one that would crowd out the models."""
+    if device.type != "cuda":
+        return
+    needed = dataset.images.numel() * dataset.images.element_size()
+    free, _ = torch.cuda.mem_get_info(device)
+    if needed > share * free:
+        raise ValueError(f"dataset {dataset.name!r} needs {needed / 2**30:.1f} GiB on the device but only "
+                         f"{free / 2**30:.1f} GiB are free (at most half is used for data): use a smaller "
+                         "--image-size or a subset of the data")
+
+
 def build_session(cfg, dataset=None):
     """Validate the config, load the data onto the device, build G and D, their steps and the runner."""
     cfg.validate()
@@ -90,6 +102,7 @@ def build_session(cfg, dataset=None):
     channels_last = is_conv and (cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda"))
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     G, D = G.to(device, memory_format=memory_format), D.to(device, memory_format=memory_format)
+    check_fits_on_device(dataset, device)
     images = dataset.images.to(device)  # the whole dataset resides on the device; steps gather batches there
     labels = dataset.labels.to(device) if dataset.labels is not None else None
     steps = GANSteps(cfg, G, D, images, labels, num_classes, device, precision, channels_last)
@@ -138,7 +151,7 @@ def train(cfg, dataset=None, resume=None):
     out.mkdir(parents=True, exist_ok=True)
     start = 0
     if resume:
-        start = ckpt.restore_training_state(steps, ckpt.load_checkpoint(resume, map_location=device))
+        start = ckpt.restore_training_state(steps, ckpt.load_checkpoint(resume, map_location=device), resume)
     z_fixed, labels_fixed = fixed_latents(cfg, steps.num_classes, device)
     log_path = out / "log.jsonl"
     records = []

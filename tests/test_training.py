@@ -76,6 +76,9 @@ def test_resume_continues_exactly(tmp_path):
     for key in a["G"]:
         torch.testing.assert_close(a["G"][key], b["G"][key], rtol=0, atol=0)
     assert straight["steps"] == resumed["steps"] == 6
+    with pytest.raises(ValueError, match="--model 'mlp' in the checkpoint, 'dcgan' now"):
+        train(TrainConfig(out=str(tmp_path / "c"), **{**base, "model": "dcgan", "width": 4}),
+              resume=str(tmp_path / "b" / "checkpoint.pt"))
 
 
 @pytest.mark.slow
