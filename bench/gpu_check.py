@@ -1,6 +1,6 @@
 """The prepared GPU check: environment, the GPU tests, and the headline benchmarks, in one short call.
 
-    python -m bench.gpu_check --out DIR [--budget-s 160]
+    python -m bench.gpu_check --out DIR [--budget-s 420] [--tests-timeout-s 150]
 
 Phases, each written to DIR as soon as it ends (a run cut short still leaves what it finished):
   env.json             GPU, driver, torch, triton, torchmetrics
