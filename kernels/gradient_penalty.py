@@ -261,7 +261,8 @@ def gradient_penalty(grad, *, kind="wgan-gp", weight=10.0, center=1.0, impl="aut
     if kind not in KINDS:
         raise ValueError(f"gradient_penalty: unknown kind {kind!r}; expected one of {KINDS}")
     if not grad.is_floating_point() or grad.dim() < 2:
-        raise ValueError(f"gradient_penalty: grad must be a floating (N, ...) tensor, got {grad.dtype} {tuple(grad.shape)}")
+        raise ValueError("gradient_penalty: grad must be a floating (N, ...) tensor, "
+                         f"got {grad.dtype} {tuple(grad.shape)}")
     if resolve_impl(impl, grad) == "ref":
         return gradient_penalty_ref(grad, kind, weight, center)
     return gradient_penalty_triton(grad, kind, weight, center)

@@ -103,8 +103,8 @@ def test_sample_and_fid_commands(trained_run, tmp_path, capsys):
 
 
 def test_eager_steps_are_deterministic_for_a_seed():
-    cfg = TrainConfig(steps=3, batch_size=8, kernels="ref", progress=False, penalty="wgan-gp", loss="wgan", model="dcgan",
-                      width=4, n_critic=2, ema=0.9)
+    cfg = TrainConfig(steps=3, batch_size=8, kernels="ref", progress=False, penalty="wgan-gp", loss="wgan",
+                      model="dcgan", width=4, n_critic=2, ema=0.9)
     runs = []
     for _ in range(2):
         session = build_session(cfg)
@@ -124,8 +124,8 @@ def test_eager_steps_are_deterministic_for_a_seed():
     dict(model="dcgan", width=4, image_size=32, channels=3, conditional=True),
 ])
 def test_every_objective_trains_a_few_steps(flags, tmp_path):
-    cfg = TrainConfig(steps=4, batch_size=flags.pop("batch_size", 8), kernels="ref", progress=False, out=str(tmp_path), log_every=2,
-                      sample_every=4, ckpt_every=4, fid_samples=0, **flags)
+    cfg = TrainConfig(steps=4, batch_size=flags.pop("batch_size", 8), kernels="ref", progress=False,
+                      out=str(tmp_path), log_every=2, sample_every=4, ckpt_every=4, fid_samples=0, **flags)
     session = build_session(cfg)
     for i in range(cfg.steps):
         run_iteration(session, i)
