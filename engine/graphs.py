@@ -12,7 +12,7 @@ import torch
 
 
 class GraphRunner:
-    def __init__(self, steps, penalty_steps=False, warmup=3):
+    def __init__(self, steps, warmup=3):
         if steps.device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device; use the eager runner (--graphs off) on "
                              f"{steps.device.type}")
@@ -25,7 +25,6 @@ class GraphRunner:
         self.graphs = {}       # step kind -> torch.cuda.CUDAGraph
         self.outputs = {}      # step kind -> the static statistics tensor the graph writes
         self.calls = {}        # step kind -> calls so far (warm-up counting)
-        self.penalty_steps = penalty_steps
 
     def _run(self, kind, fn):
         graph = self.graphs.get(kind)

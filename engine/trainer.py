@@ -108,7 +108,7 @@ def build_session(cfg, dataset=None):
     steps = GANSteps(cfg, G, D, images, labels, num_classes, device, precision, channels_last)
     if graphs:
         from .graphs import GraphRunner
-        runner = GraphRunner(steps, penalty_steps=cfg.penalty != "none")
+        runner = GraphRunner(steps)
     else:
         runner = EagerRunner(steps)
     return Session(cfg, device, precision, graphs, channels_last, dataset, steps, runner)
