@@ -1,4 +1,4 @@
-"""`ganforge bench ...` and `ganforge profile ...`, called by the engine's command dispatcher.
+"""`ganforge bench ...` and `ganforge profile ...`, called by the command dispatcher (ganforge.cli).
 
     ganforge bench kernels|train|all [--quick] [--out FILE.json] [--device cuda|cpu]
     ganforge bench compare BASE.json NEW.json [--threshold 10%]
@@ -47,7 +47,7 @@ def _compare_parser():
     return parser
 
 
-def bench_main(argv):
+def bench_command(argv):
     """Entry point of `ganforge bench`; returns the exit code."""
     argv = list(argv)
     if argv and argv[0] == "compare":
@@ -75,7 +75,7 @@ def bench_main(argv):
 
 
 def _profile_parser():
-    from engine.cli import add_train_args
+    from ..engine.cli import add_train_args
 
     parser = argparse.ArgumentParser(
         prog="ganforge profile",
@@ -102,7 +102,7 @@ def _diff_parser():
     return parser
 
 
-def profile_main(argv):
+def profile_command(argv):
     """Entry point of `ganforge profile`; returns the exit code."""
     argv = list(argv)
     from .compare import parse_threshold
@@ -115,7 +115,7 @@ def profile_main(argv):
         print(format_diff(entries, a, b))
         return 1 if args.fail_on_slower and any(e["status"] == "slower" for e in entries) else 0
 
-    from engine.cli import config_from_args
+    from ..engine.cli import config_from_args
 
     args = _profile_parser().parse_args(argv)
     if args.steps_to_profile < 1 or args.warmup < 0:

@@ -1,6 +1,6 @@
 """The prepared GPU check: environment, the GPU tests, and the headline benchmarks, in one short call.
 
-    python -m bench.gpu_check --out DIR [--budget-s 420] [--tests-timeout-s 150]
+    python -m ganforge.bench.gpu_check --out DIR [--budget-s 420] [--tests-timeout-s 150]
 
 Phases, each written to DIR as soon as it ends (a run cut short still leaves what it finished):
   env.json             GPU, driver, torch, triton, torchmetrics
@@ -98,7 +98,7 @@ def run_benchmarks(out, deadline, log, device="cuda", cases=TRAIN_CASES, kernel_
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ganforge.bench.gpu_check", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder for the results")
     parser.add_argument("--budget-s", type=float, default=420,
                         help="seconds after which no new phase starts (the whole check stays under 8 minutes)")

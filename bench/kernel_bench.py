@@ -9,7 +9,7 @@ read once, every output written once), also as a percentage of the measured devi
 pass is captured in a CUDA graph and the replays are timed (row["timing"] == "cuda-graph"): device time, as
 the engine's graphed steps see it; a pass that cannot be captured is timed by direct calls ("launch").
 
-    python -m bench.kernel_bench [--device cuda] [--quick] [--sizes 1048576 67108864]
+    python -m ganforge.bench.kernel_bench [--device cuda] [--quick] [--sizes 1048576 67108864]
 """
 import argparse
 import contextlib
@@ -17,8 +17,8 @@ import os
 
 import torch
 
-from bench.timing import copy_bandwidth_gbps, time_fn
-from kernels import bias_act, bias_act_ref, gradient_penalty, gradient_penalty_ref
+from .timing import copy_bandwidth_gbps, time_fn
+from ..kernels import bias_act, bias_act_ref, gradient_penalty, gradient_penalty_ref
 
 PASSES = ("forward", "backward", "both")
 IMPLS = ("eager", "compile", "ganforge")

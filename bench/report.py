@@ -1,6 +1,6 @@
 """Markdown tables from a results file: the README's results section, and what `ganforge bench` prints.
 
-    python -m bench.report bench/results/FILE.json [--section train|kernels|ceilings]
+    python -m ganforge.bench.report bench/results/FILE.json [--section train|kernels|ceilings]
 """
 import argparse
 import sys
@@ -127,7 +127,7 @@ def report_markdown(results, sections=("ceilings", "train", "kernels")):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m bench.report",
+    parser = argparse.ArgumentParser(prog="python -m ganforge.bench.report",
                                      description="Print markdown results tables from a bench results file.")
     parser.add_argument("results", help="results JSON written by `ganforge bench`")
     parser.add_argument("--section", action="append", choices=("ceilings", "train", "kernels"),

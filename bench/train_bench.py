@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import kernels
-from engine.config import TrainConfig
-from engine.data import Dataset
-from engine.trainer import build_session, run_iteration
+from .. import kernels
+from ..engine.config import TrainConfig
+from ..engine.data import Dataset
+from ..engine.trainer import build_session, run_iteration
 
 from .timing import StepClock, time_blocks, timing_from_samples
 

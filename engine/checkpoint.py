@@ -89,7 +89,7 @@ def restore_training_state(steps, state, path="checkpoint"):
 
 def load_generator(path, device="cpu", use_ema=True):
     """Rebuild G from a checkpoint for sampling or scoring: returns (G in eval mode, TrainConfig, num_classes)."""
-    from models import build_models
+    from ..models import build_models
 
     from .config import TrainConfig
 

@@ -1,4 +1,7 @@
-"""The `ganforge` command (also `python -m engine`): train, sample, fid; bench and profile load bench/ lazily."""
+"""The engine's subcommands of `ganforge`: train, sample, fid, interpolate, augment.
+
+Each takes its argv and returns an exit code; ganforge.cli dispatches to them.
+"""
 import argparse
 import json
 import sys
@@ -48,7 +51,7 @@ def config_from_args(args):
     return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)}).validate()
 
 
-def _train(argv):
+def train_command(argv):
     parser = add_train_args(argparse.ArgumentParser(prog="ganforge train", description="Train a GAN."))
     parser.add_argument("--resume", help="continue from this checkpoint.pt")
     args = parser.parse_args(argv)
@@ -61,7 +64,7 @@ def _train(argv):
     return 0
 
 
-def _sample(argv):
+def sample_command(argv):
     parser = argparse.ArgumentParser(prog="ganforge sample", description="Write a sample grid from a checkpoint.")
     parser.add_argument("--ckpt", required=True, help="checkpoint.pt written by ganforge train")
     parser.add_argument("--out", default="samples.png", help="PNG to write")
@@ -78,7 +81,7 @@ def _sample(argv):
     return 0
 
 
-def _fid(argv):
+def fid_command(argv):
     parser = argparse.ArgumentParser(prog="ganforge fid", description="Score a checkpoint's generator by FID.")
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--samples", type=int, default=2000, help="generated images to score")
@@ -106,7 +109,7 @@ def _checkpoint_parser(prog, description):
     return parser
 
 
-def _interpolate(argv):
+def interpolate_command(argv):
     parser = _checkpoint_parser("ganforge interpolate", "Walk G's latent space: each row goes smoothly between "
                                                          "two random codes (a conditional model keeps its class).")
     parser.add_argument("--out", default="latent_walk.png", help="PNG to write")
@@ -120,7 +123,7 @@ def _interpolate(argv):
     return 0
 
 
-def _augment(argv):
+def augment_command(argv):
     parser = _checkpoint_parser("ganforge augment", "Write generated images (and labels, for a conditional "
                                                      "model) to an .npz, as extra training data.")
     parser.add_argument("--out", default="synthetic.npz", help=".npz to write (keys images, labels)")
@@ -134,32 +137,3 @@ def _augment(argv):
     print(f"wrote {path}: images {arrays['images'].shape}" + (f", labels {arrays['labels'].shape}"
                                                               if "labels" in arrays else ""))
     return 0
-
-
-COMMANDS = {"train": _train, "sample": _sample, "fid": _fid, "interpolate": _interpolate, "augment": _augment}
-
-
-def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    usage = ("usage: ganforge {train,sample,fid,interpolate,augment,bench,profile} [options]"
-             "   (ganforge COMMAND --help for each)")
-    if not argv or argv[0] in ("-h", "--help"):
-        print(usage)
-        return 0 if argv else 2
-    command, rest = argv[0], argv[1:]
-    try:
-        if command in COMMANDS:
-            return COMMANDS[command](rest)
-        if command in ("bench", "profile"):
-            from bench import cli as bench_cli  # loaded only here: the engine never depends on bench/
-
-            return bench_cli.bench_main(rest) if command == "bench" else bench_cli.profile_main(rest)
-    except ValueError as exc:  # bad flags, data or checkpoints: one clear line, no traceback
-        print(f"ganforge {command}: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"ganforge: unknown command {command!r}\n{usage}", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -54,7 +54,7 @@ class TrainConfig:
 
     def validate(self):
         """Raise ValueError naming the first bad field; return self for chaining."""
-        from models import MODEL_NAMES
+        from ..models import MODEL_NAMES
 
         from .data import DATASETS
 

@@ -20,9 +20,9 @@ from torch import nn
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 MNIST_CLASSIFIER_PATH = ASSETS / "mnist_classifier.pt"
-# printed by `python -m engine.train_classifier`; any other file is refused
+# printed by `python -m ganforge.engine.train_classifier`; any other file is refused
 MNIST_CLASSIFIER_SHA256 = "1885cb575467aae8b692666c1f837b439778151d408dfc6702dc9e6087f141fa"
-REGENERATE = "python -m engine.train_classifier --out engine/assets/mnist_classifier.pt"
+REGENERATE = "python -m ganforge.engine.train_classifier --out engine/assets/mnist_classifier.pt"
 INCEPTION_WEIGHTS_HINT = (
     "the Inception-v3 FID weights torch-fidelity uses, weights-inception-2015-12-05-6726825d.pth "
     "(release v0.2.0 of github.com/toshas/torch-fidelity), copied onto this machine")

@@ -6,7 +6,7 @@ log D(x) = -softplus(-x), log(1 - D(x)) = -softplus(x).
 import torch
 from torch.nn import functional as F
 
-import kernels
+from .. import kernels
 
 
 def d_loss(kind, real_logits, fake_logits):

@@ -1,6 +1,6 @@
 """Train the digit classifier behind the default FID backbone and write its weights.
 
-    python -m engine.train_classifier --out engine/assets/mnist_classifier.pt
+    python -m ganforge.engine.train_classifier --out engine/assets/mnist_classifier.pt
 
 Trains on the MNIST-5k train split only (the test split stays unseen), reports test accuracy, writes the
 weights atomically and prints the SHA-256 to paste into MNIST_CLASSIFIER_SHA256 in engine/fid.py.

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-import kernels
-from models import build_models
+from .. import kernels
+from ..models import build_models
 
 from . import checkpoint as ckpt
 from .config import TrainConfig

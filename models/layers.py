@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from kernels import bias_act
+from ..kernels import bias_act
 
 
 class FusedLinear(nn.Module):

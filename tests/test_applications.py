@@ -3,11 +3,11 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.cli import main
-from engine.config import TrainConfig
-from engine.data import load_dataset
-from engine.evaluate import slerp
-from engine.trainer import train
+from ganforge.cli import main
+from ganforge.engine.config import TrainConfig
+from ganforge.engine.data import load_dataset
+from ganforge.engine.evaluate import slerp
+from ganforge.engine.trainer import train
 
 
 @pytest.fixture(scope="module")

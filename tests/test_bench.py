@@ -8,19 +8,19 @@ import json
 import pytest
 import torch
 
-from bench import report
-from bench.cli import bench_main, profile_main
-from bench.compare import compare_results, kernel_key, parse_threshold
-from bench.profiling import STEP_RANGES
-from bench.results import ResultsError, validate_results
-from bench.timing import timing_from_samples
+from ganforge.bench import report
+from ganforge.bench.cli import bench_command, profile_command
+from ganforge.bench.compare import compare_results, kernel_key, parse_threshold
+from ganforge.bench.profiling import STEP_RANGES
+from ganforge.bench.results import ResultsError, validate_results
+from ganforge.bench.timing import timing_from_samples
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     """One `ganforge bench all --quick --device cpu` run, shared by the tests below."""
     out = tmp_path_factory.mktemp("bench") / "quick.json"
-    assert bench_main(["all", "--quick", "--device", "cpu", "--out", str(out)]) == 0
+    assert bench_command(["all", "--quick", "--device", "cpu", "--out", str(out)]) == 0
     return out
 
 
@@ -110,7 +110,7 @@ def test_report_prints_markdown(quick_run, capsys):
 # -- compare ------------------------------------------------------------------------------------------------------
 
 def test_compare_identical_files_pass(quick_run, capsys):
-    assert bench_main(["compare", str(quick_run), str(quick_run)]) == 0
+    assert bench_command(["compare", str(quick_run), str(quick_run)]) == 0
     assert "0 regression(s)" in capsys.readouterr().out
 
 
@@ -123,17 +123,17 @@ def test_compare_flags_an_injected_slowdown(quick_run, tmp_path, capsys):
     slow_train = copy.deepcopy(base)
     row = _timed_train_row(slow_train)
     row["images_per_sec"] /= 1.3
-    assert bench_main(["compare", _write(tmp_path / "base.json", base), _write(tmp_path / "new.json", slow_train),
+    assert bench_command(["compare", _write(tmp_path / "base.json", base), _write(tmp_path / "new.json", slow_train),
                        "--threshold", "10%"]) == 1
     out = capsys.readouterr().out
     assert "REGRESSION" in out and row["name"] in out
 
     slow_kernel = copy.deepcopy(base)
     slow_kernel["kernels"][-1]["median_ms"] *= 1.3
-    assert bench_main(["compare", str(tmp_path / "base.json"), _write(tmp_path / "k.json", slow_kernel)]) == 1
+    assert bench_command(["compare", str(tmp_path / "base.json"), _write(tmp_path / "k.json", slow_kernel)]) == 1
     assert "bias_act forward triton float32 64x64" in capsys.readouterr().out
     # a higher threshold lets the same change through
-    assert bench_main(["compare", str(tmp_path / "base.json"), str(tmp_path / "k.json"), "--threshold", "40%"]) == 0
+    assert bench_command(["compare", str(tmp_path / "base.json"), str(tmp_path / "k.json"), "--threshold", "40%"]) == 0
 
 
 def test_compare_ignores_changes_inside_the_noise(quick_run):
@@ -151,13 +151,13 @@ def test_compare_fails_when_a_row_starts_failing(quick_run, tmp_path):
     new = copy.deepcopy(base)
     row = _timed_train_row(new)
     row["images_per_sec"], row["error"] = None, "RuntimeError: out of memory"
-    assert bench_main(["compare", str(quick_run), _write(tmp_path / "new.json", new)]) == 1
+    assert bench_command(["compare", str(quick_run), _write(tmp_path / "new.json", new)]) == 1
 
 
 def test_compare_rejects_a_file_that_is_not_results(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"schema": "something-else"}')
-    assert bench_main(["compare", str(bad), str(bad)]) == 2
+    assert bench_command(["compare", str(bad), str(bad)]) == 2
 
 
 def test_threshold_parsing_and_timing_quantiles():
@@ -179,7 +179,7 @@ def profile_dir(tmp_path_factory):
     argv = ["--model", "mlp", "--batch-size", "8", "--synthetic-data", "--kernels", "ref", "--device", "cpu",
             "--loss", "wgan", "--penalty", "wgan-gp", "--ema", "0.99", "--out", str(out),
             "--steps-to-profile", "2", "--warmup", "1"]
-    assert profile_main(argv) == 0
+    assert profile_command(argv) == 0
     return out
 
 
@@ -208,10 +208,10 @@ def test_profile_diff_shows_the_slower_kernel(profile_dir, tmp_path, capsys):
     victim["ms_per_step"] = victim["ms_per_step"] * 3 + 1.0
     b = tmp_path / "kernels.json"
     b.write_text(json.dumps(data))
-    assert profile_main(["diff", str(a), str(b)]) == 0
+    assert profile_command(["diff", str(a), str(b)]) == 0
     out = capsys.readouterr().out
     assert victim["name"][:40] in out and "slower" in out
-    assert profile_main(["diff", str(a), str(b), "--fail-on-slower"]) == 1
+    assert profile_command(["diff", str(a), str(b), "--fail-on-slower"]) == 1
     capsys.readouterr()
-    assert profile_main(["diff", str(a), str(a), "--fail-on-slower"]) == 0
+    assert profile_command(["diff", str(a), str(a), "--fail-on-slower"]) == 0
     assert "0 kernel(s) slower" in capsys.readouterr().out

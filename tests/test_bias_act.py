@@ -9,10 +9,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import kernels
-from kernels import ACTIVATIONS, bias_act, bias_act_ref
+from ganforge import kernels
+from ganforge.kernels import ACTIVATIONS, bias_act, bias_act_ref
 
-ba_module = importlib.import_module("kernels.bias_act")  # the package attribute is the function
+ba_module = importlib.import_module("ganforge.kernels.bias_act")  # the package attribute is the function
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)

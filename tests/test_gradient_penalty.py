@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-import kernels
-import models
-from kernels import gradient_penalty, gradient_penalty_ref
+from ganforge import kernels
+from ganforge import models
+from ganforge.kernels import gradient_penalty, gradient_penalty_ref
 
-gp_module = importlib.import_module("kernels.gradient_penalty")
+gp_module = importlib.import_module("ganforge.kernels.gradient_penalty")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)

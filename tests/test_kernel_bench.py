@@ -1,7 +1,7 @@
 """Smoke test of the kernel microbenchmark rows on CPU (quick mode: the smallest size only)."""
 import torch
 
-from bench.kernel_bench import IMPLS, PASSES, format_table, kernel_rows
+from ganforge.bench.kernel_bench import IMPLS, PASSES, format_table, kernel_rows
 
 KEYS = {"op", "pass", "impl", "numel", "dtype", "shape", "median_ms", "p20_ms", "p80_ms", "spread", "bytes",
         "gbps", "pct_of_copy", "error"}

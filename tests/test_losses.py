@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from engine import losses
+from ganforge.engine import losses
 
 
 def sigmoid(x):

