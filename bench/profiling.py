@@ -29,7 +29,7 @@ def _is_annotation(event):
         or event.key.startswith("ProfilerStep")
 
 
-def kernel_table(prof, on_gpu, steps):
+def kernel_table(prof, on_gpu, iterations):
     """Rows of {name, calls, self_ms, ms_per_step, share}, slowest first, from a finished profiler."""
     events = prof.key_averages()
     rows = []
@@ -48,13 +48,13 @@ def kernel_table(prof, on_gpu, steps):
         rows.append({"name": event.key, "calls": event.count, "self_ms": self_us / 1e3})
     total = sum(r["self_ms"] for r in rows)
     for r in rows:
-        r["ms_per_step"] = r["self_ms"] / steps
+        r["ms_per_step"] = r["self_ms"] / iterations
         r["share"] = r["self_ms"] / total if total > 0 else 0.0
     rows.sort(key=lambda r: r["self_ms"], reverse=True)
     return rows, total
 
 
-def range_table(prof, steps):
+def range_table(prof, iterations):
     """The named ranges: calls and inclusive CPU time per iteration (and device time under them on GPU)."""
     rows = []
     for event in prof.key_averages():
@@ -62,8 +62,8 @@ def range_table(prof, steps):
             # On GPU a range also appears as a device-side annotation; keep the host-side entry only.
             if getattr(event, "device_type", torch.autograd.DeviceType.CPU) != torch.autograd.DeviceType.CPU:
                 continue
-            rows.append({"name": event.key, "calls": event.count, "cpu_ms_per_step": event.cpu_time_total / 1e3 / steps,
-                         "device_ms_per_step": getattr(event, "device_time_total", 0) / 1e3 / steps})
+            rows.append({"name": event.key, "calls": event.count, "cpu_ms_per_step": event.cpu_time_total / 1e3 / iterations,
+                         "device_ms_per_step": getattr(event, "device_time_total", 0) / 1e3 / iterations})
     order = {name: i for i, name in enumerate((ITERATION_RANGE,) + STEP_RANGES)}
     return sorted(rows, key=lambda r: order[r["name"]])
 

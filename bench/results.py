@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from ..engine.io import atomic_write_text
+
 SCHEMA = "ganforge-bench/1"
 
 TOP_LEVEL = {"schema": str, "device": str, "device_type": str, "torch": str, "triton": (str, type(None)),
@@ -149,10 +151,7 @@ def _finite(value):
 
 
 def save_results(data, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_finite(data), indent=1, allow_nan=False) + "\n")
-    return path
+    return atomic_write_text(path, json.dumps(_finite(data), indent=1, allow_nan=False) + "\n")
 
 
 def load_results(path):

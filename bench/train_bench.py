@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .. import kernels
 from ..engine.config import TrainConfig
 from ..engine.data import Dataset
 from ..engine.trainer import build_session, run_iteration
@@ -197,8 +196,8 @@ def run_column(name, objective, column, batch_size, device, plan, dataset, want_
             torch._dynamo.reset()  # fresh caches: no recompile limit carried over from earlier sessions
         session = build_session(make_config(name, objective, column, batch_size, device), dataset=dataset)
         if settings["compiled"]:
-            session.steps.G = torch.compile(session.steps.G)
-            session.steps.D = torch.compile(session.steps.D)
+            session.state.G = torch.compile(session.state.G)
+            session.state.D = torch.compile(session.state.D)
         block_ms, d_ms, g_ms, row["warmup"] = _measure(session, plan)
         if device.type == "cuda":
             row["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -261,27 +260,23 @@ def train_rows(device, quick=False, matmul_tflops_bf16=None, plan=None, log=prin
     for objective in plan.objectives:
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown bench objective {objective!r}; expected one of {tuple(OBJECTIVES)}")
-    previous_impl = kernels.get_default_impl()  # build_session sets the process-wide default; put it back after
     rows = []
-    try:
-        for name in plan.models:
-            data_shape = MODELS[name][1]
-            for batch_size in plan.batch_sizes:
-                dataset = synthetic_dataset(data_shape, max(4 * batch_size, 256))
-                for objective in plan.objectives:
-                    need_flops = True
-                    for column in plan.columns:
-                        # FLOPs are the same in every column: count them once, on the first eager column.
-                        count_here = need_flops and column.startswith("eager")
-                        row = run_column(name, objective, column, batch_size, device, plan, dataset, count_here,
-                                         quick)
-                        if row["flops_per_iter"]:
-                            need_flops = False
-                        rows.append(row)
-                        if log:
-                            log(_progress_line(row))
-    finally:
-        kernels.set_default_impl(previous_impl)
+    for name in plan.models:
+        data_shape = MODELS[name][1]
+        for batch_size in plan.batch_sizes:
+            dataset = synthetic_dataset(data_shape, max(4 * batch_size, 256))
+            for objective in plan.objectives:
+                need_flops = True
+                for column in plan.columns:
+                    # FLOPs are the same in every column: count them once, on the first eager column.
+                    count_here = need_flops and column.startswith("eager")
+                    row = run_column(name, objective, column, batch_size, device, plan, dataset, count_here,
+                                     quick)
+                    if row["flops_per_iter"]:
+                        need_flops = False
+                    rows.append(row)
+                    if log:
+                        log(_progress_line(row))
     return add_derived(rows, matmul_tflops_bf16)
 
 

@@ -16,7 +16,7 @@ def train(config=None, *, dataset=None, resume=None, **overrides):
     """Train a GAN and return its summary (the dict written to summary.json).
 
     config: a TrainConfig (default: TrainConfig()); keyword overrides replace its fields, e.g.
-        ``train(model="dcgan", steps=500, out="runs/x")``.
+        ``train(model="dcgan", iterations=500, out="runs/x")``.
     dataset: an engine.data.Dataset to train on instead of loading ``config.dataset``.
     resume: a checkpoint.pt (or run folder) to continue from.
     """

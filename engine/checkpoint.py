@@ -1,12 +1,13 @@
 """Checkpoints: G, D, EMA, optimizers, loss scalers, iteration and RNG states in one file.
 
-Written atomically (a temporary file, then os.replace), so a crash mid-write never leaves a truncated
-checkpoint behind; read with ``weights_only=True``, so loading never runs code from the file.
+Written atomically (engine.io.atomic_write), so a crash mid-write never leaves a truncated checkpoint
+behind; read with ``weights_only=True``, so loading never runs code from the file.
 """
-import os
 from pathlib import Path
 
 import torch
+
+from .io import atomic_write
 
 FORMAT = "ganforge-checkpoint/1"
 
@@ -24,29 +25,26 @@ def restore_rng_state(state):
         torch.cuda.set_rng_state_all(list(state["cuda"]))
 
 
-def save_checkpoint(path, steps, iteration, data_shape, num_classes):
+def save_checkpoint(path, train_state, iteration, data_shape, num_classes):
     """Write everything needed to resume training (or to sample) at ``iteration``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
         "format": FORMAT,
         "iteration": iteration,
-        "config": steps.cfg.to_dict(),
+        "config": train_state.cfg.to_dict(),
         "data_shape": list(data_shape),
         "num_classes": num_classes,
-        "G": steps.G.state_dict(),
-        "D": steps.D.state_dict(),
-        "G_ema": steps.G_ema.state_dict() if steps.G_ema is not None else None,
-        "opt_g": steps.opt_g.state_dict(),
-        "opt_d": steps.opt_d.state_dict(),
-        "scaler_g": steps.scaler_g.state_dict(),
-        "scaler_d": steps.scaler_d.state_dict(),
+        "G": train_state.G.state_dict(),
+        "D": train_state.D.state_dict(),
+        "G_ema": train_state.G_ema.state_dict() if train_state.G_ema is not None else None,
+        "opt_g": train_state.opt_g.state_dict(),
+        "opt_d": train_state.opt_d.state_dict(),
+        "scaler_g": train_state.scaler_g.state_dict(),
+        "scaler_d": train_state.scaler_d.state_dict(),
         "rng": rng_state(),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path, map_location="cpu"):
@@ -68,26 +66,26 @@ ARCHITECTURE_FIELDS = ("model", "dataset", "image_size", "channels", "conditiona
                        "penalty")
 
 
-def restore_training_state(steps, state, path="checkpoint"):
+def restore_training_state(train_state, state, path="checkpoint"):
     """Load a checkpoint's weights, optimizer and scaler states and RNG into live training objects."""
     saved = state["config"]
-    mismatched = [f"--{name.replace('_', '-')} {saved.get(name)!r} in the checkpoint, {getattr(steps.cfg, name)!r} now"
-                  for name in ARCHITECTURE_FIELDS if saved.get(name) != getattr(steps.cfg, name)]
+    mismatched = [f"--{name.replace('_', '-')} {saved.get(name)!r} in the checkpoint, {getattr(train_state.cfg, name)!r} now"
+                  for name in ARCHITECTURE_FIELDS if saved.get(name) != getattr(train_state.cfg, name)]
     if mismatched:
         raise ValueError(f"cannot resume from {path}: " + "; ".join(mismatched))
-    steps.G.load_state_dict(state["G"])
-    steps.D.load_state_dict(state["D"])
-    if steps.G_ema is not None and state["G_ema"] is not None:
-        steps.G_ema.load_state_dict(state["G_ema"])
-    steps.opt_g.load_state_dict(state["opt_g"])
-    steps.opt_d.load_state_dict(state["opt_d"])
-    steps.scaler_g.load_state_dict(state["scaler_g"])
-    steps.scaler_d.load_state_dict(state["scaler_d"])
+    train_state.G.load_state_dict(state["G"])
+    train_state.D.load_state_dict(state["D"])
+    if train_state.G_ema is not None and state["G_ema"] is not None:
+        train_state.G_ema.load_state_dict(state["G_ema"])
+    train_state.opt_g.load_state_dict(state["opt_g"])
+    train_state.opt_d.load_state_dict(state["opt_d"])
+    train_state.scaler_g.load_state_dict(state["scaler_g"])
+    train_state.scaler_d.load_state_dict(state["scaler_d"])
     restore_rng_state(state["rng"])
     return state["iteration"]
 
 
-def load_generator(path, device="cpu", use_ema=True):
+def load_generator(path, device="cpu", use_ema=True, kernels="auto"):
     """Rebuild G from a checkpoint for sampling or scoring: returns (G in eval mode, TrainConfig, num_classes)."""
     from ..models import build_models
 
@@ -95,7 +93,8 @@ def load_generator(path, device="cpu", use_ema=True):
 
     state = load_checkpoint(path)
     cfg = TrainConfig.from_dict(state["config"])
-    G, _ = build_models(cfg.model, tuple(state["data_shape"]), cfg.z_dim, state["num_classes"], cfg.width)
+    G, _ = build_models(cfg.model, tuple(state["data_shape"]), cfg.z_dim, state["num_classes"], cfg.width,
+                        impl=kernels)
     weights = state["G_ema"] if use_ema and state["G_ema"] is not None else state["G"]
     G.load_state_dict(weights)
     return G.to(device).eval(), cfg, state["num_classes"]

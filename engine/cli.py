@@ -4,10 +4,9 @@ Each takes its argv and returns an exit code; ganforge.cli dispatches to them.
 """
 import argparse
 import json
-import sys
 from dataclasses import fields
 
-from .config import TrainConfig
+from .config import TrainConfig, field_type, load_config_file
 
 # Flags whose value is a boolean switch rather than a typed value.
 _BOOL_FLAGS = {"conditional": "train a conditional GAN (class labels into G and D)",
@@ -22,7 +21,7 @@ _HELP = {
     "clip": "WGAN weight clipping of D's parameters to [-clip, clip]",
     "n_critic": "D steps per G step",
     "ema": "decay of the EMA of G (e.g. 0.999); 0 disables",
-    "steps": "training iterations (G steps)",
+    "iterations": "training iterations, each n_critic D steps and one G step (--steps is an alias)",
     "precision": "fp32, bf16, fp16 or auto (bf16 on CUDA, fp32 on CPU)",
     "graphs": "capture D and G steps in CUDA graphs: auto (on with CUDA), on, off",
     "kernels": "fused ops: auto (Triton on CUDA), triton, ref (plain PyTorch reference)",
@@ -31,20 +30,36 @@ _HELP = {
 }
 
 
+# Older spellings a flag still answers to.
+_ALIASES = {"iterations": ("--steps",)}
+
+
 def add_train_args(parser):
-    """One flag per TrainConfig field, named like the field with dashes."""
+    """One flag per TrainConfig field, named like the field with dashes, and --config FILE.
+
+    Values from --config become the flags' defaults, so flags given on the command line override the file.
+    """
     defaults = TrainConfig()
+    parser.add_argument("--config", metavar="FILE",
+                        help="TOML or JSON file of settings (a run's config.json repeats it); flags override it")
     for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
+        flags = ["--" + f.name.replace("_", "-"), *_ALIASES.get(f.name, ())]
         default = getattr(defaults, f.name)
         if f.name in _BOOL_FLAGS:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+            parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
                                 help=_BOOL_FLAGS[f.name])
             continue
-        kind = type(default) if default is not None else (float if f.name == "clip" else
-                                                           int if f.name in ("image_size", "channels") else str)
-        parser.add_argument(flag, type=kind, default=default, help=_HELP.get(f.name, f"default: {default}"))
+        parser.add_argument(*flags, dest=f.name, type=field_type(f.name), default=default,
+                            help=_HELP.get(f.name, f"default: {default}"))
     return parser
+
+
+def parse_train_args(parser, argv):
+    """Parse ``argv``; a --config file's settings first become the defaults that the flags override."""
+    known, _ = parser.parse_known_args(argv)
+    if known.config:
+        parser.set_defaults(**load_config_file(known.config))
+    return parser.parse_args(argv)
 
 
 def config_from_args(args):
@@ -54,11 +69,11 @@ def config_from_args(args):
 def train_command(argv):
     parser = add_train_args(argparse.ArgumentParser(prog="ganforge train", description="Train a GAN."))
     parser.add_argument("--resume", help="continue from this checkpoint.pt")
-    args = parser.parse_args(argv)
+    args = parse_train_args(parser, argv)
     from .trainer import train
 
     summary = train(config_from_args(args), resume=args.resume)
-    shown = {k: summary[k] for k in ("fid", "fid_real_floor", "steps", "images_per_sec", "device") if k in summary}
+    shown = {k: summary[k] for k in ("fid", "fid_real_floor", "iterations", "images_per_sec", "device") if k in summary}
     print(json.dumps(shown, indent=2))
     print(f"outputs in {args.out}")
     return 0
@@ -114,11 +129,11 @@ def interpolate_command(argv):
                                                          "two random codes (a conditional model keeps its class).")
     parser.add_argument("--out", default="latent_walk.png", help="PNG to write")
     parser.add_argument("--rows", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=10, help="images per row")
+    parser.add_argument("--per-row", "--steps", dest="per_row", type=int, default=10, help="images per row")
     args = parser.parse_args(argv)
     from .evaluate import latent_walk
 
-    path = latent_walk(args.ckpt, args.out, args.rows, args.steps, not args.no_ema, args.seed, args.device)
+    path = latent_walk(args.ckpt, args.out, args.rows, args.per_row, not args.no_ema, args.seed, args.device)
     print(f"wrote {path}")
     return 0
 

@@ -1,5 +1,12 @@
-"""Training configuration: one dataclass, validated once, serialised into logs, checkpoints and summaries."""
+"""Training configuration: one dataclass, validated once, serialised into logs, checkpoints and summaries.
+
+A run writes its resolved configuration to config.json; `ganforge train --config FILE` reads such a file (or a
+hand-written TOML/JSON one) back, so a run can be repeated exactly.
+"""
+import json
+import sys
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 LOSSES = ("ns", "minimax", "wgan", "hinge")
 PENALTIES = ("none", "wgan-gp", "r1")
@@ -34,7 +41,7 @@ class TrainConfig:
     n_critic: int = 1                  # D steps per G step
     ema: float = 0.0                   # decay of the EMA of G's weights; 0 turns it off
     batch_size: int = 64
-    steps: int = 5000                  # G steps (training iterations)
+    iterations: int = 5000             # training iterations: n_critic D steps + one G step each
     # execution
     device: str = "auto"
     seed: int = 0
@@ -72,7 +79,7 @@ class TrainConfig:
         choice("channels_last", SWITCHES)
         choice("kernels", ("auto", "triton", "ref"))
         choice("fid_backbone", ("mnist", "inception"))
-        for name in ("batch_size", "steps", "n_critic", "penalty_every", "z_dim", "width", "log_every",
+        for name in ("batch_size", "iterations", "n_critic", "penalty_every", "z_dim", "width", "log_every",
                      "sample_every", "ckpt_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -90,7 +97,67 @@ class TrainConfig:
     def to_dict(self):
         return asdict(self)
 
+    def write_json(self, path):
+        """The resolved configuration as JSON (what `--config` reads back)."""
+        from .io import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
     @classmethod
     def from_dict(cls, values):
+        values = dict(values)
+        if "steps" in values and "iterations" not in values:  # checkpoints written before the rename
+            values["iterations"] = values.pop("steps")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+# Fields whose default is None, and so whose type the default does not tell.
+_OPTIONAL_TYPES = {"clip": float, "image_size": int, "channels": int}
+
+
+def field_type(name):
+    """The Python type of TrainConfig field ``name`` (the flag's `type=`; what a config file must hold)."""
+    if name in _OPTIONAL_TYPES:
+        return _OPTIONAL_TYPES[name]
+    default = getattr(TrainConfig(), name)
+    return str if default is None else type(default)
+
+
+def load_config_file(path):
+    """Read a TOML or JSON file of TrainConfig fields into a dict; unknown keys or wrong types raise ValueError.
+
+    Keys may use dashes or underscores (``lr-g`` or ``lr_g``); ``steps`` is read as ``iterations``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--config: {path} does not exist or is not a file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".toml":
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:
+                import tomli as tomllib
+            raw = tomllib.loads(text)
+        else:
+            raw = json.loads(text)
+    except ValueError as exc:  # json.JSONDecodeError and tomllib.TOMLDecodeError are ValueErrors
+        raise ValueError(f"--config: cannot parse {path} ({exc}); expected a TOML (.toml) or JSON file") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"--config: {path} must hold a table of settings, got {type(raw).__name__}")
+    values = {key.replace("-", "_"): value for key, value in raw.items()}
+    if "steps" in values and "iterations" not in values:
+        values["iterations"] = values.pop("steps")
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"--config: {path} has unknown settings {', '.join(unknown)}")
+    for name, value in values.items():
+        kind = field_type(name)
+        ok = value is None or isinstance(value, kind) or (kind is float and isinstance(value, int))
+        if not ok or (kind is not bool and isinstance(value, bool)):
+            raise ValueError(f"--config: {path}: {name} must be {kind.__name__}, got {value!r}")
+        if kind is float and value is not None:
+            values[name] = float(value)
+    return values

@@ -1,7 +1,5 @@
 """What a trained generator is used for: FID against held-out real data, class accuracy, mode coverage,
 sample grids, latent-space walks, and synthetic labelled data for training a classifier."""
-import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -9,6 +7,7 @@ from torch.nn import functional as F
 
 from .data import DataError, load_dataset, mode_coverage
 from .images import save_samples
+from .io import atomic_write
 
 MIXTURES = ("ring8", "grid25")
 DIGIT_DATASETS = ("mnist5k", "mnist-idx")  # where the embedded digit classifier can judge classes
@@ -115,22 +114,22 @@ def slerp(a, b, t):
 
 
 @torch.no_grad()
-def latent_walk(ckpt_path, out_path, rows=8, steps=10, use_ema=True, seed=0, device="cpu"):
+def latent_walk(ckpt_path, out_path, rows=8, per_row=10, use_ema=True, seed=0, device="cpu"):
     """A grid whose rows walk G's latent space between two random codes: smooth rows mean G has learned a
     continuous space, not a lookup of training images. A conditional model keeps each row's class fixed."""
     from .checkpoint import load_generator
 
-    if rows < 1 or steps < 2:
-        raise ValueError(f"--rows must be >= 1 and --steps >= 2, got {rows} and {steps}")
+    if rows < 1 or per_row < 2:
+        raise ValueError(f"--rows must be >= 1 and --per-row >= 2, got {rows} and {per_row}")
     G, cfg, num_classes = load_generator(ckpt_path, device, use_ema)
     if len(G.data_shape) != 3:
         raise ValueError(f"latent walks draw images; {ckpt_path} generates {G.data_shape} points")
     gen = torch.Generator().manual_seed(seed)
     ends = torch.randn(2, rows, cfg.z_dim, generator=gen)
-    z = slerp(ends[0], ends[1], torch.linspace(0, 1, steps)).reshape(rows * steps, cfg.z_dim)
-    labels = (torch.arange(rows) % num_classes).repeat_interleave(steps) if num_classes else None
+    z = slerp(ends[0], ends[1], torch.linspace(0, 1, per_row)).reshape(rows * per_row, cfg.z_dim)
+    labels = (torch.arange(rows) % num_classes).repeat_interleave(per_row) if num_classes else None
     images = G(z.to(device), labels.to(device) if labels is not None else None)
-    return save_samples(images, out_path, nrow=steps)
+    return save_samples(images, out_path, nrow=per_row)
 
 
 @torch.no_grad()
@@ -155,9 +154,4 @@ def export_samples(ckpt_path, out_path, count, label=None, use_ema=True, seed=0,
     arrays = {"images": pixels}
     if labels is not None:
         arrays["labels"] = labels.numpy().astype(np.int64)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, out_path)
-    return out_path, arrays
+    return atomic_write(out_path, lambda f: np.savez_compressed(f, **arrays)), arrays

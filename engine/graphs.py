@@ -5,23 +5,23 @@ Each step kind (D step, D step with the penalty, G step) runs eagerly on a side 
 then is captured once and replayed on every later call. Capture records work without running it, so the
 capturing call replays the new graph once: every call does exactly one step of training.
 
-The step functions themselves are engine.steps.GANSteps' — the same code the eager runner calls — which is
+The step functions themselves are engine.steps.TrainState's — the same code the eager runner calls — which is
 what makes the eager run the reference for the graphed one.
 """
 import torch
 
 
 class GraphRunner:
-    def __init__(self, steps, warmup=3):
-        if steps.device.type != "cuda":
+    def __init__(self, state, warmup=3):
+        if state.device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device; use the eager runner (--graphs off) on "
-                             f"{steps.device.type}")
-        if steps.precision == "fp16" and steps.cfg.optimizer != "adam":
+                             f"{state.device.type}")
+        if state.precision == "fp16" and state.cfg.optimizer != "adam":
             raise ValueError("--precision fp16 with --graphs on needs --optimizer adam: only the fused Adam "
                              "step skips inf/NaN steps without reading the loss scaler back to the host")
-        self.steps = steps
+        self.state = state
         self.warmup = warmup
-        self.side_stream = torch.cuda.Stream(device=steps.device)
+        self.side_stream = torch.cuda.Stream(device=state.device)
         self.graphs = {}       # step kind -> torch.cuda.CUDAGraph
         self.outputs = {}      # step kind -> the static statistics tensor the graph writes
         self.calls = {}        # step kind -> calls so far (warm-up counting)
@@ -52,7 +52,7 @@ class GraphRunner:
 
     def d_step(self, penalize):
         kind = "d_penalty" if penalize else "d"
-        return self._run(kind, lambda: self.steps.d_step(penalize))
+        return self._run(kind, lambda: self.state.d_step(penalize))
 
     def g_step(self):
-        return self._run("g", self.steps.g_step)
+        return self._run("g", self.state.g_step)

@@ -59,9 +59,9 @@ def save_loss_curve(records, path):
     # the penalty line only where a penalty was applied: a flat zero line says nothing
     keys = [k for k in ("d_loss", "g_loss", "penalty") if any(r.get(k) for r in records)]
     fig, ax = plt.subplots(figsize=(7, 4))
-    steps = [r["iteration"] for r in records]
+    iterations = [r["iteration"] for r in records]
     for key in keys:
-        ax.plot(steps, [r.get(key, np.nan) for r in records], label=key)
+        ax.plot(iterations, [r.get(key, np.nan) for r in records], label=key)
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)

@@ -39,7 +39,7 @@ def input_gradient(D, x, labels=None):
     return grad, scores
 
 
-def wgan_gp_penalty(D, real, fake, labels=None, weight=10.0, alpha=None):
+def wgan_gp_penalty(D, real, fake, labels=None, weight=10.0, alpha=None, impl="auto"):
     """lambda * mean_b (||grad_x D(x_hat_b)|| - 1)^2 on random interpolates x_hat = alpha*real + (1-alpha)*fake.
 
     The norm is per sample over all non-batch dims (C, H, W), not per pixel. ``alpha`` (N,) is drawn here unless
@@ -50,16 +50,16 @@ def wgan_gp_penalty(D, real, fake, labels=None, weight=10.0, alpha=None):
     alpha = alpha.reshape([-1] + [1] * (real.dim() - 1))
     x_hat = torch.lerp(fake.detach(), real.detach(), alpha)  # alpha * real + (1 - alpha) * fake
     grad, _ = input_gradient(D, x_hat, labels)
-    return kernels.gradient_penalty(grad, kind="wgan-gp", weight=weight, center=1.0)
+    return kernels.gradient_penalty(grad, kind="wgan-gp", weight=weight, center=1.0, impl=impl)
 
 
-def r1_penalty(D, real, labels=None, gamma=10.0):
+def r1_penalty(D, real, labels=None, gamma=10.0, impl="auto"):
     """gamma / 2 * mean_b ||grad_x D(x_b)||^2 on real samples (Mescheder et al., 2018).
 
     Returns (penalty, real_scores): the real scores of the same forward pass serve the adversarial loss too.
     """
     grad, scores = input_gradient(D, real, labels)
-    return kernels.gradient_penalty(grad, kind="r1", weight=gamma), scores
+    return kernels.gradient_penalty(grad, kind="r1", weight=gamma, impl=impl), scores
 
 
 @torch.no_grad()

@@ -43,7 +43,7 @@ def set_lr(optimizer, lr):
             group["lr"] = lr
 
 
-class GANSteps:
+class TrainState:
     """G, D, their optimizers, loss scalers and EMA, and the two step functions over them."""
 
     def __init__(self, cfg, G, D, images, labels, num_classes, device, precision, channels_last=False):
@@ -106,7 +106,8 @@ class GANSteps:
             penalty = torch.zeros((), device=self.device)
             if penalize and cfg.penalty == "r1":
                 with record_function("penalty"):
-                    penalty, real_scores = losses.r1_penalty(self.D, real, real_labels, self.penalty_weight)
+                    penalty, real_scores = losses.r1_penalty(self.D, real, real_labels, self.penalty_weight,
+                                                                      impl=cfg.kernels)
             else:
                 with record_function("D forward"):
                     real_scores = self.D(real, real_labels)
@@ -116,7 +117,7 @@ class GANSteps:
             if penalize and cfg.penalty == "wgan-gp":
                 with record_function("penalty"):
                     penalty = losses.wgan_gp_penalty(self.D, real, fake.to(real.dtype), real_labels,
-                                                     self.penalty_weight)
+                                                     self.penalty_weight, impl=cfg.kernels)
         with record_function("D backward"):
             self.opt_d.zero_grad(set_to_none=True)
             self.scaler_d.scale(loss + penalty).backward()

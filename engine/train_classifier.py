@@ -9,10 +9,8 @@ Deterministic: fixed seed, deterministic algorithms, one CPU thread.
 import argparse
 import hashlib
 import io
-import os
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +18,7 @@ from tqdm import tqdm
 
 from .data import load_dataset
 from .fid import MNIST_CLASSIFIER_PATH, MNISTClassifier
+from .io import atomic_write_bytes
 
 
 def random_shift(x, gen, max_shift=2):
@@ -71,22 +70,6 @@ def serialize(model):
     return buf.getvalue()
 
 
-def write_atomic(path, data):
-    """Write to a temporary file beside `path`, then rename: readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(MNIST_CLASSIFIER_PATH), help="where to write the weights")
@@ -102,7 +85,7 @@ def main(argv=None):
     start = time.perf_counter()
     model, test_acc = train(epochs=args.epochs, seed=args.seed, limit=args.limit, progress=not args.no_progress)
     data = serialize(model)
-    write_atomic(args.out, data)
+    atomic_write_bytes(args.out, data)
     digest = hashlib.sha256(data).hexdigest()
     print(f"test accuracy (MNIST-5k test split, 500 images): {test_acc:.4f}")
     print(f"wrote {args.out} ({len(data) / 1024:.0f} KiB) in {time.perf_counter() - start:.0f} s")

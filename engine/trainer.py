@@ -1,4 +1,4 @@
-"""The training loop: build a session (data, models, steps, runner), iterate, log, sample, checkpoint, score."""
+"""The training loop: build a session (data, models, train state, runner), iterate, log, sample, checkpoint, score."""
 import json
 import time
 from dataclasses import dataclass
@@ -14,35 +14,36 @@ from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import Dataset, load_dataset, require_labels
 from .images import save_loss_curve, save_samples
-from .steps import GANSteps
+from .io import atomic_write_text
+from .steps import TrainState
 
 SAMPLE_GRID = 64  # images in each sample grid written during training
 
 
 @dataclass
 class Session:
-    """Everything one training run holds: resolved settings, data on the device, the steps and their runner."""
+    """Everything one training run holds: resolved settings, data on the device, the train state and its runner."""
     cfg: TrainConfig
     device: torch.device
     precision: str
     graphs: bool
     channels_last: bool
     dataset: Dataset
-    steps: GANSteps
+    state: TrainState
     runner: object  # EagerRunner or engine.graphs.GraphRunner: d_step(penalize), g_step()
 
 
 class EagerRunner:
     """Calls the step functions directly: the CPU path and the reference for the graphed runner."""
 
-    def __init__(self, steps):
-        self.steps = steps
+    def __init__(self, state):
+        self.state = state
 
     def d_step(self, penalize):
-        return self.steps.d_step(penalize)
+        return self.state.d_step(penalize)
 
     def g_step(self):
-        return self.steps.g_step()
+        return self.state.g_step()
 
 
 def resolve_device(name):
@@ -80,12 +81,11 @@ def check_fits_on_device(dataset, device, share=0.5):
 
 
 def build_session(cfg, dataset=None):
-    """Validate the config, load the data onto the device, build G and D, their steps and the runner."""
+    """Validate the config, load the data onto the device, build G and D, their train state and the runner."""
     cfg.validate()
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     graphs = resolve_graphs(cfg.graphs, device)
-    kernels.set_default_impl(cfg.kernels)
     torch.manual_seed(cfg.seed)
     if dataset is None:
         dataset = load_dataset(cfg.dataset, cfg.data_path, split="train", image_size=cfg.image_size,
@@ -97,7 +97,7 @@ def build_session(cfg, dataset=None):
     num_classes = dataset.num_classes if cfg.conditional else 0
     # BatchNorm mixes samples, which a per-sample gradient penalty must not see: D has none then.
     G, D = build_models(cfg.model, dataset.data_shape, cfg.z_dim, num_classes, cfg.width,
-                        d_batch_norm=cfg.penalty == "none")
+                        d_batch_norm=cfg.penalty == "none", impl=cfg.kernels)
     is_conv = cfg.model == "dcgan"
     channels_last = is_conv and (cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda"))
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -105,13 +105,13 @@ def build_session(cfg, dataset=None):
     check_fits_on_device(dataset, device)
     images = dataset.images.to(device)  # the whole dataset resides on the device; steps gather batches there
     labels = dataset.labels.to(device) if dataset.labels is not None else None
-    steps = GANSteps(cfg, G, D, images, labels, num_classes, device, precision, channels_last)
+    state = TrainState(cfg, G, D, images, labels, num_classes, device, precision, channels_last)
     if graphs:
         from .graphs import GraphRunner
-        runner = GraphRunner(steps)
+        runner = GraphRunner(state)
     else:
-        runner = EagerRunner(steps)
-    return Session(cfg, device, precision, graphs, channels_last, dataset, steps, runner)
+        runner = EagerRunner(state)
+    return Session(cfg, device, precision, graphs, channels_last, dataset, state, runner)
 
 
 def run_iteration(session, iteration):
@@ -133,26 +133,27 @@ def fixed_latents(cfg, num_classes, device, n=SAMPLE_GRID):
 
 @torch.no_grad()
 def write_samples(session, z, labels, path):
-    G = session.steps.sampling_generator()
+    G = session.state.sampling_generator()
     was_training = G.training
     G.eval()
     samples = G(z, labels)
     G.train(was_training)
     real = session.dataset.images[:2000] if session.dataset.images.dim() == 2 else None
-    nrow = session.steps.num_classes if labels is not None and session.steps.num_classes <= 16 else None
+    nrow = session.state.num_classes if labels is not None and session.state.num_classes <= 16 else None
     return save_samples(samples, path, nrow=nrow, real_points=real)
 
 
 def train(cfg, dataset=None, resume=None):
     """Train per ``cfg``; write samples, log, checkpoints, loss curve and summary.json into cfg.out."""
     session = build_session(cfg, dataset)
-    steps, device = session.steps, session.device
+    state, device = session.state, session.device
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    cfg.write_json(out / "config.json")  # `ganforge train --config out/config.json` repeats this run
     start = 0
     if resume:
-        start = ckpt.restore_training_state(steps, ckpt.load_checkpoint(resume, map_location=device), resume)
-    z_fixed, labels_fixed = fixed_latents(cfg, steps.num_classes, device)
+        start = ckpt.restore_training_state(state, ckpt.load_checkpoint(resume, map_location=device), resume)
+    z_fixed, labels_fixed = fixed_latents(cfg, state.num_classes, device)
     log_path = out / "log.jsonl"
     records = []
     if resume and log_path.exists():
@@ -163,21 +164,21 @@ def train(cfg, dataset=None, resume=None):
         log_file.write(json.dumps(r) + "\n")
 
     train_seconds, images_seen = 0.0, 0
-    bar = tqdm(total=cfg.steps, initial=start, disable=not cfg.progress, desc="train", unit="it", dynamic_ncols=True)
+    bar = tqdm(total=cfg.iterations, initial=start, disable=not cfg.progress, desc="train", unit="it", dynamic_ncols=True)
     interval_start, interval_images, side_seconds = time.perf_counter(), 0, 0.0
     try:
-        for iteration in range(start, cfg.steps):
+        for iteration in range(start, cfg.iterations):
             run_iteration(session, iteration)
             interval_images += cfg.batch_size
             done = iteration + 1
             bar.update(1)
-            if done % cfg.log_every == 0 or done == cfg.steps:
+            if done % cfg.log_every == 0 or done == cfg.iterations:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 elapsed = time.perf_counter() - interval_start - side_seconds  # samples and checkpoints excluded
                 train_seconds += elapsed
                 images_seen += interval_images
-                record = {"iteration": done, **steps.read_and_reset_stats(),
+                record = {"iteration": done, **state.read_and_reset_stats(),
                           "images_per_sec": interval_images / elapsed, "seconds": train_seconds}
                 records.append(record)
                 log_file.write(json.dumps(record) + "\n")
@@ -191,31 +192,31 @@ def train(cfg, dataset=None, resume=None):
             if done % cfg.sample_every == 0:
                 write_samples(session, z_fixed, labels_fixed, out / f"samples_{done:06d}.png")
             if done % cfg.ckpt_every == 0:
-                ckpt.save_checkpoint(out / "checkpoint.pt", steps, done, session.dataset.data_shape, steps.num_classes)
+                ckpt.save_checkpoint(out / "checkpoint.pt", state, done, session.dataset.data_shape, state.num_classes)
             side_seconds += time.perf_counter() - side_start
     finally:
         bar.close()
         log_file.close()
 
-    ckpt.save_checkpoint(out / "checkpoint.pt", steps, cfg.steps, session.dataset.data_shape, steps.num_classes)
+    ckpt.save_checkpoint(out / "checkpoint.pt", state, cfg.iterations, session.dataset.data_shape, state.num_classes)
     write_samples(session, z_fixed, labels_fixed, out / "samples_final.png")
     if records:
         save_loss_curve(records, out / "loss_curve.png")
 
     from .evaluate import evaluate_generator
-    scores = evaluate_generator(steps.sampling_generator(), cfg, steps.num_classes, device, cfg.fid_samples,
+    scores = evaluate_generator(state.sampling_generator(), cfg, state.num_classes, device, cfg.fid_samples,
                                 progress=cfg.progress)
     summary = {
         **scores,
-        "steps": cfg.steps,
+        "iterations": cfg.iterations,
         "images_per_sec": images_seen / train_seconds if train_seconds > 0 else None,
         "train_seconds": train_seconds,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "precision": session.precision,
         "graphs": session.graphs,
-        "kernels": kernels.resolve_impl(cfg.kernels, steps.images),  # what "auto" became on this device
+        "kernels": kernels.resolve_impl(cfg.kernels, state.images),  # what "auto" became on this device
         "torch": torch.__version__,
         "config": cfg.to_dict(),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

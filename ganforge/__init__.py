@@ -4,7 +4,7 @@ The Python API, for scripts and notebooks:
 
     from ganforge import TrainConfig, train, sample, score, load_generator
 
-    summary = train(TrainConfig(steps=200, out="runs/api", fid_samples=500))
+    summary = train(TrainConfig(iterations=200, out="runs/api", fid_samples=500))
     images = sample("runs/api/checkpoint.pt", n=16)          # (16, 1, 28, 28) in [-1, 1]
     print(score("runs/api/checkpoint.pt", n_samples=500))    # FID against held-out digits
 

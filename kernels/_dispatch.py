@@ -1,27 +1,15 @@
 """Choosing between a Triton kernel and its plain-PyTorch reference.
 
-Every public op takes ``impl="auto" | "triton" | "ref"``. "auto" follows the process-wide default set by
-``set_default_impl`` (the CLI's ``--kernels`` flag); while that default is itself "auto", Triton is used for
-CUDA tensors, or for any tensor when Triton's interpreter is on, and the reference otherwise.
+Every public op takes ``impl="auto" | "triton" | "ref"``: "auto" uses Triton for CUDA tensors, or for any
+tensor when Triton's interpreter is on, and the reference otherwise. There is no process-wide default: the
+caller carries its choice (the models' fused layers hold it, see models.set_kernel_impl), so two runs in one
+process never see each other's setting.
 """
 import os
 
 import torch
 
 IMPLS = ("auto", "triton", "ref")
-_default_impl = "auto"
-
-
-def set_default_impl(impl: str) -> None:
-    """Set what ``impl="auto"`` means for every op in this process (e.g. "ref" to rerun on the reference path)."""
-    global _default_impl
-    if impl not in IMPLS:
-        raise ValueError(f"kernels impl must be one of {IMPLS}, got {impl!r}")
-    _default_impl = impl
-
-
-def get_default_impl() -> str:
-    return _default_impl
 
 
 def interpreter_on() -> bool:
@@ -40,8 +28,6 @@ def resolve_impl(impl: str, tensor: torch.Tensor) -> str:
     """Return "triton" or "ref" for an op about to run on ``tensor``."""
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    if impl == "auto":
-        impl = _default_impl
     if impl == "auto":
         use_triton = triton_available() and (tensor.is_cuda or interpreter_on())
         return "triton" if use_triton else "ref"

@@ -1,23 +1,38 @@
 """Generators and discriminators built from the fused layers of models.layers."""
+from ..kernels import IMPLS
 from .dcgan import DCGANDiscriminator, DCGANGenerator
+from .layers import FusedConv2d, FusedLinear
 from .mlp import MLPDiscriminator, MLPGenerator
 
 MODEL_NAMES = ("mlp", "dcgan")
 
 
-def build_models(name, data_shape, z_dim=100, num_classes=0, width=64, d_batch_norm=False):
-    """Return (G, D) for ``name`` in MODEL_NAMES; ``num_classes > 0`` makes both conditional."""
+def set_kernel_impl(module, impl):
+    """Make every fused layer in ``module`` run its kernels with ``impl`` ("auto", "triton" or "ref")."""
+    if impl not in IMPLS:
+        raise ValueError(f"kernels impl must be one of {IMPLS}, got {impl!r}")
+    for layer in module.modules():
+        if isinstance(layer, (FusedLinear, FusedConv2d)):
+            layer.impl = impl
+    return module
+
+
+def build_models(name, data_shape, z_dim=100, num_classes=0, width=64, d_batch_norm=False, impl="auto"):
+    """Return (G, D) for ``name`` in MODEL_NAMES; ``num_classes > 0`` makes both conditional; ``impl`` is the
+    kernel choice of every fused layer."""
     if name == "mlp":
         out_act = "tanh" if len(data_shape) == 3 else "linear"  # images live in [-1, 1]; 2-D points do not
-        return (MLPGenerator(data_shape, z_dim, num_classes=num_classes, out_act=out_act),
-                MLPDiscriminator(data_shape, num_classes=num_classes))
-    if name == "dcgan":
+        G = MLPGenerator(data_shape, z_dim, num_classes=num_classes, out_act=out_act)
+        D = MLPDiscriminator(data_shape, num_classes=num_classes)
+    elif name == "dcgan":
         if len(data_shape) != 3:
             raise ValueError(f"dcgan needs image data (C, H, W), got data shape {tuple(data_shape)}")
-        return (DCGANGenerator(data_shape, z_dim, width, num_classes),
-                DCGANDiscriminator(data_shape, width, num_classes, batch_norm=d_batch_norm))
-    raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
+        G = DCGANGenerator(data_shape, z_dim, width, num_classes)
+        D = DCGANDiscriminator(data_shape, width, num_classes, batch_norm=d_batch_norm)
+    else:
+        raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
+    return set_kernel_impl(G, impl), set_kernel_impl(D, impl)
 
 
 __all__ = ["MLPGenerator", "MLPDiscriminator", "DCGANGenerator", "DCGANDiscriminator", "build_models",
-           "MODEL_NAMES"]
+           "MODEL_NAMES", "set_kernel_impl"]

@@ -16,8 +16,8 @@ def _base_and_steps(size):
     if size not in SUPPORTED_SIZES:
         raise ValueError(f"DCGAN supports image sizes {SUPPORTED_SIZES}, got {size}")
     base = 7 if size == 28 else 4
-    steps = {28: 2, 32: 3, 64: 4}[size]
-    return base, steps
+    n_blocks = {28: 2, 32: 3, 64: 4}[size]
+    return base, n_blocks
 
 
 class DCGANGenerator(nn.Module):
@@ -25,14 +25,14 @@ class DCGANGenerator(nn.Module):
         super().__init__()
         channels, size = data_shape[0], data_shape[-1]
         self.data_shape, self.z_dim, self.num_classes = tuple(data_shape), z_dim, num_classes
-        self.base, steps = _base_and_steps(size)
-        self.top_ch = width * 2 ** (steps - 1)
+        self.base, n_blocks = _base_and_steps(size)
+        self.top_ch = width * 2 ** (n_blocks - 1)
         self.label_embed = nn.Embedding(num_classes, z_dim) if num_classes else None
         in_dim = z_dim * 2 if num_classes else z_dim
         self.project = FusedLinear(in_dim, self.top_ch * self.base * self.base, bias=False)
         self.project_norm = nn.BatchNorm2d(self.top_ch)
         blocks, ch = [], self.top_ch
-        for _ in range(steps - 1):
+        for _ in range(n_blocks - 1):
             blocks.append(FusedConv2d(ch, ch // 2, 4, 2, 1, act="relu", transposed=True, norm=True))
             ch //= 2
         blocks.append(FusedConv2d(ch, channels, 4, 2, 1, act="tanh", transposed=True))
@@ -51,9 +51,9 @@ class DCGANDiscriminator(nn.Module):
         super().__init__()
         channels, size = data_shape[0], data_shape[-1]
         self.num_classes = num_classes
-        base, steps = _base_and_steps(size)
+        base, n_blocks = _base_and_steps(size)
         blocks, ch = [FusedConv2d(channels, width, 4, 2, 1, act="lrelu")], width
-        for _ in range(steps - 1):
+        for _ in range(n_blocks - 1):
             blocks.append(FusedConv2d(ch, ch * 2, 4, 2, 1, act="lrelu", norm=batch_norm))
             ch *= 2
         self.features = nn.Sequential(*blocks)

@@ -23,11 +23,3 @@ def pytest_collection_modifyitems(config, items):
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
 
-
-@pytest.fixture(autouse=True)
-def _restore_kernel_default():
-    """Training sessions set the process-wide kernel choice (--kernels); no test may leak it into the next."""
-    import kernels
-
-    yield
-    kernels.set_default_impl("auto")

@@ -13,7 +13,7 @@ from ganforge.engine.trainer import train
 @pytest.fixture(scope="module")
 def conditional_ckpt(tmp_path_factory):
     out = tmp_path_factory.mktemp("cgan")
-    train(TrainConfig(steps=3, batch_size=16, conditional=True, kernels="ref", progress=False, out=str(out),
+    train(TrainConfig(iterations=3, batch_size=16, conditional=True, kernels="ref", progress=False, out=str(out),
                       fid_samples=0, log_every=3, sample_every=100, ckpt_every=100))
     return out / "checkpoint.pt"
 

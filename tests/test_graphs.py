@@ -22,7 +22,7 @@ def train_both_ways(iterations, shape, **fields):
     for graphs in ("off", "on"):
         cfg = TrainConfig(device="cuda", graphs=graphs, progress=False, seed=7, **fields)
         session = build_session(cfg, dataset=data)
-        initial = {k: v.detach().clone() for k, v in session.steps.G.state_dict().items()}
+        initial = {k: v.detach().clone() for k, v in session.state.G.state_dict().items()}
         for i in range(iterations):
             run_iteration(session, i)
         torch.cuda.synchronize()
@@ -54,8 +54,8 @@ def test_graphed_steps_match_eager_steps(shape, fields):
     (eager, graphed), initial = train_both_ways(iterations, shape, **fields)
     assert graphed.graphs and not eager.graphs
     assert len(graphed.runner.graphs) >= 2  # a D graph (with the penalty where configured) and a G graph
-    assert relative_drift(eager.steps.G, graphed.steps.G, initial) < 0.05
-    a, b = eager.steps.read_and_reset_stats(), graphed.steps.read_and_reset_stats()
+    assert relative_drift(eager.state.G, graphed.state.G, initial) < 0.05
+    a, b = eager.state.read_and_reset_stats(), graphed.state.read_and_reset_stats()
     for key in a:
         assert b[key] == pytest.approx(a[key], rel=5e-2, abs=5e-3), key
 
@@ -66,19 +66,19 @@ def test_fp16_inf_skips_the_step_and_backs_off_the_scale():
     for i in range(6):
         run_iteration(session, i)
     assert "d" in session.runner.graphs
-    steps = session.steps
-    scale_before = steps.scaler_d.get_scale()
-    params_before = [p.detach().clone() for p in steps.D.parameters()]
-    clean = steps.images.clone()
-    steps.images.fill_(float("inf"))  # the static data buffer: the next replay sees it
+    state = session.state
+    scale_before = state.scaler_d.get_scale()
+    params_before = [p.detach().clone() for p in state.D.parameters()]
+    clean = state.images.clone()
+    state.images.fill_(float("inf"))  # the static data buffer: the next replay sees it
     session.runner.d_step(False)
     torch.cuda.synchronize()
-    assert steps.scaler_d.get_scale() == scale_before / 2
-    for before, after in zip(params_before, steps.D.parameters()):
+    assert state.scaler_d.get_scale() == scale_before / 2
+    for before, after in zip(params_before, state.D.parameters()):
         assert torch.equal(before, after)
-    steps.images.copy_(clean)
+    state.images.copy_(clean)
     session.runner.d_step(False)
-    assert any(not torch.equal(b, a) for b, a in zip(params_before, steps.D.parameters()))
+    assert any(not torch.equal(b, a) for b, a in zip(params_before, state.D.parameters()))
 
 
 def test_learning_rate_change_reaches_the_graph():
@@ -86,11 +86,11 @@ def test_learning_rate_change_reaches_the_graph():
     session = build_session(cfg, dataset=random_images((1, 28, 28)))
     for i in range(5):
         run_iteration(session, i)
-    session.steps.set_learning_rates(lr_g=0.0, lr_d=0.0)
-    before = [p.detach().clone() for p in session.steps.G.parameters()]
+    session.state.set_learning_rates(lr_g=0.0, lr_d=0.0)
+    before = [p.detach().clone() for p in session.state.G.parameters()]
     run_iteration(session, 5)
     torch.cuda.synchronize()
-    assert all(torch.equal(b, a) for b, a in zip(before, session.steps.G.parameters()))
+    assert all(torch.equal(b, a) for b, a in zip(before, session.state.G.parameters()))
 
 
 @pytest.mark.slow
@@ -100,7 +100,7 @@ def test_graphed_and_eager_runs_reach_comparable_fid(tmp_path):
 
     fids = {}
     for graphs in ("off", "on"):
-        cfg = TrainConfig(device="cuda", graphs=graphs, steps=1500, batch_size=64, progress=False, seed=5,
+        cfg = TrainConfig(device="cuda", graphs=graphs, iterations=1500, batch_size=64, progress=False, seed=5,
                           out=str(tmp_path / graphs), fid_samples=1000, sample_every=10**6, ckpt_every=10**6,
                           log_every=500)
         fids[graphs] = train(cfg)["fid"]

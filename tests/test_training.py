@@ -20,9 +20,9 @@ FAST = dict(kernels="ref", progress=False, log_every=100, sample_every=400, ckpt
 def trained_run(tmp_path_factory):
     """One short unconditional MLP GAN run shared by the tests below (about 20 s on two cores)."""
     out = tmp_path_factory.mktemp("run")
-    cfg = TrainConfig(steps=800, out=str(out), seed=1, **FAST)
-    untrained = build_session(TrainConfig(**{**cfg.to_dict(), "steps": 1}))
-    fid_untrained = evaluate_generator(untrained.steps.G, cfg, 0, untrained.device, cfg.fid_samples)["fid"]
+    cfg = TrainConfig(iterations=800, out=str(out), seed=1, **FAST)
+    untrained = build_session(TrainConfig(**{**cfg.to_dict(), "iterations": 1}))
+    fid_untrained = evaluate_generator(untrained.state.G, cfg, 0, untrained.device, cfg.fid_samples)["fid"]
     summary = train(cfg)
     return cfg, out, summary, fid_untrained
 
@@ -42,9 +42,9 @@ def test_run_writes_every_output(trained_run):
                  "checkpoint.pt", "log.jsonl", "summary.json"):
         assert (out / name).is_file(), name
     on_disk = json.loads((out / "summary.json").read_text())
-    for key in ("fid", "fid_real_floor", "steps", "images_per_sec", "device", "config"):
+    for key in ("fid", "fid_real_floor", "iterations", "images_per_sec", "device", "config"):
         assert key in on_disk
-    assert on_disk["steps"] == 800 and on_disk["config"]["steps"] == 800 and on_disk["images_per_sec"] > 0
+    assert on_disk["iterations"] == 800 and on_disk["config"]["iterations"] == 800 and on_disk["images_per_sec"] > 0
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in log] == list(range(100, 801, 100))
     assert all(np.isfinite(r["d_loss"]) and np.isfinite(r["g_loss"]) for r in log)
@@ -53,29 +53,29 @@ def test_run_writes_every_output(trained_run):
 @pytest.mark.slow
 def test_checkpoint_reloads_to_identical_outputs(trained_run):
     cfg, out, _, _ = trained_run
-    G, loaded_cfg, num_classes = ckpt.load_generator(out / "checkpoint.pt")
+    G, loaded_cfg, num_classes = ckpt.load_generator(out / "checkpoint.pt", kernels=cfg.kernels)
     assert loaded_cfg.to_dict() == cfg.to_dict() and num_classes == 0
     session = build_session(cfg)
     state = ckpt.load_checkpoint(out / "checkpoint.pt")
-    assert ckpt.restore_training_state(session.steps, state) == 800
+    assert ckpt.restore_training_state(session.state, state) == 800
     z = torch.randn(16, cfg.z_dim)
-    session.steps.G.eval()
-    torch.testing.assert_close(G(z), session.steps.G(z), rtol=0, atol=0)
+    session.state.G.eval()
+    torch.testing.assert_close(G(z), session.state.G(z), rtol=0, atol=0)
 
 
 @pytest.mark.slow
 def test_resume_continues_exactly(tmp_path):
     """Training 6 iterations straight equals training 3, checkpointing, and resuming for 3 more."""
-    base = dict(steps=6, batch_size=16, kernels="ref", progress=False, log_every=3, sample_every=100, ckpt_every=3,
+    base = dict(iterations=6, batch_size=16, kernels="ref", progress=False, log_every=3, sample_every=100, ckpt_every=3,
                 fid_samples=0, seed=3)
     straight = train(TrainConfig(out=str(tmp_path / "a"), **base))
-    train(TrainConfig(out=str(tmp_path / "b"), **{**base, "steps": 3}))
+    train(TrainConfig(out=str(tmp_path / "b"), **{**base, "iterations": 3}))
     resumed = train(TrainConfig(out=str(tmp_path / "b"), **base), resume=str(tmp_path / "b" / "checkpoint.pt"))
     a = ckpt.load_checkpoint(tmp_path / "a" / "checkpoint.pt")
     b = ckpt.load_checkpoint(tmp_path / "b" / "checkpoint.pt")
     for key in a["G"]:
         torch.testing.assert_close(a["G"][key], b["G"][key], rtol=0, atol=0)
-    assert straight["steps"] == resumed["steps"] == 6
+    assert straight["iterations"] == resumed["iterations"] == 6
     with pytest.raises(ValueError, match="--model 'mlp' in the checkpoint, 'dcgan' now"):
         train(TrainConfig(out=str(tmp_path / "c"), **{**base, "model": "dcgan", "width": 4}),
               resume=str(tmp_path / "b" / "checkpoint.pt"))
@@ -83,7 +83,7 @@ def test_resume_continues_exactly(tmp_path):
 
 @pytest.mark.slow
 def test_conditional_samples_are_recognised_as_their_class(tmp_path):
-    cfg = TrainConfig(steps=1200, conditional=True, out=str(tmp_path), seed=2, **FAST)
+    cfg = TrainConfig(iterations=1200, conditional=True, out=str(tmp_path), seed=2, **FAST)
     summary = train(cfg)
     accuracy = summary["class_accuracy"]
     assert accuracy["accuracy"] > 0.5  # chance is 0.1
@@ -103,14 +103,14 @@ def test_sample_and_fid_commands(trained_run, tmp_path, capsys):
 
 
 def test_eager_steps_are_deterministic_for_a_seed():
-    cfg = TrainConfig(steps=3, batch_size=8, kernels="ref", progress=False, penalty="wgan-gp", loss="wgan",
+    cfg = TrainConfig(iterations=3, batch_size=8, kernels="ref", progress=False, penalty="wgan-gp", loss="wgan",
                       model="dcgan", width=4, n_critic=2, ema=0.9)
     runs = []
     for _ in range(2):
         session = build_session(cfg)
         for i in range(3):
             run_iteration(session, i)
-        runs.append({k: v.clone() for k, v in session.steps.G_ema.state_dict().items()})
+        runs.append({k: v.clone() for k, v in session.state.G_ema.state_dict().items()})
     for key in runs[0]:
         torch.testing.assert_close(runs[0][key], runs[1][key], rtol=0, atol=0)
 
@@ -124,21 +124,21 @@ def test_eager_steps_are_deterministic_for_a_seed():
     dict(model="dcgan", width=4, image_size=32, channels=3, conditional=True),
 ])
 def test_every_objective_trains_a_few_steps(flags, tmp_path):
-    cfg = TrainConfig(steps=4, batch_size=flags.pop("batch_size", 8), kernels="ref", progress=False,
+    cfg = TrainConfig(iterations=4, batch_size=flags.pop("batch_size", 8), kernels="ref", progress=False,
                       out=str(tmp_path), log_every=2, sample_every=4, ckpt_every=4, fid_samples=0, **flags)
     session = build_session(cfg)
-    for i in range(cfg.steps):
+    for i in range(cfg.iterations):
         run_iteration(session, i)
-    stats = session.steps.read_and_reset_stats()
+    stats = session.state.read_and_reset_stats()
     assert all(np.isfinite(v) for v in stats.values()), stats
     if cfg.clip:
-        assert all(p.abs().max() <= cfg.clip for p in session.steps.D.parameters())
+        assert all(p.abs().max() <= cfg.clip for p in session.state.D.parameters())
     if cfg.penalty != "none":
         assert stats["penalty"] > 0
 
 
 def test_wgan_gp_penalty_applies_on_its_lazy_interval():
-    cfg = TrainConfig(steps=4, batch_size=8, kernels="ref", progress=False, loss="wgan", penalty="wgan-gp",
+    cfg = TrainConfig(iterations=4, batch_size=8, kernels="ref", progress=False, loss="wgan", penalty="wgan-gp",
                       penalty_every=2)
     session = build_session(cfg)
     penalties = [session.runner.d_step(penalize=(i % 2 == 0))[1].item() for i in range(4)]
@@ -146,8 +146,8 @@ def test_wgan_gp_penalty_applies_on_its_lazy_interval():
 
 
 def test_generate_is_reproducible():
-    cfg = TrainConfig(steps=1, kernels="ref", progress=False)
-    G = build_session(cfg).steps.G
+    cfg = TrainConfig(iterations=1, kernels="ref", progress=False)
+    G = build_session(cfg).state.G
     a, _ = generate(G, 10, 100, "cpu", seed=5)
     b, _ = generate(G, 10, 100, "cpu", seed=5)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -157,11 +157,11 @@ def test_training_through_the_triton_kernels_matches_the_reference_path():
     """The --kernels flag: the same seed gives the same G after a few steps on either path (interpreter on CPU)."""
     results = []
     for impl in ("ref", "triton"):
-        cfg = TrainConfig(steps=2, batch_size=4, kernels=impl, progress=False, model="mlp", loss="wgan",
+        cfg = TrainConfig(iterations=2, batch_size=4, kernels=impl, progress=False, model="mlp", loss="wgan",
                           penalty="wgan-gp", seed=4)
         session = build_session(cfg)
-        for i in range(cfg.steps):
+        for i in range(cfg.iterations):
             run_iteration(session, i)
-        results.append(session.steps.G.state_dict())
+        results.append(session.state.G.state_dict())
     for key in results[0]:
         torch.testing.assert_close(results[0][key], results[1][key], rtol=1e-4, atol=1e-5)

@@ -8,18 +8,10 @@ the ganforge column (CUDA graphs) is skipped and compile is left to the GPU.
 import pytest
 import torch
 
-from ganforge import kernels
 from ganforge.bench.timing import synchronized
 from ganforge.bench.train_bench import MODELS, make_config, skip_reason, synthetic_dataset
 
 CASES = [("mlp-28", "none"), ("mlp-28", "wgan-gp"), ("dcgan-32", "none"), ("dcgan-32", "wgan-gp")]
-
-
-@pytest.fixture(autouse=True)
-def _restore_kernel_default():
-    previous = kernels.get_default_impl()  # build_session sets the process-wide default
-    yield
-    kernels.set_default_impl(previous)
 
 
 @pytest.mark.parametrize("column", ("eager-fp32", "eager-bf16", "compile", "ganforge"))
@@ -39,8 +31,8 @@ def test_train_iteration(benchmark, name, objective, column, device, on_gpu):
     session = build_session(make_config(name, objective, column, batch_size, device), dataset=dataset)
     if column == "compile":
         torch._dynamo.reset()
-        session.steps.G = torch.compile(session.steps.G)
-        session.steps.D = torch.compile(session.steps.D)
+        session.state.G = torch.compile(session.state.G)
+        session.state.D = torch.compile(session.state.D)
     counter = iter(range(10**9))
 
     def iteration():
