@@ -10,7 +10,8 @@ from .config import TrainConfig, field_type, load_config_file
 
 # Flags whose value is a boolean switch rather than a typed value.
 _BOOL_FLAGS = {"conditional": "train a conditional GAN (class labels into G and D)",
-               "progress": "show the progress bar (--no-progress hides it)"}
+               "progress": "show the progress bar (--no-progress hides it)",
+               "tensorboard": "also write scalars, sample grids and FID to OUT/tensorboard (needs tensorboard)"}
 _HELP = {
     "model": "mlp (the textbook MLP GAN) or dcgan",
     "dataset": "mnist5k (embedded), ring8, grid25, mnist-idx, cifar10, folder, npy",

@@ -58,6 +58,7 @@ class TrainConfig:
     fid_backbone: str = "mnist"        # mnist (embedded classifier) | inception (needs --inception-weights)
     inception_weights: str | None = None
     progress: bool = True
+    tensorboard: bool = False          # also write scalars, sample grids and FID to <out>/tensorboard
 
     def validate(self):
         """Raise ValueError naming the first bad field; return self for chaining."""

@@ -15,6 +15,7 @@ from .config import TrainConfig
 from .data import Dataset, load_dataset, require_labels
 from .images import save_loss_curve, save_samples
 from .io import atomic_write_text
+from .tensorboard import TensorBoardLog
 from .steps import TrainState
 
 SAMPLE_GRID = 64  # images in each sample grid written during training
@@ -132,7 +133,8 @@ def fixed_latents(cfg, num_classes, device, n=SAMPLE_GRID):
 
 
 @torch.no_grad()
-def write_samples(session, z, labels, path):
+def write_samples(session, z, labels, path, tb=None, iteration=0):
+    """A sample grid (or scatter plot) from the fixed latents, also sent to TensorBoard when it is on."""
     G = session.state.sampling_generator()
     was_training = G.training
     G.eval()
@@ -140,6 +142,8 @@ def write_samples(session, z, labels, path):
     G.train(was_training)
     real = session.dataset.images[:2000] if session.dataset.images.dim() == 2 else None
     nrow = session.state.num_classes if labels is not None and session.state.num_classes <= 16 else None
+    if tb is not None:
+        tb.samples(samples, iteration, nrow)
     return save_samples(samples, path, nrow=nrow, real_points=real)
 
 
@@ -149,6 +153,7 @@ def train(cfg, dataset=None, resume=None):
     state, device = session.state, session.device
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    tb = TensorBoardLog(out / "tensorboard") if cfg.tensorboard else None
     cfg.write_json(out / "config.json")  # `ganforge train --config out/config.json` repeats this run
     start = 0
     if resume:
@@ -183,6 +188,8 @@ def train(cfg, dataset=None, resume=None):
                 records.append(record)
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
+                if tb is not None:
+                    tb.scalars(record)
                 bar.set_postfix(d=f"{record['d_loss']:.3f}", g=f"{record['g_loss']:.3f}",
                                 img_s=f"{record['images_per_sec']:.0f}")
                 interval_start, interval_images, side_seconds = time.perf_counter(), 0, 0.0
@@ -190,7 +197,7 @@ def train(cfg, dataset=None, resume=None):
                 torch.cuda.synchronize()  # queued steps finish inside the timed interval, not the side work
             side_start = time.perf_counter()
             if done % cfg.sample_every == 0:
-                write_samples(session, z_fixed, labels_fixed, out / f"samples_{done:06d}.png")
+                write_samples(session, z_fixed, labels_fixed, out / f"samples_{done:06d}.png", tb, done)
             if done % cfg.ckpt_every == 0:
                 ckpt.save_checkpoint(out / "checkpoint.pt", state, done, session.dataset.data_shape, state.num_classes)
             side_seconds += time.perf_counter() - side_start
@@ -199,7 +206,7 @@ def train(cfg, dataset=None, resume=None):
         log_file.close()
 
     ckpt.save_checkpoint(out / "checkpoint.pt", state, cfg.iterations, session.dataset.data_shape, state.num_classes)
-    write_samples(session, z_fixed, labels_fixed, out / "samples_final.png")
+    write_samples(session, z_fixed, labels_fixed, out / "samples_final.png", tb, cfg.iterations)
     if records:
         save_loss_curve(records, out / "loss_curve.png")
 
@@ -219,4 +226,8 @@ def train(cfg, dataset=None, resume=None):
         "config": cfg.to_dict(),
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if tb is not None:
+        tb.scalars({"iteration": cfg.iterations, "fid": summary["fid"], "fid_real_floor": summary["fid_real_floor"]},
+                   prefix="eval")
+        tb.close()
     return summary
