@@ -118,11 +118,6 @@ def count_flops(session):
     return counter.get_total_flops()
 
 
-def _penalized(cfg, d_index):
-    # The same rule as engine.trainer.run_iteration, for the loop that times D and G steps apart.
-    return cfg.penalty != "none" and d_index % cfg.penalty_every == 0
-
-
 def _measure(session, plan):
     """Warm up, then time ``plan.repeats`` blocks of ``plan.iters`` iterations and one block step by step."""
     device, cfg = session.device, session.cfg
@@ -145,8 +140,8 @@ def _measure(session, plan):
         torch.cuda.synchronize()
     clock.mark()
     for _ in range(plan.iters):
-        for k in range(cfg.n_critic):
-            session.runner.d_step(_penalized(cfg, iteration * cfg.n_critic + k))
+        for penalize in cfg.penalized_d_steps(iteration):
+            session.runner.d_step(penalize)
             clock.mark()
             kinds.append("d")
         session.runner.g_step()
