@@ -77,6 +77,12 @@ def matmul_tflops(device, dtype=torch.bfloat16, n=None):
     return 2 * n**3 / (ms.median * 1e-3) / 1e12
 
 
+def sync(device):
+    """Wait until every kernel queued on a CUDA ``device`` has finished (no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
 def synchronized(fn, device):
     """Wrap ``fn`` so that on a GPU it returns only when its kernels have finished: a host-side timer
     (pytest-benchmark's) then times the work, not just the launches."""
@@ -85,7 +91,7 @@ def synchronized(fn, device):
 
     def run():
         out = fn()
-        torch.cuda.synchronize()
+        sync(device)
         return out
     return run
 

@@ -76,9 +76,9 @@ def synthetic_dataset(data_shape, n):
     return Dataset(images, labels, 10, "synthetic")
 
 
-def bench_dataset(name, batch_size):
-    """The synthetic data a configuration trains on: random images of model ``name``'s shape, a few batches."""
-    return synthetic_dataset(MODELS[name][1], max(4 * batch_size, 256))
+def bench_dataset(data_shape, batch_size):
+    """The synthetic data a benchmark trains on: random images of ``data_shape``, enough for a few batches."""
+    return synthetic_dataset(data_shape, max(4 * batch_size, 256))
 
 
 def make_config(name, objective, column, batch_size, device):
@@ -276,7 +276,7 @@ def train_rows(device, quick=False, matmul_tflops_bf16=None, plan=None, log=prin
     rows = []
     for name in plan.models:
         for batch_size in plan.batch_sizes:
-            dataset = bench_dataset(name, batch_size)
+            dataset = bench_dataset(MODELS[name][1], batch_size)
             for objective in plan.objectives:
                 need_flops = True
                 for column in plan.columns:

@@ -27,7 +27,7 @@ def test_train_iteration(benchmark, name, batch_size, objective, column, device)
     reason = train_bench.skip_reason(column, device, QUICK, objective)
     if reason:
         pytest.skip(reason)
-    dataset = train_bench.bench_dataset(name, batch_size)
+    dataset = train_bench.bench_dataset(train_bench.MODELS[name][1], batch_size)
     session = train_bench.open_session(name, objective, column, batch_size, device, dataset)
     counter = itertools.count()  # iterations are numbered on, as in a training run (the lazy penalty reads it)
 
