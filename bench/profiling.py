@@ -65,7 +65,8 @@ def range_table(prof, iterations):
             # On GPU a range also appears as a device-side annotation; keep the host-side entry only.
             if getattr(event, "device_type", torch.autograd.DeviceType.CPU) != torch.autograd.DeviceType.CPU:
                 continue
-            rows.append({"name": event.key, "calls": event.count, "cpu_ms_per_step": event.cpu_time_total / 1e3 / iterations,
+            rows.append({"name": event.key, "calls": event.count,
+                         "cpu_ms_per_step": event.cpu_time_total / 1e3 / iterations,
                          "device_ms_per_step": getattr(event, "device_time_total", 0) / 1e3 / iterations})
     order = {name: i for i, name in enumerate((ITERATION_RANGE,) + STEP_RANGES)}
     return sorted(rows, key=lambda r: order[r["name"]])
