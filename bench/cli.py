@@ -37,12 +37,18 @@ def _bench_parser():
     return parser
 
 
+def _pair_parser(prog, description, files, threshold_help):
+    """The parser of a command comparing two ``files`` (reference first) under a relative --threshold."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("base", help=f"{files} of the reference")
+    parser.add_argument("new", help=f"{files} under test")
+    parser.add_argument("--threshold", default="10%", help=f"{threshold_help} (default 10%%)")
+    return parser
+
+
 def _compare_parser():
-    parser = argparse.ArgumentParser(prog="ganforge bench compare",
-                                     description="Compare two results files; exit 1 when a figure regressed.")
-    parser.add_argument("base", help="results JSON of the reference run")
-    parser.add_argument("new", help="results JSON of the run under test")
-    parser.add_argument("--threshold", default="10%", help="slowdown that counts as a regression (default 10%%)")
+    parser = _pair_parser("ganforge bench compare", "Compare two results files; exit 1 when a figure regressed.",
+                          "results JSON", "slowdown that counts as a regression")
     parser.add_argument("--only-changes", action="store_true", help="hide unchanged figures")
     return parser
 
@@ -91,11 +97,8 @@ def _profile_parser():
 
 
 def _diff_parser():
-    parser = argparse.ArgumentParser(prog="ganforge profile diff",
-                                     description="Compare two kernels.json files written by `ganforge profile`.")
-    parser.add_argument("a", help="kernels.json of the reference profile")
-    parser.add_argument("b", help="kernels.json of the profile under test")
-    parser.add_argument("--threshold", default="10%", help="relative increase that counts as slower (default 10%%)")
+    parser = _pair_parser("ganforge profile diff", "Compare two kernels.json files written by `ganforge profile`.",
+                          "kernels.json", "relative increase that counts as slower")
     parser.add_argument("--min-ms", type=float, default=0.001,
                         help="ignore changes below this many ms per iteration (default 0.001)")
     parser.add_argument("--fail-on-slower", action="store_true", help="exit 1 when any kernel got slower")
@@ -110,7 +113,7 @@ def profile_command(argv):
 
     if argv and argv[0] == "diff":
         args = _diff_parser().parse_args(argv[1:])
-        a, b = load_profile(args.a), load_profile(args.b)
+        a, b = load_profile(args.base), load_profile(args.new)
         entries = diff_profiles(a, b, parse_threshold(args.threshold), args.min_ms)
         print(format_diff(entries, a, b))
         return 1 if args.fail_on_slower and any(e["status"] == "slower" for e in entries) else 0

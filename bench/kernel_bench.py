@@ -13,12 +13,12 @@ the engine's graphed steps see it; a pass that cannot be captured is timed by di
 """
 import argparse
 import contextlib
-import os
 
 import torch
 
 from .timing import copy_bandwidth_gbps, time_fn
 from ..kernels import bias_act, bias_act_ref, gradient_penalty, gradient_penalty_ref
+from ..kernels._dispatch import interpreter_on
 
 PASSES = ("forward", "backward", "both")
 IMPLS = ("eager", "compile", "ganforge")
@@ -68,6 +68,51 @@ def _gradient_penalty_case(numel, device, dtype):
 CASES = {"bias_act": _bias_act_case, "gradient_penalty": _gradient_penalty_case}
 
 
+# ---- what runs, and the rules for what is skipped ------------------------------------------------------------
+
+def default_sizes(device, quick):
+    """The element counts swept on ``device``, smallest first."""
+    on_gpu = torch.device(device).type == "cuda"
+    if on_gpu:
+        return QUICK_GPU_SIZES if quick else GPU_SIZES
+    return QUICK_CPU_SIZES if quick else CPU_SIZES
+
+
+def bench_dtype(device):
+    """bf16 on the GPU (what the engine trains in), fp32 on the CPU."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def skip_reason(impl, device, numel, smallest, quick):
+    """Why ``impl`` is not timed at ``numel`` elements on ``device`` (None when it is)."""
+    device = torch.device(device)
+    if impl == "compile" and device.type == "cpu" and quick:
+        return "skipped: torch.compile on CPU is slow (quick mode)"
+    if impl == "ganforge" and device.type != "cuda":
+        if not interpreter_on():
+            return "skipped: Triton needs CUDA or TRITON_INTERPRET=1"
+        if numel != smallest:
+            return "skipped: Triton interpreter on CPU, timed at the smallest size only"
+    return None
+
+
+def implementation(impls, impl):
+    """The callable timed as ``impl``: a case's own function, or torch.compile of its eager reference."""
+    return torch.compile(impls["eager"]) if impl == "compile" else impls[impl]
+
+
+def compile_settings(impl):
+    """torch.compile's donated buffers forbid retain_graph=True, which the backward-only timing needs: a
+    context that lifts them around compiling and running ``impl`` (no-op for the other impls)."""
+    if impl != "compile":
+        return contextlib.nullcontext()
+    try:
+        import torch._functorch.config as functorch_config
+        return functorch_config.patch(donated_buffer=False)
+    except (ImportError, AttributeError):
+        return contextlib.nullcontext()
+
+
 # ---- timing ---------------------------------------------------------------------------------------------
 
 def _pass_fn(fn, inputs, pass_name):
@@ -105,84 +150,65 @@ def _graph_replay(make_run, device):
     return graph.replay
 
 
-def _compile_config():
-    """torch.compile's donated buffers forbid retain_graph=True, which the backward-only timing needs."""
-    try:
-        import torch._functorch.config as functorch_config
-        return functorch_config.patch(donated_buffer=False)
-    except (ImportError, AttributeError):
-        import contextlib
-        return contextlib.nullcontext()
-
-
-def _time_pass(fn, inputs, pass_name, device):
-    """(Timing, how it was timed): CUDA-graph replay on GPU where capture works, direct calls otherwise."""
+def runnable_pass(fn, inputs, pass_name, device):
+    """(zero-argument callable, how it runs): one pass of ``fn`` captured in a CUDA graph and replayed on a
+    GPU where capture works ("cuda-graph"), plain calls otherwise ("launch")."""
+    device = torch.device(device)
     make_run = lambda: _pass_fn(fn, inputs, pass_name)  # noqa: E731
     if device.type == "cuda":
         try:
-            replay = _graph_replay(make_run, device)
+            return _graph_replay(make_run, device), "cuda-graph"
         except Exception:  # capture unsupported for this pass: time the plain calls
             torch.cuda.synchronize(device)
-        else:
-            return time_fn(replay, device), "cuda-graph"
-        return time_fn(make_run(), device), "launch"
-    return time_fn(make_run(), device, reps=20, budget_s=1.0), "launch"
+    return make_run(), "launch"
 
 
-def _triton_usable(device):
-    return device.type == "cuda" or os.environ.get("TRITON_INTERPRET", "0") == "1"
+def _time_pass(fn, inputs, pass_name, device):
+    """(Quantiles of milliseconds, how it was timed)."""
+    run, how = runnable_pass(fn, inputs, pass_name, device)
+    if device.type == "cuda":
+        return time_fn(run, device), how
+    return time_fn(run, device, reps=20, budget_s=1.0), how
 
 
-def _skip_reason(impl, device, numel, smallest, quick):
-    if impl == "compile" and device.type == "cpu" and quick:
-        return "skipped: torch.compile on CPU is slow (quick mode)"
-    if impl == "ganforge" and device.type != "cuda":
-        if not _triton_usable(device):
-            return "skipped: Triton needs CUDA or TRITON_INTERPRET=1"
-        if numel != smallest:
-            return "skipped: Triton interpreter on CPU, timed at the smallest size only"
-    return None
+def pass_bytes(pass_name, fwd_bytes, bwd_bytes):
+    """The minimal bytes one pass moves."""
+    return {"forward": fwd_bytes, "backward": bwd_bytes, "both": fwd_bytes + bwd_bytes}[pass_name]
 
 
 def kernel_rows(device, sizes=None, quick=False, copy_gbps=None):
     """Time every (op, size, pass, impl); return one dict per row (see the module docstring)."""
     device = torch.device(device)
-    on_gpu = device.type == "cuda"
-    if sizes is None:
-        sizes = (QUICK_GPU_SIZES if quick else GPU_SIZES) if on_gpu else (QUICK_CPU_SIZES if quick else CPU_SIZES)
-    sizes = sorted(sizes)
-    dtype = torch.bfloat16 if on_gpu else torch.float32
+    sizes = sorted(sizes if sizes is not None else default_sizes(device, quick))
+    dtype = bench_dtype(device)
     if copy_gbps is None:
         copy_gbps = copy_bandwidth_gbps(device)
     rows = []
     for op, make_case in CASES.items():
         for numel in sizes:
             shape, inputs, impls, fwd_bytes, bwd_bytes = make_case(numel, device, dtype)
-            compiled = None
             for impl in IMPLS:
-                reason = _skip_reason(impl, device, numel, sizes[0], quick)
-                if impl == "compile" and reason is None:
-                    compiled = torch.compile(impls["eager"])
-                fn = compiled if impl == "compile" else impls.get(impl)
+                reason = skip_reason(impl, device, numel, sizes[0], quick)
+                fn = implementation(impls, impl) if reason is None else None
                 for pass_name in PASSES:
-                    nbytes = {"forward": fwd_bytes, "backward": bwd_bytes, "both": fwd_bytes + bwd_bytes}[pass_name]
+                    nbytes = pass_bytes(pass_name, fwd_bytes, bwd_bytes)
                     row = {"op": op, "pass": pass_name, "impl": impl, "numel": inputs[0].numel(),
                            "dtype": str(dtype).replace("torch.", ""), "shape": list(shape), "bytes": nbytes,
                            "median_ms": None, "p20_ms": None, "p80_ms": None, "spread": None, "gbps": None,
                            "pct_of_copy": None, "timing": None, "error": reason}
                     if reason is None:
                         try:
-                            with _compile_config() if impl == "compile" else contextlib.nullcontext():
-                                timing, how = _time_pass(fn, inputs, pass_name, device)
+                            with compile_settings(impl):
+                                ms, how = _time_pass(fn, inputs, pass_name, device)
                         except Exception as exc:  # e.g. torch.compile failing on this platform
                             row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
                         else:
-                            gbps = nbytes / (timing.median_ms * 1e-3) / 1e9
-                            row.update(median_ms=timing.median_ms, p20_ms=timing.p20_ms, p80_ms=timing.p80_ms,
-                                       spread=timing.spread, gbps=gbps, pct_of_copy=100.0 * gbps / copy_gbps,
-                                       timing=how)
+                            gbps = nbytes / (ms.median * 1e-3) / 1e9
+                            row.update(median_ms=ms.median, p20_ms=ms.p20, p80_ms=ms.p80, spread=ms.spread,
+                                       gbps=gbps, pct_of_copy=100.0 * gbps / copy_gbps, timing=how)
                     rows.append(row)
-            del inputs, compiled
+                del fn
+            del inputs
     return rows
 
 

@@ -16,7 +16,10 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from ..engine.io import atomic_write_text
+
 from .report import markdown_table
+from .timing import sync
 
 PROFILE_SCHEMA = "ganforge-profile/1"
 STEP_RANGES = ("D forward", "D backward", "penalty", "D optimizer", "G forward", "G backward", "G optimizer", "EMA")
@@ -62,7 +65,8 @@ def range_table(prof, iterations):
             # On GPU a range also appears as a device-side annotation; keep the host-side entry only.
             if getattr(event, "device_type", torch.autograd.DeviceType.CPU) != torch.autograd.DeviceType.CPU:
                 continue
-            rows.append({"name": event.key, "calls": event.count, "cpu_ms_per_step": event.cpu_time_total / 1e3 / iterations,
+            rows.append({"name": event.key, "calls": event.count,
+                         "cpu_ms_per_step": event.cpu_time_total / 1e3 / iterations,
                          "device_ms_per_step": getattr(event, "device_time_total", 0) / 1e3 / iterations})
     order = {name: i for i, name in enumerate((ITERATION_RANGE,) + STEP_RANGES)}
     return sorted(rows, key=lambda r: order[r["name"]])
@@ -70,11 +74,11 @@ def range_table(prof, iterations):
 
 def synthetic_dataset_for(cfg):
     """Random images shaped like the configured data (default 1x28x28), for profiling without data files."""
-    from .train_bench import synthetic_dataset
+    from .train_bench import bench_dataset
 
     size = cfg.image_size or 28
     channels = cfg.channels or 1
-    return synthetic_dataset((channels, size, size), max(4 * cfg.batch_size, 256))
+    return bench_dataset((channels, size, size), cfg.batch_size)
 
 
 def profile_training(cfg, out_dir, steps_to_profile=5, warmup=3, dataset=None, log=print):
@@ -88,20 +92,15 @@ def profile_training(cfg, out_dir, steps_to_profile=5, warmup=3, dataset=None, l
     out_dir.mkdir(parents=True, exist_ok=True)
     session = build_session(cfg, dataset=dataset)
     on_gpu = session.device.type == "cuda"
-
-    def sync():
-        if on_gpu:
-            torch.cuda.synchronize()
-
     for i in range(warmup):
         run_iteration(session, i)
-    sync()
+    sync(session.device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
     with profile(activities=activities) as prof:
         for i in range(warmup, warmup + steps_to_profile):
             with record_function(ITERATION_RANGE):
                 run_iteration(session, i)
-        sync()  # every queued kernel ends inside the profiled window
+        sync(session.device)  # every queued kernel ends inside the profiled window
     trace_path = out_dir / "trace.json"
     prof.export_chrome_trace(str(trace_path))
     kernels, total_ms = kernel_table(prof, on_gpu, steps_to_profile)
@@ -119,9 +118,9 @@ def profile_training(cfg, out_dir, steps_to_profile=5, warmup=3, dataset=None, l
         "kernels": kernels,
         "ranges": ranges,
     }
-    (out_dir / "kernels.json").write_text(json.dumps(data, indent=1) + "\n")
+    atomic_write_text(out_dir / "kernels.json", json.dumps(data, indent=1) + "\n")
     text = format_profile(data)
-    (out_dir / "kernels.txt").write_text(text + "\n")
+    atomic_write_text(out_dir / "kernels.txt", text + "\n")
     return data, text
 
 

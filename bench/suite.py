@@ -3,6 +3,7 @@ import time
 
 import torch
 
+from .kernel_bench import kernel_rows
 from .results import new_results
 from .timing import copy_bandwidth_gbps, matmul_tflops
 
@@ -42,17 +43,6 @@ def measure_ceilings(device, quick=False):
     return ceilings
 
 
-def kernel_rows_or_note(device, quick, copy_gbps):
-    """Rows from bench.kernel_bench, or ([], note) in a checkout that does not have it yet."""
-    try:
-        from .kernel_bench import kernel_rows
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("bench.kernel_bench", __package__ + ".kernel_bench"):
-            raise  # a missing dependency inside kernel_bench is a real error, not an absent module
-        return [], "kernel rows skipped: bench.kernel_bench is not available in this checkout"
-    return kernel_rows(device, quick=quick, copy_gbps=copy_gbps), None
-
-
 def run_suite(what, device=None, quick=False, log=print, **train_overrides):
     """Run ``what`` ("kernels", "train" or "all") and return the results dict (see bench.results)."""
     if what not in WHAT:
@@ -68,13 +58,8 @@ def run_suite(what, device=None, quick=False, log=print, **train_overrides):
         f"fp32 {c['matmul_tflops_fp32']:.3g} TFLOP/s")
     if what in ("kernels", "all"):
         t = time.perf_counter()
-        rows, note = kernel_rows_or_note(device, quick, c["copy_gbps"])
-        results["kernels"] = rows
-        if note:
-            results["notes"].append(note)
-            log("  " + note)
-        else:
-            log(f"  kernels: {len(rows)} rows in {time.perf_counter() - t:.1f} s")
+        results["kernels"] = kernel_rows(device, quick=quick, copy_gbps=c["copy_gbps"])
+        log(f"  kernels: {len(results['kernels'])} rows in {time.perf_counter() - t:.1f} s")
     if what in ("train", "all"):
         from .train_bench import train_rows  # imports the engine only when training is benchmarked
 

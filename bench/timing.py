@@ -5,43 +5,38 @@ CPU: perf_counter over repeated calls, median and spread quoted.
 """
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
 
 @dataclass
-class Timing:
-    median_ms: float
-    p20_ms: float
-    p80_ms: float
-    reps: int
+class Quantiles:
+    """Median, 20th and 80th percentiles of repeated measurements, in the samples' own unit: milliseconds
+    from time_fn, images/s in the training bench."""
+    median: float
+    p20: float
+    p80: float
+    count: int
 
     @property
     def spread(self):
         """Relative spread (p80 - p20) / median: how much a figure moves run to run."""
-        return (self.p80_ms - self.p20_ms) / self.median_ms if self.median_ms > 0 else 0.0
-
-    def as_dict(self):
-        return {**asdict(self), "spread": self.spread}
+        return (self.p80 - self.p20) / self.median if self.median > 0 else 0.0
 
 
-def _quantiles(samples_ms):
+def quantiles(samples):
+    """The Quantiles of already measured samples."""
     # "inclusive" keeps p20/p80 inside the observed range: with a handful of repeats the default method
     # extrapolates past the extremes and overstates the spread.
-    samples = sorted(samples_ms)
+    samples = sorted(samples)
     q = statistics.quantiles(samples, n=5, method="inclusive") if len(samples) >= 2 else [samples[0]] * 4
-    return statistics.median(samples), q[0], q[3]
-
-
-def timing_from_samples(samples_ms):
-    """Median, p20 and p80 of already measured samples (milliseconds)."""
-    median, p20, p80 = _quantiles(samples_ms)
-    return Timing(median, p20, p80, len(samples_ms))
+    return Quantiles(statistics.median(samples), q[0], q[3], len(samples))
 
 
 def time_fn(fn, device, *, warmup=3, reps=20, budget_s=None):
-    """Time ``fn()``; on CUDA with device events (do_bench), on CPU with a host clock.
+    """Time ``fn()``: the Quantiles of its milliseconds; on CUDA with device events (do_bench), on CPU with a
+    host clock.
 
     ``budget_s`` caps the total timed seconds on CPU (at least 3 repeats), so sweeps stay short there.
     """
@@ -49,9 +44,7 @@ def time_fn(fn, device, *, warmup=3, reps=20, budget_s=None):
     if device.type == "cuda":
         import triton.testing
 
-        samples = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="all")
-        median, p20, p80 = _quantiles(samples)
-        return Timing(median, p20, p80, len(samples))
+        return quantiles(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="all"))
     for _ in range(warmup):
         fn()
     samples, start_all = [], time.perf_counter()
@@ -61,8 +54,7 @@ def time_fn(fn, device, *, warmup=3, reps=20, budget_s=None):
         samples.append((time.perf_counter() - t0) * 1e3)
         if budget_s is not None and len(samples) >= 3 and time.perf_counter() - start_all > budget_s:
             break
-    median, p20, p80 = _quantiles(samples)
-    return Timing(median, p20, p80, len(samples))
+    return quantiles(samples)
 
 
 def copy_bandwidth_gbps(device, nbytes=None):
@@ -71,8 +63,8 @@ def copy_bandwidth_gbps(device, nbytes=None):
     nbytes = nbytes or (2 << 30 if device.type == "cuda" else 64 << 20)
     src = torch.randn(nbytes // 4, device=device)
     dst = torch.empty_like(src)
-    timing = time_fn(lambda: dst.copy_(src), device, reps=20)
-    return 2 * nbytes / (timing.median_ms * 1e-3) / 1e9
+    ms = time_fn(lambda: dst.copy_(src), device, reps=20)
+    return 2 * nbytes / (ms.median * 1e-3) / 1e9
 
 
 def matmul_tflops(device, dtype=torch.bfloat16, n=None):
@@ -81,11 +73,12 @@ def matmul_tflops(device, dtype=torch.bfloat16, n=None):
     n = n or (8192 if device.type == "cuda" else 512)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    timing = time_fn(lambda: a @ b, device, reps=10)
-    return 2 * n**3 / (timing.median_ms * 1e-3) / 1e12
+    ms = time_fn(lambda: a @ b, device, reps=10)
+    return 2 * n**3 / (ms.median * 1e-3) / 1e12
 
 
 def sync(device):
+    """Wait until every kernel queued on a CUDA ``device`` has finished (no-op on the CPU)."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
 
@@ -98,7 +91,7 @@ def synchronized(fn, device):
 
     def run():
         out = fn()
-        torch.cuda.synchronize()
+        sync(device)
         return out
     return run
 

@@ -22,7 +22,7 @@ from ..engine.config import TrainConfig
 from ..engine.data import Dataset
 from ..engine.trainer import build_session, run_iteration
 
-from .timing import StepClock, time_blocks, timing_from_samples
+from .timing import StepClock, quantiles, time_blocks
 
 # name -> (model, data shape (C, H, W)): MNIST-shaped digits for 28, CIFAR-shaped for 32, CelebA-shaped for 64.
 MODELS = {
@@ -76,6 +76,11 @@ def synthetic_dataset(data_shape, n):
     return Dataset(images, labels, 10, "synthetic")
 
 
+def bench_dataset(data_shape, batch_size):
+    """The synthetic data a benchmark trains on: random images of ``data_shape``, enough for a few batches."""
+    return synthetic_dataset(data_shape, max(4 * batch_size, 256))
+
+
 def make_config(name, objective, column, batch_size, device):
     model, data_shape = MODELS[name]
     settings = COLUMNS[column]
@@ -94,6 +99,34 @@ def skip_reason(column, device, quick=False, objective=None):
     if column == "compile" and quick and objective is not None and OBJECTIVES[objective]["penalty"] != "none":
         return "torch.compile raises on the penalty's double backward; a full run records the error"
     return None
+
+
+def open_session(name, objective, column, batch_size, device, dataset):
+    """A training session set up as ``column`` runs (compile: fresh caches, then G and D compiled).
+    Drop it, then call ``release(column)``."""
+    compiled = COLUMNS[column]["compiled"]
+    if compiled:
+        torch._dynamo.reset()  # fresh caches: no recompile limit carried over from earlier sessions
+    session = build_session(make_config(name, objective, column, batch_size, device), dataset=dataset)
+    if compiled:
+        session.state.G = torch.compile(session.state.G)
+        session.state.D = torch.compile(session.state.D)
+    return session
+
+
+def release(column):
+    """After a column's session is dropped: compile caches cleared, device memory given back."""
+    if COLUMNS[column]["compiled"]:
+        torch._dynamo.reset()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def warmup_iterations(session, plan):
+    """Untimed iterations first; a graphed runner captures after its own eager warm-up calls, so its capture
+    and first replay stay untimed too."""
+    return max(plan.warmup, (getattr(session.runner, "warmup", 0) + 2) if session.graphs else 0)
 
 
 class _GlobalOnly:
@@ -118,11 +151,6 @@ def count_flops(session):
     return counter.get_total_flops()
 
 
-def _penalized(cfg, d_index):
-    # The same rule as engine.trainer.run_iteration, for the loop that times D and G steps apart.
-    return cfg.penalty != "none" and d_index % cfg.penalty_every == 0
-
-
 def _measure(session, plan):
     """Warm up, then time ``plan.repeats`` blocks of ``plan.iters`` iterations and one block step by step."""
     device, cfg = session.device, session.cfg
@@ -134,8 +162,7 @@ def _measure(session, plan):
             run_iteration(session, iteration)
             iteration += 1
 
-    # A graphed runner captures after its own eager warm-up calls; capture and the first replay stay untimed.
-    warmup = max(plan.warmup, (getattr(session.runner, "warmup", 0) + 2) if session.graphs else 0)
+    warmup = warmup_iterations(session, plan)
     iterations(warmup)
     block_ms = time_blocks(lambda: iterations(plan.iters), device, repeats=plan.repeats)
 
@@ -145,8 +172,8 @@ def _measure(session, plan):
         torch.cuda.synchronize()
     clock.mark()
     for _ in range(plan.iters):
-        for k in range(cfg.n_critic):
-            session.runner.d_step(_penalized(cfg, iteration * cfg.n_critic + k))
+        for penalize in cfg.penalized_d_steps(iteration):
+            session.runner.d_step(penalize)
             clock.mark()
             kinds.append("d")
         session.runner.g_step()
@@ -157,12 +184,6 @@ def _measure(session, plan):
     d_ms = [ms for ms, kind in zip(intervals, kinds) if kind == "d"]
     g_ms = [ms for ms, kind in zip(intervals, kinds) if kind == "g"]
     return block_ms, sum(d_ms) / len(d_ms), sum(g_ms) / len(g_ms), warmup
-
-
-def _release():
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _error_text(exc):
@@ -192,12 +213,7 @@ def run_column(name, objective, column, batch_size, device, plan, dataset, want_
     try:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        if settings["compiled"]:
-            torch._dynamo.reset()  # fresh caches: no recompile limit carried over from earlier sessions
-        session = build_session(make_config(name, objective, column, batch_size, device), dataset=dataset)
-        if settings["compiled"]:
-            session.state.G = torch.compile(session.state.G)
-            session.state.D = torch.compile(session.state.D)
+        session = open_session(name, objective, column, batch_size, device, dataset)
         block_ms, d_ms, g_ms, row["warmup"] = _measure(session, plan)
         if device.type == "cuda":
             row["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -210,14 +226,11 @@ def run_column(name, objective, column, batch_size, device, plan, dataset, want_
         row["error"] = _error_text(exc)
         return row
     finally:
-        if settings["compiled"]:
-            torch._dynamo.reset()
         session = None
-        _release()
-    timing = timing_from_samples([batch_size * plan.iters / (ms * 1e-3) for ms in block_ms])
-    ms_timing = timing_from_samples(block_ms)
-    row.update(images_per_sec=timing.median_ms, images_per_sec_p20=timing.p20_ms, images_per_sec_p80=timing.p80_ms,
-               spread=timing.spread, ms_per_iter=ms_timing.median_ms / plan.iters, ms_per_d_step=d_ms,
+        release(column)
+    rate = quantiles([batch_size * plan.iters / (ms * 1e-3) for ms in block_ms])  # images/s
+    row.update(images_per_sec=rate.median, images_per_sec_p20=rate.p20, images_per_sec_p80=rate.p80,
+               spread=rate.spread, ms_per_iter=quantiles(block_ms).median / plan.iters, ms_per_d_step=d_ms,
                ms_per_g_step=g_ms)
     return row
 
@@ -262,9 +275,8 @@ def train_rows(device, quick=False, matmul_tflops_bf16=None, plan=None, log=prin
             raise ValueError(f"unknown bench objective {objective!r}; expected one of {tuple(OBJECTIVES)}")
     rows = []
     for name in plan.models:
-        data_shape = MODELS[name][1]
         for batch_size in plan.batch_sizes:
-            dataset = synthetic_dataset(data_shape, max(4 * batch_size, 256))
+            dataset = bench_dataset(MODELS[name][1], batch_size)
             for objective in plan.objectives:
                 need_flops = True
                 for column in plan.columns:

@@ -7,7 +7,7 @@ import dataclasses
 
 from .checkpoint import load_checkpoint, load_generator
 from .config import TrainConfig
-from .evaluate import generate, score_checkpoint
+from .evaluate import generate, requested_labels, score_checkpoint
 
 __all__ = ["TrainConfig", "train", "sample", "score", "load_generator", "load_checkpoint"]
 
@@ -34,14 +34,7 @@ def sample(checkpoint, n=64, *, label=None, use_ema=True, seed=0, device="cpu"):
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     G, cfg, num_classes = load_generator(checkpoint, device, use_ema)
-    labels = None
-    if label is not None:
-        if not num_classes or not 0 <= label < num_classes:
-            raise ValueError(f"label {label} needs a conditional model with that class; {checkpoint} has "
-                             f"{num_classes} classes")
-        import torch
-
-        labels = torch.full((n,), label)
+    labels = requested_labels(label, n, num_classes, checkpoint, option="label")
     images, _ = generate(G, n, cfg.z_dim, device, num_classes, seed=seed, labels=labels)
     return images
 

@@ -95,6 +95,13 @@ class TrainConfig:
             raise ValueError(f"--fid-samples must be >= 0, got {self.fid_samples}")
         return self
 
+    def penalized_d_steps(self, iteration):
+        """For each of the n_critic D steps of ``iteration``: whether it adds the penalty (every
+        penalty_every-th D step counted over the whole run, the lazy regularisation interval)."""
+        first = iteration * self.n_critic
+        return [self.penalty != "none" and d_index % self.penalty_every == 0
+                for d_index in range(first, first + self.n_critic)]
+
     def to_dict(self):
         return asdict(self)
 

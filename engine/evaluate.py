@@ -5,29 +5,46 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .data import DataError, load_dataset, mode_coverage
+from .data import MIXTURE_STD, MIXTURES, DataError, load_dataset, mixture_centers
 from .images import save_samples
 from .io import atomic_write
 
-MIXTURES = ("ring8", "grid25")
 DIGIT_DATASETS = ("mnist5k", "mnist-idx")  # where the embedded digit classifier can judge classes
 
 
 @torch.no_grad()
+def run_generator(G, z, labels=None):
+    """G(z, labels) as samples are drawn: in eval mode (BatchNorm on its running statistics), without
+    gradients, G's own mode restored afterwards; float32 on the CPU."""
+    was_training = G.training
+    G.eval()
+    try:
+        return G(z, labels).float().cpu()
+    finally:
+        G.train(was_training)
+
+
 def generate(G, n, z_dim, device, num_classes=0, batch_size=500, seed=0, labels=None):
     """n samples from G (on the CPU, float32) and the labels they were asked for (None if unconditional)."""
     gen = torch.Generator().manual_seed(seed)
     if num_classes and labels is None:
         labels = torch.arange(n) % num_classes
-    was_training = G.training
-    G.eval()
     chunks = []
     for i in range(0, n, batch_size):
         z = torch.randn(min(batch_size, n - i), z_dim, generator=gen).to(device)
         y = labels[i:i + z.shape[0]].to(device) if labels is not None else None
-        chunks.append(G(z, y).float().cpu())
-    G.train(was_training)
+        chunks.append(run_generator(G, z, y))
     return torch.cat(chunks), labels
+
+
+def requested_labels(label, n, num_classes, checkpoint, option="--label"):
+    """``n`` copies of class ``label`` for a conditional model, or None (no label asked for: classes in turn)."""
+    if label is None:
+        return None
+    if not num_classes or not 0 <= label < num_classes:
+        raise ValueError(f"{option} {label} needs a conditional model with that class; {checkpoint} has "
+                         f"{num_classes} classes")
+    return torch.full((n,), label)
 
 
 def reference_sets(cfg, seed=0):
@@ -43,6 +60,34 @@ def reference_sets(cfg, seed=0):
         half = len(everything) // 2
         held_out, pool = everything[perm[:half]], everything[perm[half:]]
     return held_out, pool
+
+
+def mode_coverage(points, name, min_count=None):
+    """Mode-collapse metric for samples of a 2-D mixture.
+
+    A sample is high quality when it lies within 3 standard deviations of its nearest center; a mode is
+    covered when at least `min_count` high-quality samples fall on it (default: a tenth of the share a
+    perfect generator would give it, at least 1). Returns modes_covered, num_modes,
+    high_quality_fraction and the per-mode counts.
+    """
+    points = torch.as_tensor(points).detach().float().cpu().reshape(-1, 2)
+    centers = mixture_centers(name)
+    if len(points) == 0:
+        return {"modes_covered": 0, "num_modes": len(centers), "high_quality_fraction": 0.0,
+                "counts": [0] * len(centers)}
+    if min_count is None:
+        min_count = max(1, int(0.1 * len(points) / len(centers)))
+    finite = torch.isfinite(points).all(dim=1)
+    dist = torch.cdist(torch.nan_to_num(points, nan=1e9), centers)
+    nearest_dist, nearest = dist.min(dim=1)
+    good = finite & (nearest_dist <= 3 * MIXTURE_STD[name])
+    counts = torch.bincount(nearest[good], minlength=len(centers))
+    return {
+        "modes_covered": int((counts >= min_count).sum()),
+        "num_modes": len(centers),
+        "high_quality_fraction": float(good.float().mean()),
+        "counts": counts.tolist(),
+    }
 
 
 def evaluate_generator(G, cfg, num_classes, device, n_samples, progress=False):
@@ -76,12 +121,7 @@ def sample_grid(ckpt_path, out_path, n=64, label=None, use_ema=True, seed=0, dev
     from .checkpoint import load_generator
 
     G, cfg, num_classes = load_generator(ckpt_path, device, use_ema)
-    if label is not None:
-        if not num_classes:
-            raise ValueError(f"--label needs a conditional model; {ckpt_path} is unconditional")
-        if not 0 <= label < num_classes:
-            raise ValueError(f"--label must be in [0, {num_classes}), got {label}")
-    labels = torch.full((n,), label) if label is not None else None
+    labels = requested_labels(label, n, num_classes, ckpt_path)
     samples, _ = generate(G, n, cfg.z_dim, device, num_classes, seed=seed, labels=labels)
     nrow = num_classes if num_classes and label is None and num_classes <= 16 else None
     real = None
@@ -128,7 +168,7 @@ def latent_walk(ckpt_path, out_path, rows=8, per_row=10, use_ema=True, seed=0, d
     ends = torch.randn(2, rows, cfg.z_dim, generator=gen)
     z = slerp(ends[0], ends[1], torch.linspace(0, 1, per_row)).reshape(rows * per_row, cfg.z_dim)
     labels = (torch.arange(rows) % num_classes).repeat_interleave(per_row) if num_classes else None
-    images = G(z.to(device), labels.to(device) if labels is not None else None)
+    images = run_generator(G, z.to(device), labels.to(device) if labels is not None else None)
     return save_samples(images, out_path, nrow=per_row)
 
 
@@ -143,12 +183,7 @@ def export_samples(ckpt_path, out_path, count, label=None, use_ema=True, seed=0,
     G, cfg, num_classes = load_generator(ckpt_path, device, use_ema)
     if len(G.data_shape) != 3:
         raise ValueError(f"augmentation exports images; {ckpt_path} generates {G.data_shape} points")
-    labels = None
-    if label is not None:
-        if not num_classes or not 0 <= label < num_classes:
-            raise ValueError(f"--label {label} needs a conditional model with that class; {ckpt_path} has "
-                             f"{num_classes} classes")
-        labels = torch.full((count,), label)
+    labels = requested_labels(label, count, num_classes, ckpt_path)
     images, labels = generate(G, count, cfg.z_dim, device, num_classes, seed=seed, labels=labels)
     pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     arrays = {"images": pixels}

@@ -168,16 +168,6 @@ class FIDScorer:
         self._update(real, real=True)
         self.has_real = True
 
-    def real_stats(self):
-        """(mean, covariance) of the cached real features, float64."""
-        if not self.has_real:
-            raise FIDError("no real images yet: call set_real() first")
-        m = self.metric
-        n = m.real_features_num_samples
-        mean = m.real_features_sum / n
-        cov = (m.real_features_cov_sum - n * torch.outer(mean, mean)) / (n - 1)
-        return mean, cov
-
     def score_fake(self, fake):
         """FID of `fake` against the cached real set. A non-finite batch (a diverged G) scores nan."""
         if not self.has_real:
@@ -188,28 +178,11 @@ class FIDScorer:
         self._update(fake, real=False)
         return float(self.metric.compute())
 
-    def score(self, real, fake):
-        """FID between two sets; the cached real set, if any, is left as it was."""
-        m = self.metric
-        saved = (m.real_features_sum.clone(), m.real_features_cov_sum.clone(),
-                 m.real_features_num_samples.clone(), self.has_real)
-        try:
-            self.set_real(real)
-            return self.score_fake(fake)
-        finally:
-            m.real_features_sum, m.real_features_cov_sum, m.real_features_num_samples, self.has_real = saved
-
-
-def fid_real_floor(real, scorer, seed=0):
-    """FID between two disjoint random halves of the real set: the best score a sample of that size gets."""
-    perm = torch.randperm(real.shape[0], generator=torch.Generator().manual_seed(seed))
-    half = real.shape[0] // 2
-    return scorer.score(real[perm[:half]], real[perm[half:2 * half]])
-
 
 @torch.no_grad()
 def class_accuracy(classifier, images, labels, batch_size=500):
-    """How often `classifier` recognises each requested class in generated `images` (conditional models).
+    """How often `classifier` recognises each requested class in `images`: a conditional G's samples, or
+    labelled real images (the classifier's own test accuracy).
 
     Returns {"accuracy": overall fraction, "per_class": {class: fraction}, "num_samples": N}.
     """

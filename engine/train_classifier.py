@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .data import load_dataset
-from .fid import MNIST_CLASSIFIER_PATH, MNISTClassifier
+from .fid import MNIST_CLASSIFIER_PATH, MNISTClassifier, class_accuracy
 from .io import atomic_write_bytes
 
 
@@ -27,13 +27,6 @@ def random_shift(x, gen, max_shift=2):
     padded = F.pad(x, (max_shift,) * 4, value=-1.0)
     offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=gen).tolist()
     return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)])
-
-
-@torch.no_grad()
-def accuracy(model, images, labels, batch_size=500):
-    model.eval()
-    preds = torch.cat([model(images[i:i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)])
-    return float((preds == labels).float().mean())
 
 
 def train(epochs=15, batch_size=64, lr=2e-3, seed=0, limit=None, progress=True):
@@ -60,7 +53,7 @@ def train(epochs=15, batch_size=64, lr=2e-3, seed=0, limit=None, progress=True):
             bar.update(1)
         bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
     bar.close()
-    return model, accuracy(model, test_set.images, test_set.labels)
+    return model, class_accuracy(model, test_set.images, test_set.labels)["accuracy"]
 
 
 def serialize(model):

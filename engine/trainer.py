@@ -13,6 +13,7 @@ from ..models import build_models
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import Dataset, load_dataset, require_labels
+from .evaluate import run_generator
 from .images import save_loss_curve, save_samples
 from .io import atomic_write_text
 from .tensorboard import TensorBoardLog
@@ -117,10 +118,8 @@ def build_session(cfg, dataset=None):
 
 def run_iteration(session, iteration):
     """One training iteration: n_critic D steps (the penalty on its lazy interval), then one G step."""
-    cfg = session.cfg
-    for k in range(cfg.n_critic):
-        d_index = iteration * cfg.n_critic + k
-        session.runner.d_step(cfg.penalty != "none" and d_index % cfg.penalty_every == 0)
+    for penalize in session.cfg.penalized_d_steps(iteration):
+        session.runner.d_step(penalize)
     session.runner.g_step()
 
 
@@ -132,14 +131,9 @@ def fixed_latents(cfg, num_classes, device, n=SAMPLE_GRID):
     return z, labels
 
 
-@torch.no_grad()
 def write_samples(session, z, labels, path, tb=None, iteration=0):
     """A sample grid (or scatter plot) from the fixed latents, also sent to TensorBoard when it is on."""
-    G = session.state.sampling_generator()
-    was_training = G.training
-    G.eval()
-    samples = G(z, labels)
-    G.train(was_training)
+    samples = run_generator(session.state.sampling_generator(), z, labels)
     real = session.dataset.images[:2000] if session.dataset.images.dim() == 2 else None
     nrow = session.state.num_classes if labels is not None and session.state.num_classes <= 16 else None
     if tb is not None:

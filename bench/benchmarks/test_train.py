@@ -1,48 +1,47 @@
-"""pytest-benchmark entries for one training iteration (one D step + one G step) per execution column.
+"""pytest-benchmark entries for training iterations (D step + G step) per execution column.
 
     pytest bench/benchmarks/test_train.py --benchmark-only
 
-Same columns and synthetic data as `ganforge bench train` (bench.train_bench); small batches on CPU, where
-the ganforge column (CUDA graphs) is skipped and compile is left to the GPU.
+Models, objectives, batch sizes, columns, warm-up, block length, synthetic data and skip rules are
+bench.train_bench's quick plan, as `ganforge bench train --quick` runs it; `ganforge bench train` runs the
+full sweep. One round is one timed block of the plan's iterations.
 """
+import itertools
+
 import pytest
-import torch
 
+from ganforge.bench import train_bench
+from ganforge.bench.suite import resolve_device
 from ganforge.bench.timing import synchronized
-from ganforge.bench.train_bench import MODELS, make_config, skip_reason, synthetic_dataset
+from ganforge.engine.trainer import run_iteration
 
-CASES = [("mlp-28", "none"), ("mlp-28", "wgan-gp"), ("dcgan-32", "none"), ("dcgan-32", "wgan-gp")]
+QUICK = True  # the quick plan: small batches, and nothing that takes minutes on a CPU
+PLAN = train_bench.default_plan(resolve_device(), QUICK)
 
 
-@pytest.mark.parametrize("column", ("eager-fp32", "eager-bf16", "compile", "ganforge"))
-@pytest.mark.parametrize("name,objective", CASES)
-def test_train_iteration(benchmark, name, objective, column, device, on_gpu):
-    from ganforge.engine.trainer import build_session, run_iteration
-
-    reason = skip_reason(column, device)
+@pytest.mark.parametrize("column", PLAN.columns)
+@pytest.mark.parametrize("objective", PLAN.objectives)
+@pytest.mark.parametrize("batch_size", PLAN.batch_sizes)
+@pytest.mark.parametrize("name", PLAN.models)
+def test_train_iteration(benchmark, name, batch_size, objective, column, device):
+    reason = train_bench.skip_reason(column, device, QUICK, objective)
     if reason:
         pytest.skip(reason)
-    if column == "compile" and not on_gpu:
-        pytest.skip("torch.compile is benchmarked on GPU only (CPU compile takes minutes)")
-    if column == "compile" and objective != "none":
-        pytest.skip("torch.compile raises on the double backward of a gradient penalty")
-    batch_size = 256 if on_gpu else 8
-    dataset = synthetic_dataset(MODELS[name][1], 4 * batch_size)
-    session = build_session(make_config(name, objective, column, batch_size, device), dataset=dataset)
-    if column == "compile":
-        torch._dynamo.reset()
-        session.state.G = torch.compile(session.state.G)
-        session.state.D = torch.compile(session.state.D)
-    counter = iter(range(10**9))
+    dataset = train_bench.bench_dataset(train_bench.MODELS[name][1], batch_size)
+    session = train_bench.open_session(name, objective, column, batch_size, device, dataset)
+    counter = itertools.count()  # iterations are numbered on, as in a training run (the lazy penalty reads it)
 
-    def iteration():
-        run_iteration(session, next(counter))
+    def iterations(n):
+        for _ in range(n):
+            run_iteration(session, next(counter))
 
-    # Untimed: compilation, autotuning, and for graphs the runner's eager calls, the capture and a first replay.
-    warmup = (getattr(session.runner, "warmup", 0) + 2) if session.graphs else (3 if on_gpu else 1)
-    for _ in range(warmup):
-        iteration()
-    benchmark.extra_info.update(model=name, penalty=objective, column=column, batch_size=batch_size,
-                                images_per_iteration=batch_size)
-    benchmark.group = f"train {name} {objective}"
-    benchmark.pedantic(synchronized(iteration, device), rounds=30 if on_gpu else 3, warmup_rounds=2 if on_gpu else 0)
+    try:
+        iterations(train_bench.warmup_iterations(session, PLAN))
+        benchmark.extra_info.update(name=name, penalty=train_bench.OBJECTIVES[objective]["penalty"],
+                                    batch_size=batch_size, column=column, iterations_per_round=PLAN.iters,
+                                    images_per_round=batch_size * PLAN.iters)
+        benchmark.group = f"train {name} {objective} batch {batch_size}"
+        benchmark.pedantic(synchronized(lambda: iterations(PLAN.iters), device), rounds=PLAN.repeats)
+    finally:
+        session = None
+        train_bench.release(column)

@@ -1,0 +1,128 @@
+"""What every format shares: the Dataset record, DataError, and the conversion steps after a file is parsed."""
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+SPLITS = ("train", "test", "all")
+
+
+class DataError(ValueError):
+    """A dataset is missing, malformed or unsuitable; the message says which file and what was expected."""
+
+
+@dataclass
+class Dataset:
+    images: torch.Tensor               # float32 (N, C, H, W) in [-1, 1], or (N, 2) points
+    labels: torch.Tensor | None        # int64 (N,), or None when unlabelled
+    num_classes: int                   # 0 when unlabelled
+    name: str
+    path: str | None = None            # where it was read from (None for built-in data)
+    class_names: tuple | None = None   # folder datasets: the class subfolder names, in label order
+
+    @property
+    def data_shape(self):
+        return tuple(self.images.shape[1:])
+
+    def __len__(self):
+        return self.images.shape[0]
+
+
+def require_labels(dataset):
+    """Fail early when a conditional model is asked to train on unlabelled data."""
+    if dataset.labels is None or dataset.num_classes < 1:
+        where = f" at {dataset.path}" if dataset.path else ""
+        raise DataError(
+            f"a conditional model needs labels, but dataset {dataset.name!r}{where} has none "
+            "(label a 'folder' dataset with class subfolders, give an 'npy' dataset a labels/y array, "
+            "or train an unconditional model)")
+    return dataset
+
+
+def single_split(name, source, split):
+    """Formats that hold one set (a folder, an array file, one IDX file) have no test split."""
+    if split == "test":
+        raise DataError(f"dataset {name!r} at {source} is one set with no test split; "
+                        "point the path at your test data and use split 'train' or 'all'")
+
+
+def num_classes(labels):
+    return 0 if labels is None or len(labels) == 0 else int(labels.max()) + 1
+
+
+def check_labels(labels, n_images, source):
+    """Labels must be one non-negative integer per image."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise DataError(f"{source}: labels must be one number per image (1-D), got shape {labels.shape}")
+    if labels.shape[0] != n_images:
+        raise DataError(f"{source}: {labels.shape[0]} labels for {n_images} images; expected one label "
+                        "per image")
+    if labels.dtype.kind == "f":
+        if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
+            raise DataError(f"{source}: labels must be whole numbers (class indices)")
+    elif labels.dtype.kind not in "iub":
+        raise DataError(f"{source}: labels must be integers, got dtype {labels.dtype}")
+    labels = labels.astype(np.int64)
+    if labels.size and labels.min() < 0:
+        raise DataError(f"{source}: labels must be class indices >= 0, found {labels.min()}")
+    return labels
+
+
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def to_float_nchw(images, source):
+    """(N, H, W, C) uint8 or float pixels -> float32 (N, C, H, W) in [-1, 1].
+
+    Ranges: uint8 (or any integer type) 0..255; floats in [0, 1] or in [-1, 1]. A float array whose values
+    all lie in [0, 1] is read as [0, 1].
+    """
+    if images.shape[0] == 0:
+        raise DataError(f"{source}: the dataset holds no images")
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    if x.dtype == torch.bool or not (x.is_floating_point() or x.dtype in _INT_DTYPES):
+        raise DataError(f"{source}: pixels must be integers 0..255 or floats, got dtype {images.dtype}")
+    if x.is_floating_point():
+        x = x.float()
+        bad = ~torch.isfinite(x)
+        if bad.any():
+            first = int(bad.reshape(bad.shape[0], -1).any(dim=1).nonzero()[0])
+            raise DataError(f"{source}: pixels contain NaN or Inf (first in image {first}); "
+                            "expected finite values")
+        lo, hi = float(x.min()), float(x.max())
+        if lo >= 0.0 and hi <= 1.0:
+            x = x * 2 - 1
+        elif not (lo >= -1.0 and hi <= 1.0):
+            raise DataError(f"{source}: float pixels span [{lo:g}, {hi:g}]; expected [0, 1] or [-1, 1] "
+                            "(or uint8 0..255)")
+    else:
+        lo, hi = int(x.min()), int(x.max())
+        if lo < 0 or hi > 255:
+            raise DataError(f"{source}: integer pixels span [{lo}, {hi}]; expected 0..255")
+        x = x.float() / 127.5 - 1
+    return x.permute(0, 3, 1, 2)
+
+
+def convert_channels(x, channels):
+    c = x.shape[1]
+    if c not in (1, 3):
+        raise DataError(f"images have {c} channels; expected 1 (grey) or 3 (RGB)")
+    if channels is None or channels == c:
+        return x
+    if channels == 3:
+        return x.expand(-1, 3, -1, -1)
+    # ITU-R 601 luma, the same weights Pillow uses for RGB -> L
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return (x * weights).sum(dim=1, keepdim=True)
+
+
+def resize(x, size, chunk=2048):
+    if x.shape[-2:] == (size, size):
+        return x
+    out = torch.empty(x.shape[0], x.shape[1], size, size)
+    for i in range(0, x.shape[0], chunk):  # chunks keep the float temporaries small on big datasets
+        out[i:i + chunk] = F.interpolate(x[i:i + chunk], size=(size, size), mode="bilinear",
+                                         align_corners=False, antialias=True)
+    return out.clamp_(-1, 1)
