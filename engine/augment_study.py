@@ -71,9 +71,12 @@ class StudyConfig:
     classifier_steps: int = 600
     batch_size: int = 64
     lr: float = 2e-3
-    gan_model: str = "dcgan"
-    gan_width: int = 32
-    gan_iterations: int = 1000
+    gan_model: str = "mlp"
+    gan_width: int = 32                     # DCGAN base width
+    gan_iterations: int = 1500
+    gan_penalty: str = "r1"                 # R1 on reals keeps the cGAN from ignoring z within a class
+    gan_penalty_weight: float = 1.0
+    gan_penalty_every: int = 4
     gan_samples_per_class: int = 500
     gan_fraction: float = 0.5               # share of each classifier batch drawn from the GAN's samples
     filter_confidence: float = 0.9
@@ -176,6 +179,8 @@ def train_gan(cfg, kshot, seed, out_dir):
 
     run = TrainConfig(model=cfg.gan_model, dataset=cfg.dataset, data_path=cfg.data_path, conditional=True,
                       width=cfg.gan_width, iterations=cfg.gan_iterations, batch_size=min(64, len(kshot)),
+                      penalty=cfg.gan_penalty, penalty_weight=cfg.gan_penalty_weight,
+                      penalty_every=cfg.gan_penalty_every,
                       seed=seed, device=cfg.device, kernels=cfg.kernels, out=str(out_dir), fid_samples=0,
                       log_every=max(1, cfg.gan_iterations // 10), sample_every=cfg.gan_iterations,
                       ckpt_every=cfg.gan_iterations, progress=cfg.progress, image_size=cfg.image_size,

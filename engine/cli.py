@@ -237,6 +237,9 @@ def augment_study_command(argv):
     parser.add_argument("--gan-model", default=d.gan_model, help="mlp or dcgan")
     parser.add_argument("--gan-width", type=int, default=d.gan_width)
     parser.add_argument("--gan-iterations", type=int, default=d.gan_iterations)
+    parser.add_argument("--gan-penalty", default=d.gan_penalty, help=_HELP["penalty"])
+    parser.add_argument("--gan-penalty-weight", type=float, default=d.gan_penalty_weight)
+    parser.add_argument("--gan-penalty-every", type=int, default=d.gan_penalty_every)
     parser.add_argument("--gan-samples-per-class", type=int, default=d.gan_samples_per_class)
     parser.add_argument("--gan-fraction", type=float, default=d.gan_fraction,
                         help="share of every classifier batch drawn from the GAN's samples")

@@ -387,6 +387,7 @@ def edit_study(G, num_classes, images, labels, encoder=None, steps=200, strength
             decoded.append(images_s)
             values.append(ATTRIBUTES[name](images_s))
         values = torch.stack(values, dim=1)  # (n, strengths)
+        on_originals = ATTRIBUTES[name](images)
         means = values.mean(0)
         entry = {"strengths": list(strengths), "mean": [float(v) for v in means],
                  "mean_is_monotonic": bool((means.diff() > 0).all()),
@@ -394,7 +395,9 @@ def edit_study(G, num_classes, images, labels, encoder=None, steps=200, strength
                  "fraction_images_monotonic": float((values.diff(dim=1) > 0).all(dim=1).float().mean()),
                  "regression_r2_within_class": found["r2_within_class"],
                  "attribute_change_per_unit_strength_in_fit": found["per_unit"],
-                 "on_originals_mean": float(ATTRIBUTES[name](images).mean())}
+                 "on_originals_mean": float(on_originals.mean()),
+                 # the whole sweep's effect, in units of how much the attribute varies among the real images
+                 "sweep_change_in_original_std": float((means[-1] - means[0]) / on_originals.std().clamp_min(1e-6))}
         if judge:
             entry["class_kept_at_extremes"] = [float((predict(classifier, decoded[i]) == labels).float().mean())
                                                for i in (0, len(strengths) - 1)]
