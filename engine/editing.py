@@ -397,7 +397,8 @@ def edit_study(G, num_classes, images, labels, encoder=None, steps=200, strength
                  "attribute_change_per_unit_strength_in_fit": found["per_unit"],
                  "on_originals_mean": float(on_originals.mean()),
                  # the whole sweep's effect, in units of how much the attribute varies among the real images
-                 "sweep_change_in_original_std": float((means[-1] - means[0]) / on_originals.std().clamp_min(1e-6))}
+                 "sweep_change_in_original_std": (float((means[-1] - means[0]) / on_originals.std().clamp_min(1e-6))
+                                                  if n > 1 else None)}
         if judge:
             entry["class_kept_at_extremes"] = [float((predict(classifier, decoded[i]) == labels).float().mean())
                                                for i in (0, len(strengths) - 1)]

@@ -205,3 +205,16 @@ def test_augment_study_quick_writes_report_and_plot(tmp_path, capsys):
     assert Image.open(out / "study.png").size[0] > 100
     assert main(["augment-study", "--quick", "--variants", "real,bogus", "--out", str(out)]) == 2
     assert "unknown variants" in capsys.readouterr().err
+
+
+def test_augment_study_runs_on_colour_images_of_another_size(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    labels = np.arange(60) % 3
+    images = rng.integers(0, 60, size=(60, 16, 16, 3), dtype=np.uint8)
+    images[np.arange(60), :, :, labels] += 150  # each class its own colour: learnable from a few images
+    np.savez(tmp_path / "colour.npz", images=images, labels=labels)
+    out = tmp_path / "study"
+    assert main(["augment-study", "--quick", "--dataset", "npy", "--data-path", str(tmp_path / "colour.npz"),
+                 "--variants", "real,real+gan", "--out", str(out), "--kernels", "ref", "--no-progress"]) == 0
+    report = json.loads((out / "study.json").read_text())
+    assert report["held_out_size"] == 12 and report["summary"]["2"]["variants"]["real"]["mean"] > 0.5
