@@ -201,7 +201,9 @@ def edit_command(argv):
     parser.add_argument("--encoder", default="auto",
                         help="encoder file (default: encoder.pt beside --ckpt when it exists)")
     parser.add_argument("--no-encoder", action="store_true", help="encode by optimisation alone")
-    parser.add_argument("--steps", type=int, default=200, help="per-image optimisation steps after the encoder")
+    parser.add_argument("--steps", type=int, default=10,
+                        help="per-image optimisation steps after the encoder (more: closer reconstructions, "
+                             "less faithful class edits; see edit.json)")
     parser.add_argument("--strengths", type=_csv(float), default=(-3.0, -1.5, 0.0, 1.5, 3.0),
                         help="steps along each attribute direction, in latent standard deviations")
     parser.add_argument("--rows", type=int, default=8, help="images shown in the grid")

@@ -159,11 +159,15 @@ def feature_model(device="cpu"):
     return load_mnist_classifier(device).requires_grad_(False)
 
 
-def per_image_loss(fake, real, classifier, feature_weight):
-    """Pixel MSE + feature_weight * mean squared classifier-feature difference, one value per image."""
+def per_image_loss(fake, real, classifier, feature_weight, real_features=None):
+    """Pixel MSE + feature_weight * mean squared classifier-feature difference, one value per image.
+    ``real_features``: the classifier's features of ``real``, when already computed (they never change)."""
     loss = (fake - real).pow(2).flatten(1).mean(dim=1)
     if feature_weight:
-        loss = loss + feature_weight * (classifier.features(fake) - classifier.features(real)).pow(2).mean(dim=1)
+        if real_features is None:
+            with torch.no_grad():
+                real_features = classifier.features(real)
+        loss = loss + feature_weight * (classifier.features(fake) - real_features).pow(2).mean(dim=1)
     return loss
 
 
@@ -227,16 +231,18 @@ def encode(G, images, labels, encoder=None, steps=200, lr=0.05, feature_weight=0
     for i in range(0, len(images), batch_size):
         x, y = images[i:i + batch_size].to(device), labels[i:i + batch_size].to(device)
         with torch.no_grad():
+            target = classifier.features(x) if feature_weight else None
             if encoder is not None:
                 z = encoder(x, y)
             else:
                 pool = torch.randn(candidates, len(x), G.z_dim, generator=gen).to(device)
-                errors = torch.stack([per_image_loss(G(c, y), x, classifier, feature_weight) for c in pool])
+                errors = torch.stack([per_image_loss(G(c, y), x, classifier, feature_weight, target)
+                                      for c in pool])
                 z = pool[errors.argmin(dim=0), torch.arange(len(x), device=device)]
         z = z.clone().requires_grad_(True)
         opt = torch.optim.Adam([z], lr=lr)
         for _ in range(steps):
-            loss = per_image_loss(G(z, y), x, classifier, feature_weight)
+            loss = per_image_loss(G(z, y), x, classifier, feature_weight, target)
             loss = loss + prior_weight * (z.pow(2).mean(dim=1) - 1).pow(2)
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
@@ -491,7 +497,7 @@ def edit_inputs(cfg, num_classes, input_path=None, label=None, split="test", cou
 
 
 def run_edit(ckpt_path, out_dir, input_path=None, label=None, split="test", count=500, encoder="auto",
-             steps=200, strengths=(-3, -1.5, 0, 1.5, 3), rows=8, use_ema=True, seed=0, device="cpu",
+             steps=10, strengths=(-3, -1.5, 0, 1.5, 3), rows=8, use_ema=True, seed=0, device="cpu",
              kernels="auto", progress=True):
     """Encode, edit, decode and measure; write edit_grid.png and edit.json into ``out_dir``."""
     if count < 1:
