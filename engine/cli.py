@@ -153,3 +153,118 @@ def augment_command(argv):
     print(f"wrote {path}: images {arrays['images'].shape}" + (f", labels {arrays['labels'].shape}"
                                                               if "labels" in arrays else ""))
     return 0
+
+
+def _csv(kind):
+    """An argparse type for comma-separated values: "10,50,200" -> (10, 50, 200)."""
+    def parse(text):
+        try:
+            return tuple(kind(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}")
+    return parse
+
+
+def train_encoder_command(argv):
+    parser = _checkpoint_parser("ganforge train-encoder", "Train an encoder (image -> latent code) for a conditional "
+                                                           "checkpoint's generator; saved beside it as encoder.pt.")
+    parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--feature-weight", type=float, default=0.1,
+                        help="weight of the classifier-feature distance beside the pixel MSE")
+    parser.add_argument("--real-weight", type=float, default=1.0,
+                        help="weight of reconstructing real training images (0: G's own samples only)")
+    parser.add_argument("--out", help="where to write the encoder (default: encoder.pt beside --ckpt)")
+    parser.add_argument("--kernels", default="auto", help="fused ops: auto, triton, ref")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.iterations < 1 or args.batch_size < 1:
+        raise ValueError(f"--iterations and --batch-size must be >= 1, got {args.iterations}, {args.batch_size}")
+    from .editing import train_encoder
+
+    _, path, info = train_encoder(args.ckpt, args.iterations, args.batch_size, args.lr, args.feature_weight,
+                                  args.real_weight, not args.no_ema, args.seed, args.device, args.kernels,
+                                  args.out, not args.no_progress)
+    print(f"wrote {path} (final latent MSE on generated images {info['final_latent_mse']:.4f})")
+    return 0
+
+
+def edit_command(argv):
+    parser = _checkpoint_parser("ganforge edit", "Encode real images into a conditional generator, edit their class "
+                                                  "and attributes, decode; write edit_grid.png and edit.json.")
+    parser.add_argument("--out", default="runs/edit", help="folder for edit_grid.png and edit.json")
+    parser.add_argument("--input", help="an image file, image folder or .npy/.npz (default: the model's "
+                                        "dataset, --split)")
+    parser.add_argument("--label", type=int, help="the class of the --input images (digits: read by the classifier)")
+    parser.add_argument("--split", default="test", help="split of the model's dataset to edit (default test)")
+    parser.add_argument("--count", type=int, default=500, help="images to encode and measure")
+    parser.add_argument("--encoder", default="auto",
+                        help="encoder file (default: encoder.pt beside --ckpt when it exists)")
+    parser.add_argument("--no-encoder", action="store_true", help="encode by optimisation alone")
+    parser.add_argument("--steps", type=int, default=10,
+                        help="per-image optimisation steps after the encoder (more: closer reconstructions, "
+                             "less faithful class edits; see edit.json)")
+    parser.add_argument("--strengths", type=_csv(float), default=(-3.0, -1.5, 0.0, 1.5, 3.0),
+                        help="steps along each attribute direction, in latent standard deviations")
+    parser.add_argument("--rows", type=int, default=8, help="images shown in the grid")
+    parser.add_argument("--kernels", default="auto", help="fused ops: auto, triton, ref")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    from .editing import run_edit
+
+    report = run_edit(args.ckpt, args.out, args.input, args.label, args.split, args.count,
+                      None if args.no_encoder else args.encoder, args.steps, args.strengths, args.rows,
+                      not args.no_ema, args.seed, args.device, args.kernels, not args.no_progress)
+    shown = {k: report[k] for k in ("reconstruction", "class_edit", "targets") if k in report}
+    print(json.dumps(shown, indent=2))
+    print(f"outputs in {args.out}")
+    return 0
+
+
+def augment_study_command(argv):
+    from .augment_study import VARIANTS, StudyConfig
+
+    d = StudyConfig()
+    parser = argparse.ArgumentParser(prog="ganforge augment-study",
+                                     description="Does a k-shot set plus a conditional GAN's samples train a better "
+                                                 "classifier? Writes study.json and study.png.")
+    parser.add_argument("--dataset", default=d.dataset, help=_HELP["dataset"])
+    parser.add_argument("--data-path", help=_HELP["data_path"])
+    parser.add_argument("--image-size", type=int)
+    parser.add_argument("--channels", type=int)
+    parser.add_argument("--shots", type=_csv(int), default=d.shots, help="real images per class, e.g. 10,50,200")
+    parser.add_argument("--seeds", type=_csv(int), default=d.seeds, help="e.g. 0,1,2")
+    parser.add_argument("--variants", type=_csv(str), default=d.variants, help=",".join(VARIANTS))
+    parser.add_argument("--classifier-steps", type=int, default=d.classifier_steps)
+    parser.add_argument("--gan-model", default=d.gan_model, help="mlp or dcgan")
+    parser.add_argument("--gan-width", type=int, default=d.gan_width)
+    parser.add_argument("--gan-iterations", type=int, default=d.gan_iterations)
+    parser.add_argument("--gan-penalty", default=d.gan_penalty, help=_HELP["penalty"])
+    parser.add_argument("--gan-penalty-weight", type=float, default=d.gan_penalty_weight)
+    parser.add_argument("--gan-penalty-every", type=int, default=d.gan_penalty_every)
+    parser.add_argument("--gan-samples-per-class", type=int, default=d.gan_samples_per_class)
+    parser.add_argument("--gan-fraction", type=float, default=d.gan_fraction,
+                        help="share of every classifier batch drawn from the GAN's samples")
+    parser.add_argument("--filter-confidence", type=float, default=d.filter_confidence)
+    parser.add_argument("--test-limit", type=int, help="score on the first N held-out images only")
+    parser.add_argument("--out", default=d.out)
+    parser.add_argument("--device", default=d.device)
+    parser.add_argument("--kernels", default=d.kernels, help="fused ops: auto, triton, ref")
+    parser.add_argument("--quick", action="store_true",
+                        help="a seconds-long smoke run: k=2, one seed, few steps (for tests, not for results)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    cfg = StudyConfig(**{k: v for k, v in vars(args).items() if k not in ("quick", "no_progress")},
+                      progress=not args.no_progress)
+    if args.quick:
+        cfg.shots, cfg.seeds, cfg.classifier_steps, cfg.gan_iterations = (2,), (0,), 20, 20
+        cfg.gan_samples_per_class, cfg.test_limit, cfg.gan_model = 20, cfg.test_limit or 200, "mlp"
+    from .augment_study import run_study
+
+    report = run_study(cfg)
+    for k, entry in report["summary"].items():
+        means = ", ".join(f"{v} {s['mean']:.3f}" for v, s in entry["variants"].items())
+        print(f"k={k}: {means}")
+    print(f"outputs in {cfg.out}")
+    return 0

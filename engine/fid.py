@@ -33,28 +33,37 @@ class FIDError(RuntimeError):
 
 
 class MNISTClassifier(nn.Module):
-    """Small CNN for 28x28 grey digits in [-1, 1]: three conv blocks, a 128-d feature layer, 10 logits."""
+    """Small CNN for 28x28 grey digits in [-1, 1]: three conv blocks, a 128-d feature layer, 10 logits.
+
+    The same network classifies other labelled images too (the augmentation study trains it from scratch):
+    ``channels``, ``num_classes`` and ``image_size`` (at least 8) set its input
+    and output; the defaults are the committed digit classifier's.
+    """
 
     num_features = 128
 
-    def __init__(self):
+    def __init__(self, channels=1, num_classes=10, image_size=28):
         super().__init__()
+        if image_size < 8:
+            raise ValueError(f"the classifier needs images of at least 8x8 pixels, got {image_size}")
+        self.channels, self.num_classes, self.image_size = channels, num_classes, image_size
         self.conv = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # 28 -> 14
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 14 -> 7
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 7 -> 3
+            nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # 28 -> 14
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),        # 14 -> 7
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),        # 7 -> 3
         )
-        self.fc = nn.Linear(64 * 3 * 3, self.num_features)
-        self.head = nn.Linear(self.num_features, 10)
+        self.fc = nn.Linear(64 * (image_size // 8) ** 2, self.num_features)
+        self.head = nn.Linear(self.num_features, num_classes)
 
-    @staticmethod
-    def prepare(x):
-        """Any (N, C, H, W) image batch in [-1, 1] -> (N, 1, 28, 28) grey, as the classifier was trained."""
+    def prepare(self, x):
+        """Any (N, C, H, W) image batch in [-1, 1] -> the channels and size this network was built for
+        (grey 28x28 for the digit classifier)."""
         x = x.float()
-        if x.shape[1] != 1:
-            x = x.mean(dim=1, keepdim=True)
-        if x.shape[-2:] != (28, 28):
-            x = F.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False, antialias=True)
+        if x.shape[1] != self.channels:
+            x = x.mean(dim=1, keepdim=True).expand(-1, self.channels, -1, -1)
+        size = (self.image_size, self.image_size)
+        if x.shape[-2:] != size:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         return x
 
     def features(self, x):

@@ -29,30 +29,54 @@ def random_shift(x, gen, max_shift=2):
     return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)])
 
 
-def train(epochs=15, batch_size=64, lr=2e-3, seed=0, limit=None, progress=True):
-    """Return (model, test accuracy). `limit` trains on the first `limit` images only (for quick checks)."""
-    torch.manual_seed(seed)
+def fit_classifier(model, images, labels, steps, batch_size=64, lr=2e-3, seed=0, shift=True, extra=None,
+                   extra_fraction=0.0, progress=True, desc="classifier"):
+    """Train ``model`` on (images, labels) for ``steps`` Adam steps with a one-cycle learning rate.
+
+    Each epoch visits the images in a fresh seeded order (the last batch may be short). shift: random_shift
+    every batch. extra: optional (images, labels) of a second source (e.g. a generator's samples), drawn at
+    random to make up a share ``extra_fraction`` of every batch (the rest comes from ``images``). Randomness
+    comes only from a generator seeded with ``seed`` (seed the model's initialisation yourself), so the same
+    seeds give the same model on one thread with deterministic algorithms.
+    """
     gen = torch.Generator().manual_seed(seed)
-    train_set, test_set = load_dataset("mnist5k", split="train"), load_dataset("mnist5k", split="test")
-    x, y = train_set.images[:limit], train_set.labels[:limit]
-    model = MNISTClassifier()
+    n_extra = round(batch_size * extra_fraction) if extra is not None else 0
+    n_real = batch_size - n_extra
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    steps_per_epoch = (len(x) + batch_size - 1) // batch_size
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
-    bar = tqdm(total=epochs * steps_per_epoch, desc="classifier", unit="step", disable=not progress)
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x), batch_size):
-            idx = order[i:i + batch_size]
-            loss = F.cross_entropy(model(random_shift(x[idx], gen)), y[idx])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    bar = tqdm(total=steps, desc=desc, unit="step", disable=not progress, leave=False)
+    model.train()
+    done = 0
+    while done < steps:
+        order = torch.randperm(len(images), generator=gen)
+        for i in range(0, len(images), n_real):
+            idx = order[i:i + n_real]
+            x, y = images[idx], labels[idx]
+            if n_extra:
+                pick = torch.randint(len(extra[0]), (n_extra,), generator=gen)
+                x, y = torch.cat([x, extra[0][pick]]), torch.cat([y, extra[1][pick]])
+            loss = F.cross_entropy(model(random_shift(x, gen) if shift else x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+            done += 1
             bar.update(1)
-        bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+            if done == steps:
+                break
+        bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
+    model.eval()
+    return model
+
+
+def train(epochs=15, batch_size=64, lr=2e-3, seed=0, limit=None, progress=True):
+    """Return (model, test accuracy). `limit` trains on the first `limit` images only (for quick checks)."""
+    torch.manual_seed(seed)  # the model's initialisation
+    train_set, test_set = load_dataset("mnist5k", split="train"), load_dataset("mnist5k", split="test")
+    x, y = train_set.images[:limit], train_set.labels[:limit]
+    steps = epochs * ((len(x) + batch_size - 1) // batch_size)
+    model = fit_classifier(MNISTClassifier(), x, y, steps, batch_size, lr, seed, progress=progress)
     return model, class_accuracy(model, test_set.images, test_set.labels)["accuracy"]
 
 

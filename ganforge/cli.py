@@ -13,6 +13,9 @@ COMMANDS = {
     "fid": ("ganforge.engine.cli", "fid_command"),
     "interpolate": ("ganforge.engine.cli", "interpolate_command"),
     "augment": ("ganforge.engine.cli", "augment_command"),
+    "train-encoder": ("ganforge.engine.cli", "train_encoder_command"),
+    "edit": ("ganforge.engine.cli", "edit_command"),
+    "augment-study": ("ganforge.engine.cli", "augment_study_command"),
     "bench": ("ganforge.bench.cli", "bench_command"),
     "profile": ("ganforge.bench.cli", "profile_command"),
 }

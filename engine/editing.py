@@ -1,0 +1,540 @@
+"""Editing real images with a conditional generator: encode -> edit -> decode.
+
+Encode: find z with G(z, y) close to a real image x of class y. An encoder network trained on G
+(``train_encoder``, saved beside the checkpoint as encoder.pt) gives a first guess; a per-image optimisation
+of a pixel + classifier-feature loss refines it (alone, it starts from the best of a few random codes).
+Edit: decode the same z with another class (the same handwriting as another digit), or move z along an
+attribute direction (stroke thickness, slant) found by regressing the attribute, measured on G's own samples,
+on z. Measure: reconstruction error, class kept, edit success, style kept, attribute monotonicity.
+"""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .data import DataError, load_dataset
+from .evaluate import DIGIT_DATASETS
+from .images import image_grid
+from .io import atomic_write, atomic_write_text
+
+ENCODER_FORMAT = "ganforge-encoder/1"
+ENCODER_NAME = "encoder.pt"  # written beside the generator's checkpoint
+
+
+class EditError(ValueError):
+    """Editing cannot run as asked (wrong checkpoint, class, image shape, missing encoder)."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Attributes measured on the images themselves (ink = bright pixels on a dark background, as in MNIST)
+
+
+def _ink(images):
+    return ((images.float().mean(dim=1) + 1) / 2).clamp(0, 1)  # (N, H, W) in [0, 1]
+
+
+def stroke_thickness(images):
+    """Mean stroke width in pixels: ink area over half the ink outline length (2 * area / perimeter).
+
+    A stroke of width t and length L has area t * L and outline about 2 * L; the outline is measured as the
+    total variation of the ink, so the measure is smooth in the pixel values.
+    """
+    ink = _ink(images)
+    area = ink.sum(dim=(1, 2))
+    outline = ((ink[:, 1:] - ink[:, :-1]).abs().sum(dim=(1, 2))
+               + (ink[:, :, 1:] - ink[:, :, :-1]).abs().sum(dim=(1, 2)))
+    return 2 * area / outline.clamp_min(1e-6)
+
+
+def slant(images):
+    """Horizontal shift of the ink per row going up (the shear of its second moments): > 0 leans right."""
+    ink = _ink(images)
+    _, h, w = ink.shape
+    rows = torch.arange(h, dtype=ink.dtype).view(1, h, 1)
+    cols = torch.arange(w, dtype=ink.dtype).view(1, 1, w)
+    mass = ink.sum(dim=(1, 2)).clamp_min(1e-6)
+    r_mean = (ink * rows).sum(dim=(1, 2)) / mass
+    c_mean = (ink * cols).sum(dim=(1, 2)) / mass
+    dr, dc = rows - r_mean.view(-1, 1, 1), cols - c_mean.view(-1, 1, 1)
+    cov = (ink * dr * dc).sum(dim=(1, 2)) / mass
+    var = (ink * dr * dr).sum(dim=(1, 2)) / mass
+    return -cov / var.clamp_min(1e-6)  # rows count downwards, so a right lean has negative covariance
+
+
+ATTRIBUTES = {"thickness": stroke_thickness, "slant": slant}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The generator, the classifier, the encoder
+
+
+def load_conditional_generator(ckpt_path, device="cpu", use_ema=True, kernels="auto"):
+    """(G with frozen weights, TrainConfig, num_classes); refuses unconditional and non-image models."""
+    from .checkpoint import load_generator
+
+    G, cfg, num_classes = load_generator(ckpt_path, device, use_ema, kernels)
+    if not num_classes:
+        raise EditError(f"{ckpt_path} is an unconditional model; editing needs a conditional one "
+                        "(ganforge train --conditional)")
+    if len(G.data_shape) != 3:
+        raise EditError(f"editing works on images; {ckpt_path} generates {G.data_shape} points")
+    G.requires_grad_(False)
+    return G, cfg, num_classes
+
+
+def check_class(label, num_classes, what="class"):
+    if not 0 <= label < num_classes:
+        raise EditError(f"{what} {label} is out of range: the model has classes 0..{num_classes - 1}")
+    return label
+
+
+def check_images(images, data_shape, source="images"):
+    if tuple(images.shape[1:]) != tuple(data_shape):
+        c, h, w = data_shape
+        got = "x".join(str(s) for s in images.shape[1:])
+        raise EditError(f"{source} are {got} (channels x height x width) but the generator makes {c}x{h}x{w}; "
+                        "give images of that size and channel count")
+    return images
+
+
+class Encoder(nn.Module):
+    """Image (and its class) -> latent code: strided convolutions, then a dense layer that also sees the class."""
+
+    def __init__(self, data_shape, z_dim, num_classes, width=32):
+        super().__init__()
+        self.data_shape, self.z_dim, self.num_classes, self.width = tuple(data_shape), z_dim, num_classes, width
+        channels = data_shape[0]
+        self.conv = nn.Sequential(
+            nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * width, 4 * width, 3, 1, 1), nn.LeakyReLU(0.2),
+            nn.AdaptiveAvgPool2d(4),
+        )
+        self.label_embed = nn.Embedding(num_classes, 64)
+        self.fc = nn.Sequential(nn.Linear(4 * width * 16 + 64, 512), nn.LeakyReLU(0.2), nn.Linear(512, z_dim))
+
+    def forward(self, x, labels):
+        return self.fc(torch.cat([self.conv(x).flatten(1), self.label_embed(labels)], dim=1))
+
+
+def encoder_path(ckpt_path):
+    return Path(ckpt_path).with_name(ENCODER_NAME)
+
+
+def save_encoder(path, encoder, info):
+    state = {"format": ENCODER_FORMAT, "data_shape": list(encoder.data_shape), "z_dim": encoder.z_dim,
+             "num_classes": encoder.num_classes, "width": encoder.width, "info": info,
+             "state": encoder.state_dict()}
+    return atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_encoder(path, G, device="cpu"):
+    path = Path(path)
+    if not path.is_file():
+        raise EditError(f"encoder not found: {path} (train one with ganforge train-encoder --ckpt ...)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise EditError(f"cannot read encoder {path}: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != ENCODER_FORMAT:
+        raise EditError(f"{path} is not a ganforge encoder (expected format {ENCODER_FORMAT!r})")
+    if (tuple(state["data_shape"]), state["z_dim"], state["num_classes"]) != (G.data_shape, G.z_dim, G.num_classes):
+        raise EditError(f"encoder {path} was trained for a generator of shape {state['data_shape']}, z_dim "
+                        f"{state['z_dim']}, {state['num_classes']} classes; this one is {list(G.data_shape)}, "
+                        f"{G.z_dim}, {G.num_classes}")
+    encoder = Encoder(state["data_shape"], state["z_dim"], state["num_classes"], state["width"])
+    encoder.load_state_dict(state["state"])
+    return encoder.to(device).eval(), state["info"]
+
+
+def feature_model(device="cpu"):
+    """The project's digit classifier, frozen: its features give the perceptual term of the encoding loss."""
+    from .fid import load_mnist_classifier
+
+    return load_mnist_classifier(device).requires_grad_(False)
+
+
+def per_image_loss(fake, real, classifier, feature_weight, real_features=None):
+    """Pixel MSE + feature_weight * mean squared classifier-feature difference, one value per image.
+    ``real_features``: the classifier's features of ``real``, when already computed (they never change)."""
+    loss = (fake - real).pow(2).flatten(1).mean(dim=1)
+    if feature_weight:
+        if real_features is None:
+            with torch.no_grad():
+                real_features = classifier.features(real)
+        loss = loss + feature_weight * (classifier.features(fake) - real_features).pow(2).mean(dim=1)
+    return loss
+
+
+def train_encoder(ckpt_path, iterations=2000, batch_size=64, lr=1e-3, feature_weight=0.1, real_weight=1.0,
+                  use_ema=True, seed=0, device="cpu", kernels="auto", out=None, progress=True):
+    """Train an encoder for the checkpoint's G and write it beside the checkpoint (or to ``out``).
+
+    Each step: codes z of G's own samples are regressed directly (plus the pixel error of decoding them), and
+    real training images (the train split; the test split stays unseen) are reconstructed through G under the
+    pixel + feature loss, so the encoder also learns where real images sit in G's space.
+    """
+    G, cfg, num_classes = load_conditional_generator(ckpt_path, device, use_ema, kernels)
+    real = load_dataset(cfg.dataset, cfg.data_path, split="train", image_size=cfg.image_size,
+                        channels=cfg.channels)
+    real_x, real_y = real.images.to(device), real.labels.to(device)
+    classifier = feature_model(device)
+    torch.manual_seed(seed)
+    encoder = Encoder(G.data_shape, cfg.z_dim, num_classes).to(device)
+    opt = torch.optim.Adam(encoder.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iterations)
+    gen = torch.Generator().manual_seed(seed)
+    bar = tqdm(range(iterations), desc="encoder", unit="it", disable=not progress)
+    for _ in bar:
+        z = torch.randn(batch_size, cfg.z_dim, generator=gen).to(device)
+        y = torch.randint(num_classes, (batch_size,), generator=gen).to(device)
+        with torch.no_grad():
+            fake = G(z, y)
+        z_hat = encoder(fake, y)
+        latent = F.mse_loss(z_hat, z)
+        loss = latent + per_image_loss(G(z_hat, y), fake, classifier, feature_weight).mean()
+        if real_weight:
+            idx = torch.randint(len(real_x), (batch_size,), generator=gen).to(device)
+            x, yr = real_x[idx], real_y[idx]
+            loss = loss + real_weight * per_image_loss(G(encoder(x, yr), yr), x, classifier, feature_weight).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(latent=f"{latent.item():.3f}", loss=f"{loss.item():.3f}", refresh=False)
+    encoder.eval()
+    info = {"checkpoint": str(ckpt_path), "iterations": iterations, "batch_size": batch_size, "lr": lr,
+            "feature_weight": feature_weight, "real_weight": real_weight, "use_ema": use_ema, "seed": seed,
+            "final_latent_mse": float(latent.detach())}
+    path = save_encoder(Path(out) if out else encoder_path(ckpt_path), encoder, info)
+    return encoder, path, info
+
+
+def encode(G, images, labels, encoder=None, steps=200, lr=0.05, feature_weight=0.1, prior_weight=0.05,
+           classifier=None, batch_size=500, candidates=16, seed=0, progress=True):
+    """Latent codes (N, z_dim) with G(z, labels) close to ``images``, on G's device, batch by batch.
+
+    The start: the encoder's guess, or else the best of ``candidates`` random codes per image. Then ``steps``
+    Adam steps on each image's own loss (pixel + feature, plus a prior that keeps |z|^2 / z_dim near 1 so the
+    code stays where G was trained, and edits of it stay meaningful). Losses are summed over the batch, so
+    every code follows its own gradient exactly as if optimised alone.
+    """
+    device = next(G.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    codes = []
+    bar = tqdm(total=len(images) * max(steps, 1), desc="encode", unit="img-step", disable=not progress)
+    for i in range(0, len(images), batch_size):
+        x, y = images[i:i + batch_size].to(device), labels[i:i + batch_size].to(device)
+        with torch.no_grad():
+            target = classifier.features(x) if feature_weight else None
+            if encoder is not None:
+                z = encoder(x, y)
+            else:
+                pool = torch.randn(candidates, len(x), G.z_dim, generator=gen).to(device)
+                errors = torch.stack([per_image_loss(G(c, y), x, classifier, feature_weight, target)
+                                      for c in pool])
+                z = pool[errors.argmin(dim=0), torch.arange(len(x), device=device)]
+        z = z.clone().requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=lr)
+        for _ in range(steps):
+            loss = per_image_loss(G(z, y), x, classifier, feature_weight, target)
+            loss = loss + prior_weight * (z.pow(2).mean(dim=1) - 1).pow(2)
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            opt.step()
+            bar.update(len(x))
+        codes.append(z.detach())
+    bar.close()
+    return torch.cat(codes)
+
+
+@torch.no_grad()
+def decode(G, z, labels, batch_size=500):
+    return torch.cat([G(z[i:i + batch_size], labels[i:i + batch_size]).float()
+                      for i in range(0, len(z), batch_size)])
+
+
+@torch.no_grad()
+def attribute_directions(G, num_classes, n=4000, seed=0, batch_size=500):
+    """For each attribute: a unit direction in z along which it grows, by least squares of the attribute
+    (measured on n samples of G) on z with one intercept per class. Also the fit's R^2 and the attribute's
+    change per unit step along the direction."""
+    device = next(G.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, G.z_dim, generator=gen)
+    labels = torch.arange(n) % num_classes
+    images = decode(G, z.to(device), labels.to(device), batch_size).cpu()
+    design = torch.cat([z, F.one_hot(labels, num_classes).float()], dim=1).double()
+    result = {}
+    for name, measure in ATTRIBUTES.items():
+        target = measure(images).double()
+        coef = torch.linalg.lstsq(design, target[:, None]).solution[:, 0]
+        residual = target - design @ coef
+        class_means = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, labels, target) / torch.bincount(
+            labels, minlength=num_classes)
+        within = target - class_means[labels]  # R^2 of z beyond what the class explains
+        weights = coef[:G.z_dim].float()
+        result[name] = {"direction": F.normalize(weights, dim=0),
+                        "per_unit": float(weights.norm()),
+                        "r2_within_class": float(1 - residual.pow(2).sum() / within.pow(2).sum())}
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Measuring edits
+
+
+@torch.no_grad()
+def predict(classifier, images, batch_size=500):
+    device = next(classifier.parameters()).device
+    return torch.cat([classifier(images[i:i + batch_size].to(device)).argmax(dim=1).cpu()
+                      for i in range(0, len(images), batch_size)])
+
+
+@torch.no_grad()
+def features(classifier, images, batch_size=500):
+    device = next(classifier.parameters()).device
+    return torch.cat([classifier.features(images[i:i + batch_size].to(device)).cpu()
+                      for i in range(0, len(images), batch_size)])
+
+
+def _pearson(a, b):
+    a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
+    return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12))
+
+
+def _spearman_rows(values, order):
+    """Mean over rows of the rank correlation between each row of ``values`` and ``order``."""
+    ranks = values.argsort(dim=1).argsort(dim=1).double()
+    target = order.argsort().argsort().double().expand_as(ranks)
+    ranks, target = ranks - ranks.mean(1, keepdim=True), target - target.mean(1, keepdim=True)
+    return float(((ranks * target).sum(1) / (ranks.norm(dim=1) * target.norm(dim=1)).clamp_min(1e-12)).mean())
+
+
+def style_kept(originals, edited, targets, random_edits):
+    """Per attribute: within each target class, the correlation over images between the original's attribute
+    and the edited image's, averaged over target classes; beside it the same for random codes of the target
+    class (what no style transfer at all gives) and the mean absolute change."""
+    out = {}
+    for name, measure in ATTRIBUTES.items():
+        a_orig, a_edit, a_rand = measure(originals), measure(edited), measure(random_edits)
+        corr, corr_random = [], []
+        for t in targets.unique():
+            rows = targets == t
+            corr.append(_pearson(a_orig[rows], a_edit[rows]))
+            corr_random.append(_pearson(a_orig[rows], a_rand[rows]))
+        out[name] = {"correlation": float(np.mean(corr)), "correlation_random_code": float(np.mean(corr_random)),
+                     "mean_abs_change": float((a_edit - a_orig).abs().mean()),
+                     "mean_abs_change_random_code": float((a_rand - a_orig).abs().mean())}
+    return out
+
+
+def edit_study(G, num_classes, images, labels, encoder=None, steps=200, strengths=(-3, -1.5, 0, 1.5, 3),
+               classifier=None, judge=True, seed=0, progress=True, lr=0.05, feature_weight=0.1, prior_weight=0.05,
+               direction_samples=4000):
+    """Encode ``images`` of classes ``labels``, decode every class edit and attribute edit, and measure.
+
+    Returns (report dict, tensors for the grid). ``judge``: the classifier can read these classes (digits);
+    otherwise the class-based figures are left out.
+    """
+    device = next(G.parameters()).device
+    n = len(images)
+    z = encode(G, images, labels, encoder, steps, lr, feature_weight, prior_weight, classifier, seed=seed,
+               progress=progress)
+    recon = decode(G, z, labels.to(device)).cpu()
+    pixel_mse = (recon - images).pow(2).flatten(1).mean(1)
+    report = {"images": n, "encoder": encoder is not None, "refine_steps": steps,
+              "reconstruction": {"pixel_mse": float(pixel_mse.mean()), "pixel_mse_median": float(pixel_mse.median())}}
+    f_orig, f_recon = features(classifier, images), features(classifier, recon)
+    # distance between two different real images of the same class, for scale
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    same = labels[perm] == labels
+    report["reconstruction"]["feature_distance"] = float((f_recon - f_orig).norm(dim=1).mean())
+    report["reconstruction"]["feature_distance_real_pairs_same_class"] = (
+        float((f_orig[perm][same] - f_orig[same]).norm(dim=1).mean()) if same.any() else None)
+
+    # class edits: each image decoded with every class (its own class included: that is the reconstruction)
+    targets = torch.arange(num_classes).repeat(n)
+    sources = labels.repeat_interleave(num_classes)
+    z_rep = z.repeat_interleave(num_classes, dim=0)
+    class_edits = decode(G, z_rep, targets.to(device)).cpu()
+    other = targets != sources
+    random_codes = torch.randn(len(z_rep), G.z_dim, generator=torch.Generator().manual_seed(seed + 1)).to(device)
+    random_edits = decode(G, random_codes[other], targets[other].to(device)).cpu()
+    report["style_kept"] = style_kept(images.repeat_interleave(num_classes, 0)[other], class_edits[other],
+                                      targets[other], random_edits)
+    if judge:
+        pred_orig, pred_recon = predict(classifier, images), predict(classifier, recon)
+        pred_edit = predict(classifier, class_edits[other])
+        hits = (pred_edit == targets[other]).float()
+        report["reconstruction"].update({
+            "class_kept": float((pred_recon == labels).float().mean()),
+            "class_agrees_with_original_prediction": float((pred_recon == pred_orig).float().mean()),
+            "classifier_accuracy_on_originals": float((pred_orig == labels).float().mean())})
+        report["class_edit"] = {
+            "success": float(hits.mean()), "pairs": int(other.sum()),
+            "success_per_target": {int(t): float(hits[targets[other] == t].mean()) for t in range(num_classes)},
+            "success_random_code": float((predict(classifier, random_edits) == targets[other]).float().mean())}
+
+    # attribute edits along the regression directions, at each strength
+    directions = attribute_directions(G, num_classes, n=direction_samples, seed=seed)
+    strengths_t = torch.tensor(strengths, dtype=torch.float32)
+    report["attributes"] = {}
+    attribute_images = {}
+    for name, found in directions.items():
+        values, decoded = [], []
+        for s in strengths:
+            images_s = decode(G, z + s * found["direction"].to(device), labels.to(device)).cpu()
+            decoded.append(images_s)
+            values.append(ATTRIBUTES[name](images_s))
+        values = torch.stack(values, dim=1)  # (n, strengths)
+        on_originals = ATTRIBUTES[name](images)
+        means = values.mean(0)
+        entry = {"strengths": list(strengths), "mean": [float(v) for v in means],
+                 "mean_is_monotonic": bool((means.diff() > 0).all()),
+                 "per_image_rank_correlation": _spearman_rows(values, strengths_t),
+                 "fraction_images_monotonic": float((values.diff(dim=1) > 0).all(dim=1).float().mean()),
+                 "regression_r2_within_class": found["r2_within_class"],
+                 "attribute_change_per_unit_strength_in_fit": found["per_unit"],
+                 "on_originals_mean": float(on_originals.mean()),
+                 # the whole sweep's effect, in units of how much the attribute varies among the real images
+                 "sweep_change_in_original_std": (float((means[-1] - means[0]) / on_originals.std().clamp_min(1e-6))
+                                                  if n > 1 else None)}
+        if judge:
+            entry["class_kept_at_extremes"] = [float((predict(classifier, decoded[i]) == labels).float().mean())
+                                               for i in (0, len(strengths) - 1)]
+        report["attributes"][name] = entry
+        attribute_images[name] = (decoded[0], decoded[-1])
+    names = list(directions)
+    if len(names) == 2:
+        report["attribute_direction_cosine"] = float(directions[names[0]]["direction"]
+                                                     @ directions[names[1]]["direction"])
+    grid = {"recon": recon, "class_edits": class_edits.reshape(n, num_classes, *images.shape[1:]),
+            "attributes": attribute_images}
+    return report, grid
+
+
+def write_edit_grid(path, images, grid, rows=8, max_classes=10):
+    """One row per image: original | reconstruction | each class | each attribute at its lowest and highest
+    strength. Returns the column titles."""
+    rows = min(rows, len(images))
+    n_classes = min(grid["class_edits"].shape[1], max_classes)
+    columns, titles = [], ["original", "reconstruction"]
+    for i in range(rows):
+        row = [images[i], grid["recon"][i], *grid["class_edits"][i, :n_classes]]
+        for low, high in grid["attributes"].values():
+            row += [low[i], high[i]]
+        columns.append(torch.stack(row))
+    titles += [f"class {c}" for c in range(n_classes)]
+    for name in grid["attributes"]:
+        titles += [f"{name} -", f"{name} +"]
+    per_row = columns[0].shape[0]
+    pixels = image_grid(torch.cat(columns), nrow=per_row)
+    from PIL import Image
+
+    image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+    atomic_write(path, lambda f: image.save(f, format="PNG"))
+    return titles
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Inputs: a split of the model's dataset, or the user's own images
+
+
+def read_images(path):
+    """A single image file, an image folder or an .npy/.npz array: (images in [-1, 1], labels or None)."""
+    path = Path(path)
+    if not path.exists():
+        raise EditError(f"--input {path} does not exist")
+    if path.is_dir():
+        data = load_dataset("folder", path)
+        return data.images, data.labels
+    if path.suffix in (".npy", ".npz"):
+        data = load_dataset("npy", path)
+        return data.images, data.labels
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("L", "RGB"):
+                img = img.convert("RGB" if img.mode in ("RGBA", "P", "CMYK") else "L")
+            pixels = np.asarray(img, dtype=np.float32)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise EditError(f"--input {path}: not a readable image ({exc})") from None
+    pixels = pixels[..., None] if pixels.ndim == 2 else pixels
+    return torch.from_numpy(pixels).permute(2, 0, 1)[None] / 127.5 - 1, None
+
+
+def edit_inputs(cfg, num_classes, input_path=None, label=None, split="test", count=500, classifier=None,
+                judge=True):
+    """(images, labels, where from): --input images, else the first ``count`` of the model's dataset split."""
+    if input_path is not None:
+        images, labels = read_images(input_path)
+        source = str(input_path)
+    else:
+        try:
+            data = load_dataset(cfg.dataset, cfg.data_path, split=split, image_size=cfg.image_size,
+                                channels=cfg.channels)
+        except DataError as exc:
+            raise EditError(f"{exc}; or give --input images") from None
+        images, labels = data.images[:count], data.labels[:count] if data.labels is not None else None
+        source = f"{cfg.dataset} {split} split"
+    if label is not None:
+        labels = torch.full((len(images),), check_class(label, num_classes, "--label"))
+    if labels is None:
+        if not judge:
+            raise EditError(f"{source}: the images have no labels; give their class with --label")
+        labels = predict(classifier, images)  # digits: the classifier reads the source class
+    if int(labels.max()) >= num_classes:
+        raise EditError(f"{source}: class {int(labels.max())} is out of range: the model has classes "
+                        f"0..{num_classes - 1}")
+    return images, labels, source
+
+
+def run_edit(ckpt_path, out_dir, input_path=None, label=None, split="test", count=500, encoder="auto",
+             steps=10, strengths=(-3, -1.5, 0, 1.5, 3), rows=8, use_ema=True, seed=0, device="cpu",
+             kernels="auto", progress=True):
+    """Encode, edit, decode and measure; write edit_grid.png and edit.json into ``out_dir``."""
+    if count < 1:
+        raise EditError(f"--count must be >= 1, got {count}")
+    if steps < 0:
+        raise EditError(f"--steps must be >= 0, got {steps}")
+    G, cfg, num_classes = load_conditional_generator(ckpt_path, device, use_ema, kernels)
+    classifier = feature_model(device)
+    judge = cfg.dataset in DIGIT_DATASETS and num_classes == 10
+    images, labels, source = edit_inputs(cfg, num_classes, input_path, label, split, count, classifier, judge)
+    check_images(images, G.data_shape, source)
+    enc, enc_info = None, None
+    if encoder == "auto":
+        encoder = encoder_path(ckpt_path) if encoder_path(ckpt_path).is_file() else None
+    if encoder is not None:
+        enc, enc_info = load_encoder(encoder, G, device)
+    report, grid = edit_study(G, num_classes, images, labels, enc, steps, strengths, classifier, judge, seed,
+                              progress)
+    out_dir = Path(out_dir)
+    titles = write_edit_grid(out_dir / "edit_grid.png", images, grid, rows)
+    report = {"checkpoint": str(ckpt_path), "inputs": source, "encoder_file": str(encoder) if encoder else None,
+              "encoder_training": enc_info, "grid": "edit_grid.png", "grid_columns": titles,
+              "classifier_judges_classes": judge, "torch": torch.__version__, **report}
+    if judge:
+        rec, edit = report["reconstruction"], report["class_edit"]
+        report["targets"] = {"edit_success_min": 0.9, "reconstruction_class_kept_min": 0.9,
+                             "met": edit["success"] >= 0.9 and rec["class_kept"] >= 0.9}
+    atomic_write_text(out_dir / "edit.json", json.dumps(_finite(report), indent=2) + "\n")
+    return report
+
+
+def _finite(value):
+    """JSON has no NaN: nested floats that are not finite become None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
