@@ -18,6 +18,8 @@ _HELP = {
     "loss": "ns (non-saturating), minimax, wgan, hinge",
     "penalty": "none, wgan-gp (gradient penalty on interpolates) or r1 (on reals)",
     "penalty_every": "lazy regularisation interval in D steps",
+    "penalty_grad": "D's input gradient for the penalty: auto (explicit when the critic supports it), explicit "
+                    "(first-order ops, no double backward) or autograd (double backward)",
     "clip": "WGAN weight clipping of D's parameters to [-clip, clip]",
     "n_critic": "D steps per G step",
     "ema": "decay of the EMA of G (e.g. 0.999); 0 disables",
