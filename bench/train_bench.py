@@ -1,11 +1,19 @@
 """End-to-end training throughput: images/s, ms per D and G step, peak memory and MFU per execution mode.
 
-Each configuration (model x objective x batch size) runs in up to four columns:
+Each configuration (model x objective x batch size) runs in up to seven columns:
 
-    eager-fp32   plain PyTorch ops (kernels=ref), fp32, no graphs: the baseline
-    eager-bf16   the same under bf16 autocast
-    compile      bf16, G and D wrapped in torch.compile (a gradient-penalty D step raises: the error is kept)
-    ganforge     bf16, CUDA-graph-captured steps and the Triton kernels (CUDA only)
+    eager-fp32      plain PyTorch ops (kernels=ref), fp32, no graphs, autograd double backward for a penalty:
+                    the baseline, what users write
+    eager-bf16      the same under bf16 autocast
+    compile         bf16, G and D wrapped in torch.compile (a gradient-penalty D step raises: the error is kept)
+    compile-graphs  bf16, torch.compile(mode="reduce-overhead") of G and D (compiled and CUDA-graphed), autograd
+                    penalty: what a strong user gets without ganforge (the error is kept where compile fails)
+    ganforge        bf16, CUDA-graph-captured steps, the Triton kernels, the explicit penalty gradient (CUDA only)
+    graphs-ref      ganforge with the reference kernels: the difference is the Triton kernels' own share
+    eager-explicit  eager-fp32 with the explicit penalty gradient alone (no graphs, no Triton)
+
+ganforge, graphs-ref and eager-explicit are ganforge's own; "vs best other" compares against the best column
+that is not. Every row records which input gradient its penalty used (penalty_grad).
 
 The data are synthetic random images of the right shape, so the bench needs no data files. One iteration is
 one D step plus one G step (n_critic = 1, the penalty on every D step), i.e. ``batch_size`` images.
@@ -35,13 +43,23 @@ MODELS = {
 OBJECTIVES = {
     "none": {"loss": "ns", "penalty": "none"},
     "wgan-gp": {"loss": "wgan", "penalty": "wgan-gp", "penalty_every": 1},
+    "r1": {"loss": "ns", "penalty": "r1", "penalty_every": 1},
 }
 COLUMNS = {
-    "eager-fp32": {"precision": "fp32", "graphs": "off", "kernels": "ref", "compiled": False},
-    "eager-bf16": {"precision": "bf16", "graphs": "off", "kernels": "ref", "compiled": False},
-    "compile": {"precision": "bf16", "graphs": "off", "kernels": "ref", "compiled": True},
-    "ganforge": {"precision": "bf16", "graphs": "on", "kernels": "triton", "compiled": False},
+    "eager-fp32": {"precision": "fp32", "graphs": "off", "kernels": "ref", "compiled": None,
+                   "penalty_grad": "autograd"},
+    "eager-bf16": {"precision": "bf16", "graphs": "off", "kernels": "ref", "compiled": None,
+                   "penalty_grad": "autograd"},
+    "compile": {"precision": "bf16", "graphs": "off", "kernels": "ref", "compiled": "default",
+                "penalty_grad": "autograd"},
+    "compile-graphs": {"precision": "bf16", "graphs": "off", "kernels": "ref", "compiled": "reduce-overhead",
+                       "penalty_grad": "autograd"},
+    "ganforge": {"precision": "bf16", "graphs": "on", "kernels": "triton", "compiled": None, "penalty_grad": "auto"},
+    "graphs-ref": {"precision": "bf16", "graphs": "on", "kernels": "ref", "compiled": None, "penalty_grad": "auto"},
+    "eager-explicit": {"precision": "fp32", "graphs": "off", "kernels": "ref", "compiled": None,
+                       "penalty_grad": "explicit"},
 }
+OWN_COLUMNS = ("ganforge", "graphs-ref", "eager-explicit")  # excluded from "best other"
 BASELINE = "eager-fp32"
 
 
@@ -63,8 +81,8 @@ def default_plan(device, quick):
         return Plan(tuple(MODELS), tuple(OBJECTIVES), (256,) if quick else (64, 128, 256, 512), tuple(COLUMNS),
                     warmup=3 if quick else 5, iters=10 if quick else 25, repeats=3 if quick else 5)
     if quick:  # CI-sized: the two 28x28 models, one small batch, a few iterations
-        return Plan(("mlp-28", "dcgan-28"), tuple(OBJECTIVES), (16,), tuple(COLUMNS), warmup=1, iters=2, repeats=3)
-    return Plan(tuple(MODELS), tuple(OBJECTIVES), (32,), ("eager-fp32", "eager-bf16", "compile"),
+        return Plan(("mlp-28", "dcgan-28"), ("none", "wgan-gp"), (16,), tuple(COLUMNS), warmup=1, iters=2, repeats=3)
+    return Plan(tuple(MODELS), tuple(OBJECTIVES), (32,), ("eager-fp32", "eager-bf16", "compile", "eager-explicit"),
                 warmup=2, iters=3, repeats=3)
 
 
@@ -81,17 +99,21 @@ def make_config(name, objective, column, batch_size, device):
     settings = COLUMNS[column]
     return TrainConfig(model=model, batch_size=batch_size, device=str(device), precision=settings["precision"],
                        graphs=settings["graphs"], kernels=settings["kernels"], progress=False, fid_samples=0,
-                       **OBJECTIVES[objective])
+                       penalty_grad=settings["penalty_grad"], **OBJECTIVES[objective])
 
 
 def skip_reason(column, device, quick=False, objective=None):
     """Why ``column`` does not run on ``device`` (None when it does)."""
     on_gpu = torch.device(device).type == "cuda"
-    if column == "ganforge" and not on_gpu:
-        return "CUDA graphs and compiled Triton kernels need a CUDA device"
+    if column == "eager-explicit" and objective is not None and OBJECTIVES[objective]["penalty"] == "none":
+        return "no penalty: the same as eager-fp32"
+    if column in ("ganforge", "graphs-ref") and not on_gpu:
+        return "CUDA graphs need a CUDA device"
+    if column == "compile-graphs" and not on_gpu:
+        return "mode='reduce-overhead' captures CUDA graphs: it needs a CUDA device"
     if column == "compile" and quick and not on_gpu:
         return "torch.compile's CPU build takes minutes: not in a quick CPU run"
-    if column == "compile" and quick and objective is not None and OBJECTIVES[objective]["penalty"] != "none":
+    if column.startswith("compile") and quick and objective is not None and OBJECTIVES[objective]["penalty"] != "none":
         return "torch.compile raises on the penalty's double backward; a full run records the error"
     return None
 
@@ -177,7 +199,7 @@ def run_column(name, objective, column, batch_size, device, plan, dataset, want_
     row = {"name": name, "model": model, "data_shape": list(data_shape), "loss": OBJECTIVES[objective]["loss"],
            "penalty": OBJECTIVES[objective]["penalty"], "batch_size": batch_size, "column": column,
            "precision": settings["precision"], "graphs": settings["graphs"] == "on", "kernels": settings["kernels"],
-           "compiled": settings["compiled"], "warmup": plan.warmup, "iters": plan.iters, "repeats": plan.repeats,
+           "compiled": settings["compiled"], "penalty_grad": None, "warmup": plan.warmup, "iters": plan.iters, "repeats": plan.repeats,
            "error": None, "skipped": None}
     row.update({key: None for key in ("images_per_sec", "images_per_sec_p20", "images_per_sec_p80", "spread",
                                       "ms_per_iter", "ms_per_d_step", "ms_per_g_step", "peak_mem_mb",
@@ -195,9 +217,10 @@ def run_column(name, objective, column, batch_size, device, plan, dataset, want_
         if settings["compiled"]:
             torch._dynamo.reset()  # fresh caches: no recompile limit carried over from earlier sessions
         session = build_session(make_config(name, objective, column, batch_size, device), dataset=dataset)
+        row["penalty_grad"] = session.state.penalty_grad
         if settings["compiled"]:
-            session.state.G = torch.compile(session.state.G)
-            session.state.D = torch.compile(session.state.D)
+            session.state.G = torch.compile(session.state.G, mode=settings["compiled"])
+            session.state.D = torch.compile(session.state.D, mode=settings["compiled"])
         block_ms, d_ms, g_ms, row["warmup"] = _measure(session, plan)
         if device.type == "cuda":
             row["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -239,7 +262,7 @@ def add_derived(rows, matmul_tflops_bf16):
                     row["mfu"] = row["tflops"] / matmul_tflops_bf16
             if baseline is not None:
                 row["speedup_vs_eager_fp32"] = row["images_per_sec"] / baseline["images_per_sec"]
-            others = [r["images_per_sec"] for r in timed if r is not row]
+            others = [r["images_per_sec"] for r in timed if r is not row and r["column"] not in OWN_COLUMNS]
             if others:
                 row["speedup_vs_best_other"] = row["images_per_sec"] / max(others)
     return rows

@@ -10,7 +10,9 @@ from .config import TrainConfig, field_type, load_config_file
 
 # Flags whose value is a boolean switch rather than a typed value.
 _BOOL_FLAGS = {"conditional": "train a conditional GAN (class labels into G and D)",
-               "progress": "show the progress bar (--no-progress hides it)"}
+               "progress": "show the progress bar (--no-progress hides it)",
+               "compile": "torch.compile the D and G steps (Inductor; captured after compiling with --graphs); a "
+                          "penalty then needs the explicit input gradient (torch.compile cannot double backward)"}
 _HELP = {
     "model": "mlp (the textbook MLP GAN) or dcgan",
     "dataset": "mnist5k (embedded), ring8, grid25, mnist-idx, cifar10, folder, npy",

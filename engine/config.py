@@ -51,6 +51,7 @@ class TrainConfig:
     graphs: str = "auto"               # CUDA-graph capture of whole steps; auto: on with CUDA
     kernels: str = "auto"              # auto | triton | ref
     channels_last: str = "auto"
+    compile: bool = False              # torch.compile the D and G step functions (before any graph capture)
     # outputs
     out: str = "runs/default"
     log_every: int = 100

@@ -72,6 +72,20 @@ class TrainState:
         self.penalty_weight = cfg.penalty_weight * cfg.penalty_every  # lazy regularisation keeps the same strength
         # "explicit" or "autograd" (None without a penalty); explicit asked of a critic that cannot raises here.
         self.penalty_grad = losses.resolve_penalty_grad(D, cfg.penalty_grad) if cfg.penalty != "none" else None
+        if cfg.compile:
+            self.compile_steps()
+
+    def compile_steps(self, backend="inductor"):
+        """Replace d_step and g_step by torch.compile'd versions of themselves.
+
+        Only first-order steps compile: a penalty must use the explicit input gradient, since torch.compile
+        raises on double backward. The graph runner's eager warm-up calls then compile (one variant with and one
+        without the penalty) before it captures."""
+        if self.penalty_grad == "autograd":
+            raise ValueError("--compile with a penalty needs the explicit input gradient (torch.compile cannot run "
+                             "double backward): use --penalty-grad auto or explicit with a critic that supports it")
+        self.d_step = torch.compile(self.d_step, backend=backend)
+        self.g_step = torch.compile(self.g_step, backend=backend)
 
     # -- pieces shared by both steps ------------------------------------------------------------------------------
     def autocast(self):

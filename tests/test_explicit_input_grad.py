@@ -116,13 +116,15 @@ def test_fallback_for_critics_that_cannot():
         TrainConfig(penalty_grad="fast").validate()
 
 
-def _train_weights(penalty_grad, **overrides):
+def _train_weights(penalty_grad, compile_backend=None, **overrides):
     gen = torch.Generator().manual_seed(0)
     data = Dataset(torch.rand((64, 1, 28, 28), generator=gen) * 2 - 1, torch.randint(0, 10, (64,), generator=gen),
                    10, "synthetic")
     cfg = TrainConfig(model="dcgan", width=4, batch_size=4, iterations=2, kernels="ref", progress=False,
                       loss="wgan", penalty_grad=penalty_grad, seed=3, **overrides)
     session = build_session(cfg, dataset=data)
+    if compile_backend:
+        session.state.compile_steps(compile_backend)
     for i in range(cfg.iterations):
         run_iteration(session, i)
     state = session.state
@@ -142,3 +144,22 @@ def test_training_steps_give_the_same_weights_on_both_paths(overrides):
 def test_auto_picks_explicit_and_explicit_on_batchnorm_critic_is_refused():
     assert _train_weights("auto", penalty="wgan-gp")[0] == "explicit"
     assert _train_weights("auto")[0] is None  # no penalty, no input gradient (and D keeps its BatchNorm)
+
+
+@pytest.mark.slow
+def test_compiled_first_order_penalised_step_matches_eager():
+    """torch.compile traces the explicit-penalty D step (no double backward left). Dynamo's own "eager" backend
+    keeps Inductor's CPU build out of CI; Inductor's speed is a GPU measurement."""
+    torch._dynamo.reset()
+    try:
+        _, compiled = _train_weights("explicit", compile_backend="eager", penalty="wgan-gp")
+    finally:
+        torch._dynamo.reset()
+    _, eager = _train_weights("explicit", penalty="wgan-gp")
+    for c, e in zip(compiled, eager):
+        torch.testing.assert_close(c, e, rtol=1e-4, atol=1e-5)
+
+
+def test_compile_refuses_a_double_backward_penalty():
+    with pytest.raises(ValueError, match="--compile with a penalty"):
+        _train_weights("autograd", penalty="r1", compile=True)
