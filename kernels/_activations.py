@@ -19,6 +19,9 @@ class Activation:
     slope: Callable           # slope(z, alpha) -> act'(z), in z's dtype
     second: Callable          # second(z, alpha) -> act''(z) (zeros for piecewise-linear activations)
     piecewise_linear: bool
+    # slope_from_output(y, alpha) -> act'(z) read off y = act(z), one pass and no z needed; piecewise-linear
+    # activations only (y > 0 exactly where z > 0 for relu and lrelu with alpha > 0), else None.
+    slope_from_output: Callable | None = None
 
 
 def _zeros(z, alpha):
@@ -40,12 +43,19 @@ def _sigmoid_second(z, alpha):
     return a * (1.0 - a) * (1.0 - 2.0 * a)
 
 
+def _step(y, low):
+    """1 where y > 0, else ``low``, in y's dtype, in one pass."""
+    return torch.where(y > 0, y.new_ones(()), y.new_full((), low))
+
+
 # Slopes at z = 0 follow torch's own backward (relu: 0, lrelu: alpha), so explicit gradients match autograd's.
 _TABLE = (
-    Activation("linear", 0, lambda z, alpha: z, lambda z, alpha: torch.ones_like(z), _zeros, True),
-    Activation("relu", 1, lambda z, alpha: torch.relu(z), lambda z, alpha: (z > 0).to(z.dtype), _zeros, True),
-    Activation("lrelu", 2, lambda z, alpha: F.leaky_relu(z, alpha),
-               lambda z, alpha: torch.where(z > 0, torch.ones_like(z), torch.full_like(z, alpha)), _zeros, True),
+    Activation("linear", 0, lambda z, alpha: z, lambda z, alpha: torch.ones_like(z), _zeros, True,
+               lambda y, alpha: torch.ones_like(y)),
+    Activation("relu", 1, lambda z, alpha: torch.relu(z), lambda z, alpha: _step(z, 0.0), _zeros, True,
+               lambda y, alpha: _step(y, 0.0)),
+    Activation("lrelu", 2, lambda z, alpha: F.leaky_relu(z, alpha), lambda z, alpha: _step(z, alpha), _zeros, True,
+               lambda y, alpha: _step(y, alpha)),
     Activation("tanh", 3, lambda z, alpha: torch.tanh(z), lambda z, alpha: 1.0 - torch.tanh(z) ** 2, _tanh_second,
                False),
     Activation("sigmoid", 4, lambda z, alpha: torch.sigmoid(z), _sigmoid_slope, _sigmoid_second, False),

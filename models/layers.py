@@ -19,11 +19,17 @@ from torch.nn import functional as F
 from ..kernels import ACTIVATION_TABLE, activation_slope, bias_act
 
 
-def _pre_activation_slope(z, bias, act, alpha):
-    """The activation's slope at z + bias, computed as bias_act does (bias cast to z's dtype, then the sum in
-    fp32, or fp64 for fp64), so the slope's kinks fall exactly where the forward's do."""
-    acc = torch.float64 if z.dtype == torch.float64 else torch.float32
+def _slope(y, z, bias, act, alpha):
+    """The activation's slope per element of the layer's output.
+
+    Read off the output y where the table allows it (one pass, no bias add; relu and lrelu with alpha > 0 have
+    y > 0 exactly where z + bias > 0); otherwise computed at z + bias as bias_act does it (bias cast to z's
+    dtype, the sum in fp32, or fp64 for fp64), so the slope's kinks fall exactly where the forward's do."""
+    spec = ACTIVATION_TABLE[act]
     with torch.no_grad():
+        if spec.slope_from_output is not None and (act != "lrelu" or alpha > 0):
+            return spec.slope_from_output(y.detach(), alpha)
+        acc = torch.float64 if z.dtype == torch.float64 else torch.float32
         pre = z.detach().to(acc)
         if bias is not None:
             pre = pre + bias.detach().to(z.dtype).to(acc).reshape([1, -1] + [1] * (z.dim() - 2))
@@ -61,7 +67,7 @@ class FusedLinear(nn.Module):
         """(y, slope): the forward and d act / d pre-activation per output element (no graph on the slope)."""
         z = F.linear(x, self.weight)
         y = bias_act(z, self.bias, act=self.act, alpha=self.alpha, impl=self.impl)
-        return y, _pre_activation_slope(z, self.bias, self.act, self.alpha)
+        return y, _slope(y, z, self.bias, self.act, self.alpha)
 
     def input_grad(self, grad_out, slope, input_shape=None):
         """d/dx of <grad_out, y> given forward_with_slope's slope: (grad_out * slope) @ W."""
@@ -104,7 +110,7 @@ class FusedConv2d(nn.Module):
         """(y, slope): the forward and d act / d pre-activation per output element (no graph on the slope)."""
         z = self.conv(x)
         y = bias_act(z, self.bias, act=self.act, alpha=self.alpha, impl=self.impl)
-        return y, _pre_activation_slope(z, self.bias, self.act, self.alpha)
+        return y, _slope(y, z, self.bias, self.act, self.alpha)
 
     def input_grad(self, grad_out, slope, input_shape):
         """d/dx of <grad_out, y> given forward_with_slope's slope and x's shape: the convolution's transpose
