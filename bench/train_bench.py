@@ -145,40 +145,57 @@ def _penalized(cfg, d_index):
     return cfg.penalty != "none" and d_index % cfg.penalty_every == 0
 
 
-def _measure(session, plan):
-    """Warm up, then time ``plan.repeats`` blocks of ``plan.iters`` iterations and one block step by step."""
-    device, cfg = session.device, session.cfg
-    iteration = 0
+class _Timed:
+    """One column's session in an interleaved measurement: its iteration count and its samples."""
 
-    def iterations(n):
-        nonlocal iteration
+    def __init__(self, session):
+        self.session, self.iteration = session, 0
+        self.block_ms, self.d_ms, self.g_ms = [], [], []
+
+    def iterations(self, n):
         for _ in range(n):
-            run_iteration(session, iteration)
-            iteration += 1
+            run_iteration(self.session, self.iteration)
+            self.iteration += 1
 
-    # A graphed runner captures after its own eager warm-up calls; capture and the first replay stay untimed.
-    warmup = max(plan.warmup, (getattr(session.runner, "warmup", 0) + 2) if session.graphs else 0)
-    iterations(warmup)
-    block_ms = time_blocks(lambda: iterations(plan.iters), device, repeats=plan.repeats)
-
-    # D and G apart: device events between consecutive steps, in the order the trainer runs them.
-    clock, kinds = StepClock(device), []
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    clock.mark()
-    for _ in range(plan.iters):
+    def steps_once(self):
+        """One iteration with D and G steps timed apart (device events between the steps, trainer order)."""
+        session, cfg = self.session, self.session.cfg
+        clock, kinds = StepClock(session.device), []
+        if session.device.type == "cuda":
+            torch.cuda.synchronize()
+        clock.mark()
         for k in range(cfg.n_critic):
-            session.runner.d_step(_penalized(cfg, iteration * cfg.n_critic + k))
+            session.runner.d_step(_penalized(cfg, self.iteration * cfg.n_critic + k))
             clock.mark()
             kinds.append("d")
         session.runner.g_step()
         clock.mark()
         kinds.append("g")
-        iteration += 1
-    intervals = clock.intervals_ms()
-    d_ms = [ms for ms, kind in zip(intervals, kinds) if kind == "d"]
-    g_ms = [ms for ms, kind in zip(intervals, kinds) if kind == "g"]
-    return block_ms, sum(d_ms) / len(d_ms), sum(g_ms) / len(g_ms), warmup
+        self.iteration += 1
+        for ms, kind in zip(clock.intervals_ms(), kinds):
+            (self.d_ms if kind == "d" else self.g_ms).append(ms)
+
+
+def _measure(sessions, plan):
+    """Warm every session up, then time them interleaved: each of ``plan.repeats`` rounds runs one block of
+    ``plan.iters`` iterations per session, then ``plan.iters`` rounds time one iteration's D and G steps per
+    session. Interleaving spreads a shared machine's changing load evenly over the columns compared.
+
+    Returns one _Timed per session and the warm-up iterations used."""
+    timed = [_Timed(session) for session in sessions]
+    warmups = []
+    for t in timed:
+        # A graphed runner captures after its own eager warm-up calls; capture and the first replay stay untimed.
+        warmup = max(plan.warmup, (getattr(t.session.runner, "warmup", 0) + 2) if t.session.graphs else 0)
+        t.iterations(warmup)
+        warmups.append(warmup)
+    for _ in range(plan.repeats):
+        for t in timed:
+            t.block_ms += time_blocks(lambda: t.iterations(plan.iters), t.session.device, repeats=1)
+    for _ in range(plan.iters):
+        for t in timed:
+            t.steps_once()
+    return timed, warmups
 
 
 def _release():
@@ -192,57 +209,92 @@ def _error_text(exc):
     return f"{type(exc).__name__}: {first}"[:300]
 
 
-def run_column(name, objective, column, batch_size, device, plan, dataset, want_flops=False, quick=False):
-    """One row: build a session for this column, time it, and (if asked) count its FLOPs per iteration."""
+def _new_row(name, objective, column, batch_size, plan):
     model, data_shape = MODELS[name]
     settings = COLUMNS[column]
     row = {"name": name, "model": model, "data_shape": list(data_shape), "loss": OBJECTIVES[objective]["loss"],
            "penalty": OBJECTIVES[objective]["penalty"], "batch_size": batch_size, "column": column,
            "precision": settings["precision"], "graphs": settings["graphs"] == "on", "kernels": settings["kernels"],
-           "compiled": settings["compiled"], "penalty_grad": None, "warmup": plan.warmup, "iters": plan.iters, "repeats": plan.repeats,
-           "error": None, "skipped": None}
+           "compiled": settings["compiled"], "penalty_grad": None, "warmup": plan.warmup, "iters": plan.iters,
+           "repeats": plan.repeats, "error": None, "skipped": None}
     row.update({key: None for key in ("images_per_sec", "images_per_sec_p20", "images_per_sec_p80", "spread",
                                       "ms_per_iter", "ms_per_d_step", "ms_per_g_step", "peak_mem_mb",
                                       "flops_per_iter", "tflops", "mfu", "speedup_vs_eager_fp32",
                                       "speedup_vs_best_other")})
-    reason = skip_reason(column, device, quick, objective)
-    if reason:
-        row["skipped"] = reason
-        return row
-    device = torch.device(device)
-    session = None
-    try:
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        if settings["compiled"]:
-            torch._dynamo.reset()  # fresh caches: no recompile limit carried over from earlier sessions
-        session = build_session(make_config(name, objective, column, batch_size, device), dataset=dataset)
-        row["penalty_grad"] = session.state.penalty_grad
-        if settings["compiled"]:
-            session.state.G = torch.compile(session.state.G, mode=settings["compiled"])
-            session.state.D = torch.compile(session.state.D, mode=settings["compiled"])
-        block_ms, d_ms, g_ms, row["warmup"] = _measure(session, plan)
-        if device.type == "cuda":
-            row["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-        if want_flops:
-            try:
-                row["flops_per_iter"] = count_flops(session)
-            except Exception as exc:  # noqa: BLE001 -- MFU is missing then, the timing still stands
-                row["flops_error"] = _error_text(exc)
-    except Exception as exc:  # noqa: BLE001 -- a failing column is a result (e.g. compile + double backward)
-        row["error"] = _error_text(exc)
-        return row
-    finally:
-        if settings["compiled"]:
-            torch._dynamo.reset()
-        session = None
-        _release()
-    timing = timing_from_samples([batch_size * plan.iters / (ms * 1e-3) for ms in block_ms])
-    ms_timing = timing_from_samples(block_ms)
-    row.update(images_per_sec=timing.median_ms, images_per_sec_p20=timing.p20_ms, images_per_sec_p80=timing.p80_ms,
-               spread=timing.spread, ms_per_iter=ms_timing.median_ms / plan.iters, ms_per_d_step=d_ms,
-               ms_per_g_step=g_ms)
     return row
+
+
+def _open_session(row, objective, device, dataset):
+    settings = COLUMNS[row["column"]]
+    if settings["compiled"]:
+        torch._dynamo.reset()  # fresh caches: no recompile limit carried over from earlier sessions
+    session = build_session(make_config(row["name"], objective, row["column"], row["batch_size"], device),
+                            dataset=dataset)
+    row["penalty_grad"] = session.state.penalty_grad
+    if settings["compiled"]:
+        session.state.G = torch.compile(session.state.G, mode=settings["compiled"])
+        session.state.D = torch.compile(session.state.D, mode=settings["compiled"])
+    return session
+
+
+def _fill_timing(row, timed, warmup, plan):
+    timing = timing_from_samples([row["batch_size"] * plan.iters / (ms * 1e-3) for ms in timed.block_ms])
+    ms_timing = timing_from_samples(timed.block_ms)
+    row.update(images_per_sec=timing.median_ms, images_per_sec_p20=timing.p20_ms, images_per_sec_p80=timing.p80_ms,
+               spread=timing.spread, ms_per_iter=ms_timing.median_ms / plan.iters, warmup=warmup,
+               ms_per_d_step=sum(timed.d_ms) / len(timed.d_ms), ms_per_g_step=sum(timed.g_ms) / len(timed.g_ms))
+
+
+def run_columns(name, objective, columns, batch_size, device, plan, dataset, want_flops=True, quick=False):
+    """The rows of one configuration. On CPU (a machine often shared) the plain columns are timed interleaved,
+    all their sessions open at once; on a GPU, and for compiled columns (each resets torch.compile's caches),
+    one column at a time, which also keeps each column's peak memory its own. FLOPs are counted once, on the
+    first eager column, and are the same for every column."""
+    device = torch.device(device)
+    rows = [_new_row(name, objective, column, batch_size, plan) for column in columns]
+    for row in rows:
+        row["skipped"] = skip_reason(row["column"], device, quick, objective)
+    runnable = [row for row in rows if not row["skipped"]]
+    if device.type == "cuda":
+        groups = [[row] for row in runnable]
+    else:
+        groups = [[row for row in runnable if not row["compiled"]]] + [[row] for row in runnable if row["compiled"]]
+    for group in groups:
+        if not group:
+            continue
+        opened = []
+        try:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            for row in group:
+                try:
+                    opened.append((row, _open_session(row, objective, device, dataset)))
+                except Exception as exc:  # noqa: BLE001 -- a failing column is a result
+                    row["error"] = _error_text(exc)
+            if not opened:
+                continue
+            try:
+                timed, warmups = _measure([session for _, session in opened], plan)
+            except Exception as exc:  # noqa: BLE001 -- e.g. compile + double backward: the error is the result
+                for row, _ in opened:
+                    row["error"] = _error_text(exc)
+                continue
+            peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+            for (row, session), t, warmup in zip(opened, timed, warmups):
+                _fill_timing(row, t, warmup, plan)
+                row["peak_mem_mb"] = peak
+                if want_flops and row["column"].startswith("eager"):
+                    want_flops = False
+                    try:
+                        row["flops_per_iter"] = count_flops(session)
+                    except Exception as exc:  # noqa: BLE001 -- MFU is missing then, the timing still stands
+                        row["flops_error"] = _error_text(exc)
+        finally:
+            if any(row["compiled"] for row in group):
+                torch._dynamo.reset()
+            opened = None
+            _release()
+    return rows
 
 
 def add_derived(rows, matmul_tflops_bf16):
@@ -289,16 +341,11 @@ def train_rows(device, quick=False, matmul_tflops_bf16=None, plan=None, log=prin
         for batch_size in plan.batch_sizes:
             dataset = synthetic_dataset(data_shape, max(4 * batch_size, 256))
             for objective in plan.objectives:
-                need_flops = True
-                for column in plan.columns:
-                    # FLOPs are the same in every column: count them once, on the first eager column.
-                    count_here = need_flops and column.startswith("eager")
-                    row = run_column(name, objective, column, batch_size, device, plan, dataset, count_here,
-                                     quick)
-                    if row["flops_per_iter"]:
-                        need_flops = False
-                    rows.append(row)
-                    if log:
+                batch_rows = run_columns(name, objective, plan.columns, batch_size, device, plan, dataset,
+                                         quick=quick)
+                rows += batch_rows
+                if log:
+                    for row in batch_rows:
                         log(_progress_line(row))
     return add_derived(rows, matmul_tflops_bf16)
 
