@@ -1,12 +1,15 @@
-"""The prepared GPU check: environment, the GPU tests, and the headline benchmarks, in one short call.
+"""The prepared GPU check: environment, the headline benchmarks, the GPU tests, a batch sweep and the kernel rows.
 
     python -m ganforge.bench.gpu_check --out DIR [--budget-s 420] [--tests-timeout-s 150]
 
-Phases, each written to DIR as soon as it ends (a run cut short still leaves what it finished):
+One call of at most 8 minutes; the time plan puts the headline rows first, so a run cut short keeps them.
+Phases, each written to DIR as soon as it ends:
   env.json             GPU, driver, torch, triton, torchmetrics
-  pytest_gpu.txt       `pytest -m gpu tests/` (graphed vs eager steps, fp16 inf skip, kernels on the device)
-  gpu_check.json       bench results (schema ganforge-bench/1): ceilings, end-to-end training, kernels at 64M
-  gpu_check.md         the same as readable tables
+  gpu_check.json       bench results (schema ganforge-bench/1): ceilings; the headline rows (MLP GAN batch 128,
+                       DCGAN-64 WGAN-GP batch 256) with every column; then a batch sweep 64-512 of both in
+                       eager-fp32 / eager-explicit / ganforge; then the kernel rows at 64M elements
+  pytest_gpu.txt       `pytest -m gpu tests/` (graphed vs eager steps and FID, fp16 inf skip, kernels on the device)
+  gpu_check.md         the results as readable tables
 Without CUDA every GPU phase is skipped with a line saying so, and the exit code is 0.
 """
 import argparse
@@ -19,10 +22,16 @@ from pathlib import Path
 
 import torch
 
-# The headline end-to-end comparisons: (bench model, objective, batch size).
-TRAIN_CASES = (("mlp-28", "none", 128), ("dcgan-64", "wgan-gp", 256))
-# compile last: it costs the most time, and a run cut short loses it first.
-TRAIN_COLUMNS = ("eager-fp32", "eager-bf16", "ganforge", "compile")
+# The headline end-to-end comparisons: (bench model, objective, batch size), every column.
+TRAIN_CASES = (("dcgan-64", "wgan-gp", 256), ("mlp-28", "none", 128))
+# compile columns last within a case: they cost the most time, and a run cut short loses them first.
+TRAIN_COLUMNS = ("eager-fp32", "ganforge", "graphs-ref", "eager-explicit", "eager-bf16", "compile-graphs",
+                 "compile")
+# The batch sweep, after the headline rows: fewer columns, the other batch sizes.
+SWEEP_CASES = (("dcgan-64", "wgan-gp"), ("mlp-28", "none"))
+SWEEP_BATCHES = (64, 128, 256, 512)
+SWEEP_COLUMNS = ("eager-fp32", "eager-explicit", "ganforge")
+TIMING = dict(warmup=5, iters=20, repeats=3)
 KERNEL_NUMEL = 1 << 26  # 64M elements
 
 
@@ -61,7 +70,11 @@ def run_gpu_tests(out, timeout_s):
     return code, summary
 
 
-def run_benchmarks(out, deadline, log, device="cuda", cases=TRAIN_CASES, kernel_numel=KERNEL_NUMEL):
+def run_benchmarks(out, deadline, log, device="cuda", cases=TRAIN_CASES, columns=TRAIN_COLUMNS,
+                   sweep_cases=SWEEP_CASES, sweep_batches=SWEEP_BATCHES, sweep_columns=SWEEP_COLUMNS,
+                   kernel_numel=KERNEL_NUMEL, timing=TIMING, between=None):
+    """Ceilings, headline rows, then (``between``, e.g. the GPU tests), the sweep and the kernel rows; each phase
+    starts only while ``deadline`` (time.monotonic) is ahead, and the file is saved after each."""
     from .kernel_bench import kernel_rows
     from .report import report_markdown
     from .results import new_results, save_results
@@ -70,26 +83,39 @@ def run_benchmarks(out, deadline, log, device="cuda", cases=TRAIN_CASES, kernel_
 
     device = torch.device(device)
     results = new_results(device, quick=False)
-    results["notes"].append("bench.gpu_check: headline cases only; `ganforge bench all` runs the full sweep")
+    results["notes"].append("bench.gpu_check: headline cases, a batch sweep and 64M-element kernel rows; "
+                            "`ganforge bench all` runs the full sweep")
     path = out / "gpu_check.json"
 
     def save():
         save_results(results, path)
         (out / "gpu_check.md").write_text(report_markdown(results))
 
+    def train_phase(label, name, objective, batch, cols):
+        if time.monotonic() > deadline - 30:
+            results["notes"].append(f"{label} {name} {objective} batch {batch} not run: time budget spent")
+            return
+        plan = Plan((name,), (objective,), (batch,), tuple(cols), **timing)
+        results["train"] += train_rows(device, matmul_tflops_bf16=c["matmul_tflops_bf16"], plan=plan, log=log)
+        save()
+
     results["ceilings"] = measure_ceilings(device)
     c = results["ceilings"]
     log(f"ceilings: copy {c['copy_gbps']:,.0f} GB/s, bf16 matmul {c['matmul_tflops_bf16']:.0f} TFLOP/s")
-    save()
     results["train"] = []
+    save()
     for name, objective, batch in cases:
-        if time.monotonic() > deadline - 30:
-            results["notes"].append(f"train {name} {objective} not run: time budget spent")
-            continue
-        plan = Plan((name,), (objective,), (batch,), TRAIN_COLUMNS, warmup=5, iters=20, repeats=3)
-        results["train"] += train_rows(device, matmul_tflops_bf16=c["matmul_tflops_bf16"], plan=plan, log=log)
-        save()
-    if time.monotonic() < deadline - 25:
+        train_phase("headline", name, objective, batch, columns)
+    if between is not None:
+        between()
+    for name, objective in sweep_cases:
+        headline_batches = {b for n, o, b in cases if (n, o) == (name, objective)}
+        for batch in sweep_batches:
+            if batch not in headline_batches:
+                train_phase("sweep", name, objective, batch, sweep_columns)
+    if kernel_numel is None:
+        results["notes"].append("kernel rows not asked for")
+    elif time.monotonic() < deadline - 25:
         results["kernels"] = kernel_rows(device, sizes=[kernel_numel], copy_gbps=c["copy_gbps"])
     else:
         results["notes"].append("kernel rows not run: time budget spent")
@@ -118,9 +144,16 @@ def main(argv=None):
     if not env["cuda_available"]:
         log("no CUDA device: GPU tests and GPU benchmarks skipped")
         return 0
-    code, summary = run_gpu_tests(out, min(args.tests_timeout_s, args.budget_s / 2))
-    log(f"gpu tests (exit {code}): {summary}")
-    results = run_benchmarks(out, deadline, log)
+    test_outcome = {}
+
+    def gpu_tests():
+        # The tests run after the headline rows: they get what is left of the budget, within their own limit.
+        left = deadline + 40 - time.monotonic()
+        test_outcome["code"], summary = run_gpu_tests(out, max(30.0, min(args.tests_timeout_s, left)))
+        log(f"gpu tests (exit {test_outcome['code']}): {summary}")
+
+    results = run_benchmarks(out, deadline, log, between=gpu_tests)
+    code = test_outcome.get("code", "not run")
     from .report import report_markdown
 
     print(report_markdown(results), flush=True)

@@ -59,7 +59,7 @@ def ceilings_markdown(results):
 def train_markdown(results):
     rows = []
     for r in results["train"]:
-        config = [r["name"], r["penalty"], r["batch_size"], r["column"]]
+        config = [r["name"], r["penalty"], r["batch_size"], r["column"], r.get("penalty_grad") or "–"]
         if r.get("images_per_sec") is None:
             rows.append(config + ["–"] * 7 + [_why(r)])
             continue
@@ -73,9 +73,9 @@ def train_markdown(results):
             fmt(r.get("speedup_vs_best_other"), ".2f") + "x" if r.get("speedup_vs_best_other") else "–",
             "",
         ])
-    headers = ["model", "penalty", "batch", "column", "images/s", "ms/D step", "ms/G step", "peak MB", "MFU %",
+    headers = ["model", "penalty", "batch", "column", "penalty grad", "images/s", "ms/D step", "ms/G step", "peak MB", "MFU %",
                "vs eager-fp32", "vs best other", "note"]
-    return markdown_table(headers, rows, "llrl" + "r" * 7 + "l")
+    return markdown_table(headers, rows, "llrll" + "r" * 7 + "l")
 
 
 def kernels_markdown(results):

@@ -1,11 +1,19 @@
 """End-to-end training throughput: images/s, ms per D and G step, peak memory and MFU per execution mode.
 
-Each configuration (model x objective x batch size) runs in up to four columns:
+Each configuration (model x objective x batch size) runs in up to seven columns:
 
-    eager-fp32   plain PyTorch ops (kernels=ref), fp32, no graphs: the baseline
-    eager-bf16   the same under bf16 autocast
-    compile      bf16, G and D wrapped in torch.compile (a gradient-penalty D step raises: the error is kept)
-    ganforge     bf16, CUDA-graph-captured steps and the Triton kernels (CUDA only)
+    eager-fp32      plain PyTorch ops (kernels=ref), fp32, no graphs, autograd double backward for a penalty:
+                    the baseline, what users write
+    eager-bf16      the same under bf16 autocast
+    compile         bf16, G and D wrapped in torch.compile (a gradient-penalty D step raises: the error is kept)
+    compile-graphs  bf16, torch.compile(mode="reduce-overhead") of G and D (compiled and CUDA-graphed), autograd
+                    penalty: what a strong user gets without ganforge (the error is kept where compile fails)
+    ganforge        bf16, CUDA-graph-captured steps, the Triton kernels, the explicit penalty gradient (CUDA only)
+    graphs-ref      ganforge with the reference kernels: the difference is the Triton kernels' own share
+    eager-explicit  eager-fp32 with the explicit penalty gradient alone (no graphs, no Triton)
+
+ganforge, graphs-ref and eager-explicit are ganforge's own; "vs best other" compares against the best column
+that is not. Every row records which input gradient its penalty used (penalty_grad).
 
 The data are synthetic random images of the right shape, so the bench needs no data files. One iteration is
 one D step plus one G step (n_critic = 1, the penalty on every D step), i.e. ``batch_size`` images.
@@ -35,13 +43,23 @@ MODELS = {
 OBJECTIVES = {
     "none": {"loss": "ns", "penalty": "none"},
     "wgan-gp": {"loss": "wgan", "penalty": "wgan-gp", "penalty_every": 1},
+    "r1": {"loss": "ns", "penalty": "r1", "penalty_every": 1},
 }
 COLUMNS = {
-    "eager-fp32": {"precision": "fp32", "graphs": "off", "kernels": "ref", "compiled": False},
-    "eager-bf16": {"precision": "bf16", "graphs": "off", "kernels": "ref", "compiled": False},
-    "compile": {"precision": "bf16", "graphs": "off", "kernels": "ref", "compiled": True},
-    "ganforge": {"precision": "bf16", "graphs": "on", "kernels": "triton", "compiled": False},
+    "eager-fp32": {"precision": "fp32", "graphs": "off", "kernels": "ref", "compiled": None,
+                   "penalty_grad": "autograd"},
+    "eager-bf16": {"precision": "bf16", "graphs": "off", "kernels": "ref", "compiled": None,
+                   "penalty_grad": "autograd"},
+    "compile": {"precision": "bf16", "graphs": "off", "kernels": "ref", "compiled": "default",
+                "penalty_grad": "autograd"},
+    "compile-graphs": {"precision": "bf16", "graphs": "off", "kernels": "ref", "compiled": "reduce-overhead",
+                       "penalty_grad": "autograd"},
+    "ganforge": {"precision": "bf16", "graphs": "on", "kernels": "triton", "compiled": None, "penalty_grad": "auto"},
+    "graphs-ref": {"precision": "bf16", "graphs": "on", "kernels": "ref", "compiled": None, "penalty_grad": "auto"},
+    "eager-explicit": {"precision": "fp32", "graphs": "off", "kernels": "ref", "compiled": None,
+                       "penalty_grad": "explicit"},
 }
+OWN_COLUMNS = ("ganforge", "graphs-ref", "eager-explicit")  # excluded from "best other"
 BASELINE = "eager-fp32"
 
 
@@ -63,8 +81,8 @@ def default_plan(device, quick):
         return Plan(tuple(MODELS), tuple(OBJECTIVES), (256,) if quick else (64, 128, 256, 512), tuple(COLUMNS),
                     warmup=3 if quick else 5, iters=10 if quick else 25, repeats=3 if quick else 5)
     if quick:  # CI-sized: the two 28x28 models, one small batch, a few iterations
-        return Plan(("mlp-28", "dcgan-28"), tuple(OBJECTIVES), (16,), tuple(COLUMNS), warmup=1, iters=2, repeats=3)
-    return Plan(tuple(MODELS), tuple(OBJECTIVES), (32,), ("eager-fp32", "eager-bf16", "compile"),
+        return Plan(("mlp-28", "dcgan-28"), ("none", "wgan-gp"), (16,), tuple(COLUMNS), warmup=1, iters=2, repeats=3)
+    return Plan(tuple(MODELS), tuple(OBJECTIVES), (32,), ("eager-fp32", "eager-bf16", "compile", "eager-explicit"),
                 warmup=2, iters=3, repeats=3)
 
 
@@ -86,47 +104,23 @@ def make_config(name, objective, column, batch_size, device):
     settings = COLUMNS[column]
     return TrainConfig(model=model, batch_size=batch_size, device=str(device), precision=settings["precision"],
                        graphs=settings["graphs"], kernels=settings["kernels"], progress=False, fid_samples=0,
-                       **OBJECTIVES[objective])
+                       penalty_grad=settings["penalty_grad"], **OBJECTIVES[objective])
 
 
 def skip_reason(column, device, quick=False, objective=None):
     """Why ``column`` does not run on ``device`` (None when it does)."""
     on_gpu = torch.device(device).type == "cuda"
-    if column == "ganforge" and not on_gpu:
-        return "CUDA graphs and compiled Triton kernels need a CUDA device"
+    if column == "eager-explicit" and objective is not None and OBJECTIVES[objective]["penalty"] == "none":
+        return "no penalty: the same as eager-fp32"
+    if column in ("ganforge", "graphs-ref") and not on_gpu:
+        return "CUDA graphs need a CUDA device"
+    if column == "compile-graphs" and not on_gpu:
+        return "mode='reduce-overhead' captures CUDA graphs: it needs a CUDA device"
     if column == "compile" and quick and not on_gpu:
         return "torch.compile's CPU build takes minutes: not in a quick CPU run"
-    if column == "compile" and quick and objective is not None and OBJECTIVES[objective]["penalty"] != "none":
+    if column.startswith("compile") and quick and objective is not None and OBJECTIVES[objective]["penalty"] != "none":
         return "torch.compile raises on the penalty's double backward; a full run records the error"
     return None
-
-
-def open_session(name, objective, column, batch_size, device, dataset):
-    """A training session set up as ``column`` runs (compile: fresh caches, then G and D compiled).
-    Drop it, then call ``release(column)``."""
-    compiled = COLUMNS[column]["compiled"]
-    if compiled:
-        torch._dynamo.reset()  # fresh caches: no recompile limit carried over from earlier sessions
-    session = build_session(make_config(name, objective, column, batch_size, device), dataset=dataset)
-    if compiled:
-        session.state.G = torch.compile(session.state.G)
-        session.state.D = torch.compile(session.state.D)
-    return session
-
-
-def release(column):
-    """After a column's session is dropped: compile caches cleared, device memory given back."""
-    if COLUMNS[column]["compiled"]:
-        torch._dynamo.reset()
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def warmup_iterations(session, plan):
-    """Untimed iterations first; a graphed runner captures after its own eager warm-up calls, so its capture
-    and first replay stay untimed too."""
-    return max(plan.warmup, (getattr(session.runner, "warmup", 0) + 2) if session.graphs else 0)
 
 
 class _GlobalOnly:
@@ -151,39 +145,84 @@ def count_flops(session):
     return counter.get_total_flops()
 
 
-def _measure(session, plan):
-    """Warm up, then time ``plan.repeats`` blocks of ``plan.iters`` iterations and one block step by step."""
-    device, cfg = session.device, session.cfg
-    iteration = 0
+def open_session(name, objective, column, batch_size, device, dataset):
+    """A training session set up as ``column`` runs (compiled columns: fresh caches, then G and D compiled in the
+    column's mode). Drop it, then call ``release(column)``."""
+    compiled = COLUMNS[column]["compiled"]
+    if compiled:
+        torch._dynamo.reset()  # fresh caches: no recompile limit carried over from earlier sessions
+    session = build_session(make_config(name, objective, column, batch_size, device), dataset=dataset)
+    if compiled:
+        session.state.G = torch.compile(session.state.G, mode=compiled)
+        session.state.D = torch.compile(session.state.D, mode=compiled)
+    return session
 
-    def iterations(n):
-        nonlocal iteration
+
+def release(column):
+    """After a column's session is dropped: compile caches cleared, device memory given back."""
+    if COLUMNS[column]["compiled"]:
+        torch._dynamo.reset()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def warmup_iterations(session, plan):
+    """Untimed iterations first; a graphed runner captures after its own eager warm-up calls, so its capture
+    and first replay stay untimed too."""
+    return max(plan.warmup, (getattr(session.runner, "warmup", 0) + 2) if session.graphs else 0)
+
+
+class _Timed:
+    """One column's session in an interleaved measurement: its iteration count and its samples."""
+
+    def __init__(self, session):
+        self.session, self.iteration = session, 0
+        self.block_ms, self.d_ms, self.g_ms = [], [], []
+
+    def iterations(self, n):
         for _ in range(n):
-            run_iteration(session, iteration)
-            iteration += 1
+            run_iteration(self.session, self.iteration)
+            self.iteration += 1
 
-    warmup = warmup_iterations(session, plan)
-    iterations(warmup)
-    block_ms = time_blocks(lambda: iterations(plan.iters), device, repeats=plan.repeats)
-
-    # D and G apart: device events between consecutive steps, in the order the trainer runs them.
-    clock, kinds = StepClock(device), []
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    clock.mark()
-    for _ in range(plan.iters):
-        for penalize in cfg.penalized_d_steps(iteration):
+    def steps_once(self):
+        """One iteration with D and G steps timed apart (device events between the steps, trainer order)."""
+        session, cfg = self.session, self.session.cfg
+        clock, kinds = StepClock(session.device), []
+        if session.device.type == "cuda":
+            torch.cuda.synchronize()
+        clock.mark()
+        for penalize in cfg.penalized_d_steps(self.iteration):
             session.runner.d_step(penalize)
             clock.mark()
             kinds.append("d")
         session.runner.g_step()
         clock.mark()
         kinds.append("g")
-        iteration += 1
-    intervals = clock.intervals_ms()
-    d_ms = [ms for ms, kind in zip(intervals, kinds) if kind == "d"]
-    g_ms = [ms for ms, kind in zip(intervals, kinds) if kind == "g"]
-    return block_ms, sum(d_ms) / len(d_ms), sum(g_ms) / len(g_ms), warmup
+        self.iteration += 1
+        for ms, kind in zip(clock.intervals_ms(), kinds):
+            (self.d_ms if kind == "d" else self.g_ms).append(ms)
+
+
+def _measure(sessions, plan):
+    """Warm every session up, then time them interleaved: each of ``plan.repeats`` rounds runs one block of
+    ``plan.iters`` iterations per session, then ``plan.iters`` rounds time one iteration's D and G steps per
+    session. Interleaving spreads a shared machine's changing load evenly over the columns compared.
+
+    Returns one _Timed per session and the warm-up iterations used."""
+    timed = [_Timed(session) for session in sessions]
+    warmups = []
+    for t in timed:
+        warmup = warmup_iterations(t.session, plan)
+        t.iterations(warmup)
+        warmups.append(warmup)
+    for _ in range(plan.repeats):
+        for t in timed:
+            t.block_ms += time_blocks(lambda: t.iterations(plan.iters), t.session.device, repeats=1)
+    for _ in range(plan.iters):
+        for t in timed:
+            t.steps_once()
+    return timed, warmups
 
 
 def _error_text(exc):
@@ -191,48 +230,83 @@ def _error_text(exc):
     return f"{type(exc).__name__}: {first}"[:300]
 
 
-def run_column(name, objective, column, batch_size, device, plan, dataset, want_flops=False, quick=False):
-    """One row: build a session for this column, time it, and (if asked) count its FLOPs per iteration."""
+def _new_row(name, objective, column, batch_size, plan):
     model, data_shape = MODELS[name]
     settings = COLUMNS[column]
     row = {"name": name, "model": model, "data_shape": list(data_shape), "loss": OBJECTIVES[objective]["loss"],
            "penalty": OBJECTIVES[objective]["penalty"], "batch_size": batch_size, "column": column,
            "precision": settings["precision"], "graphs": settings["graphs"] == "on", "kernels": settings["kernels"],
-           "compiled": settings["compiled"], "warmup": plan.warmup, "iters": plan.iters, "repeats": plan.repeats,
-           "error": None, "skipped": None}
+           "compiled": settings["compiled"], "penalty_grad": None, "warmup": plan.warmup, "iters": plan.iters,
+           "repeats": plan.repeats, "error": None, "skipped": None}
     row.update({key: None for key in ("images_per_sec", "images_per_sec_p20", "images_per_sec_p80", "spread",
                                       "ms_per_iter", "ms_per_d_step", "ms_per_g_step", "peak_mem_mb",
                                       "flops_per_iter", "tflops", "mfu", "speedup_vs_eager_fp32",
                                       "speedup_vs_best_other")})
-    reason = skip_reason(column, device, quick, objective)
-    if reason:
-        row["skipped"] = reason
-        return row
-    device = torch.device(device)
-    session = None
-    try:
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        session = open_session(name, objective, column, batch_size, device, dataset)
-        block_ms, d_ms, g_ms, row["warmup"] = _measure(session, plan)
-        if device.type == "cuda":
-            row["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-        if want_flops:
-            try:
-                row["flops_per_iter"] = count_flops(session)
-            except Exception as exc:  # noqa: BLE001 -- MFU is missing then, the timing still stands
-                row["flops_error"] = _error_text(exc)
-    except Exception as exc:  # noqa: BLE001 -- a failing column is a result (e.g. compile + double backward)
-        row["error"] = _error_text(exc)
-        return row
-    finally:
-        session = None
-        release(column)
-    rate = quantiles([batch_size * plan.iters / (ms * 1e-3) for ms in block_ms])  # images/s
-    row.update(images_per_sec=rate.median, images_per_sec_p20=rate.p20, images_per_sec_p80=rate.p80,
-               spread=rate.spread, ms_per_iter=quantiles(block_ms).median / plan.iters, ms_per_d_step=d_ms,
-               ms_per_g_step=g_ms)
     return row
+
+
+def _open_session(row, objective, device, dataset):
+    session = open_session(row["name"], objective, row["column"], row["batch_size"], device, dataset)
+    row["penalty_grad"] = session.state.penalty_grad
+    return session
+
+
+def _fill_timing(row, timed, warmup, plan):
+    rate = quantiles([row["batch_size"] * plan.iters / (ms * 1e-3) for ms in timed.block_ms])  # images/s
+    row.update(images_per_sec=rate.median, images_per_sec_p20=rate.p20, images_per_sec_p80=rate.p80,
+               spread=rate.spread, ms_per_iter=quantiles(timed.block_ms).median / plan.iters, warmup=warmup,
+               ms_per_d_step=sum(timed.d_ms) / len(timed.d_ms), ms_per_g_step=sum(timed.g_ms) / len(timed.g_ms))
+
+
+def run_columns(name, objective, columns, batch_size, device, plan, dataset, want_flops=True, quick=False):
+    """The rows of one configuration. On CPU (a machine often shared) the plain columns are timed interleaved,
+    all their sessions open at once; on a GPU, and for compiled columns (each resets torch.compile's caches),
+    one column at a time, which also keeps each column's peak memory its own. FLOPs are counted once, on the
+    first eager column, and are the same for every column."""
+    device = torch.device(device)
+    rows = [_new_row(name, objective, column, batch_size, plan) for column in columns]
+    for row in rows:
+        row["skipped"] = skip_reason(row["column"], device, quick, objective)
+    runnable = [row for row in rows if not row["skipped"]]
+    if device.type == "cuda":
+        groups = [[row] for row in runnable]
+    else:
+        groups = [[row for row in runnable if not row["compiled"]]] + [[row] for row in runnable if row["compiled"]]
+    for group in groups:
+        if not group:
+            continue
+        opened = []
+        try:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            for row in group:
+                try:
+                    opened.append((row, _open_session(row, objective, device, dataset)))
+                except Exception as exc:  # noqa: BLE001 -- a failing column is a result
+                    row["error"] = _error_text(exc)
+            if not opened:
+                continue
+            try:
+                timed, warmups = _measure([session for _, session in opened], plan)
+            except Exception as exc:  # noqa: BLE001 -- e.g. compile + double backward: the error is the result
+                for row, _ in opened:
+                    row["error"] = _error_text(exc)
+                continue
+            peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+            for (row, session), t, warmup in zip(opened, timed, warmups):
+                _fill_timing(row, t, warmup, plan)
+                row["peak_mem_mb"] = peak
+                if want_flops and row["column"].startswith("eager"):
+                    want_flops = False
+                    try:
+                        row["flops_per_iter"] = count_flops(session)
+                    except Exception as exc:  # noqa: BLE001 -- MFU is missing then, the timing still stands
+                        row["flops_error"] = _error_text(exc)
+        finally:
+            opened = None
+            for row in group:
+                release(row["column"])
+    return rows
 
 
 def add_derived(rows, matmul_tflops_bf16):
@@ -252,7 +326,7 @@ def add_derived(rows, matmul_tflops_bf16):
                     row["mfu"] = row["tflops"] / matmul_tflops_bf16
             if baseline is not None:
                 row["speedup_vs_eager_fp32"] = row["images_per_sec"] / baseline["images_per_sec"]
-            others = [r["images_per_sec"] for r in timed if r is not row]
+            others = [r["images_per_sec"] for r in timed if r is not row and r["column"] not in OWN_COLUMNS]
             if others:
                 row["speedup_vs_best_other"] = row["images_per_sec"] / max(others)
     return rows
@@ -278,16 +352,11 @@ def train_rows(device, quick=False, matmul_tflops_bf16=None, plan=None, log=prin
         for batch_size in plan.batch_sizes:
             dataset = bench_dataset(MODELS[name][1], batch_size)
             for objective in plan.objectives:
-                need_flops = True
-                for column in plan.columns:
-                    # FLOPs are the same in every column: count them once, on the first eager column.
-                    count_here = need_flops and column.startswith("eager")
-                    row = run_column(name, objective, column, batch_size, device, plan, dataset, count_here,
-                                     quick)
-                    if row["flops_per_iter"]:
-                        need_flops = False
-                    rows.append(row)
-                    if log:
+                batch_rows = run_columns(name, objective, plan.columns, batch_size, device, plan, dataset,
+                                         quick=quick)
+                rows += batch_rows
+                if log:
+                    for row in batch_rows:
                         log(_progress_line(row))
     return add_derived(rows, matmul_tflops_bf16)
 

@@ -11,7 +11,9 @@ from .config import TrainConfig, field_type, load_config_file
 # Flags whose value is a boolean switch rather than a typed value.
 _BOOL_FLAGS = {"conditional": "train a conditional GAN (class labels into G and D)",
                "progress": "show the progress bar (--no-progress hides it)",
-               "tensorboard": "also write scalars, sample grids and FID to OUT/tensorboard (needs tensorboard)"}
+               "tensorboard": "also write scalars, sample grids and FID to OUT/tensorboard (needs tensorboard)",
+               "compile": "torch.compile the D and G steps (Inductor; captured after compiling with --graphs); a "
+                          "penalty then needs the explicit input gradient (torch.compile cannot double backward)"}
 _HELP = {
     "model": "mlp (the textbook MLP GAN) or dcgan",
     "dataset": "mnist5k (embedded), ring8, grid25, mnist-idx, cifar10, folder, npy",
@@ -19,6 +21,8 @@ _HELP = {
     "loss": "ns (non-saturating), minimax, wgan, hinge",
     "penalty": "none, wgan-gp (gradient penalty on interpolates) or r1 (on reals)",
     "penalty_every": "lazy regularisation interval in D steps",
+    "penalty_grad": "D's input gradient for the penalty: auto (explicit when the critic supports it), explicit "
+                    "(first-order ops, no double backward) or autograd (double backward)",
     "clip": "WGAN weight clipping of D's parameters to [-clip, clip]",
     "n_critic": "D steps per G step",
     "ema": "decay of the EMA of G (e.g. 0.999); 0 disables",

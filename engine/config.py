@@ -13,6 +13,7 @@ PENALTIES = ("none", "wgan-gp", "r1")
 OPTIMIZERS = ("adam", "rmsprop")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SWITCHES = ("auto", "on", "off")
+PENALTY_GRADS = ("auto", "explicit", "autograd")  # how a penalty gets its input gradient (engine.losses)
 
 
 @dataclass
@@ -31,6 +32,7 @@ class TrainConfig:
     penalty: str = "none"
     penalty_weight: float = 10.0       # lambda of WGAN-GP, gamma of R1
     penalty_every: int = 1             # lazy regularisation: penalise every k-th D step, weight scaled by k
+    penalty_grad: str = "auto"         # D's input gradient: explicit (first-order) | autograd (double backward)
     clip: float | None = None          # WGAN weight clipping of D's parameters
     # optimisation
     optimizer: str = "adam"
@@ -49,6 +51,7 @@ class TrainConfig:
     graphs: str = "auto"               # CUDA-graph capture of whole steps; auto: on with CUDA
     kernels: str = "auto"              # auto | triton | ref
     channels_last: str = "auto"
+    compile: bool = False              # torch.compile the D and G step functions (before any graph capture)
     # outputs
     out: str = "runs/default"
     log_every: int = 100
@@ -74,6 +77,7 @@ class TrainConfig:
         choice("dataset", DATASETS)
         choice("loss", LOSSES)
         choice("penalty", PENALTIES)
+        choice("penalty_grad", PENALTY_GRADS)
         choice("optimizer", OPTIMIZERS)
         choice("precision", PRECISIONS)
         choice("graphs", SWITCHES)

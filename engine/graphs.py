@@ -5,14 +5,21 @@ Each step kind (D step, D step with the penalty, G step) runs eagerly on a side 
 then is captured once and replayed on every later call. Capture records work without running it, so the
 capturing call replays the new graph once: every call does exactly one step of training.
 
+Warm-up and capture run with cuDNN's benchmark-mode algorithm search on: the warm-up calls try the algorithms
+for each convolution shape, stride, dtype and layout (channels_last on CUDA, see engine.trainer) on the capture
+stream, and the capture then records the tuned plans from cuDNN's cache, so every replay runs them. The
+process-wide cuDNN settings are restored when each warm-up or capture call returns.
+
 The step functions themselves are engine.steps.TrainState's — the same code the eager runner calls — which is
 what makes the eager run the reference for the graphed one.
 """
+from contextlib import contextmanager
+
 import torch
 
 
 class GraphRunner:
-    def __init__(self, state, warmup=3):
+    def __init__(self, state, warmup=3, cudnn_benchmark=True):
         if state.device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device; use the eager runner (--graphs off) on "
                              f"{state.device.type}")
@@ -21,10 +28,21 @@ class GraphRunner:
                              "step skips inf/NaN steps without reading the loss scaler back to the host")
         self.state = state
         self.warmup = warmup
+        self.cudnn_benchmark = cudnn_benchmark
         self.side_stream = torch.cuda.Stream(device=state.device)
         self.graphs = {}       # step kind -> torch.cuda.CUDAGraph
         self.outputs = {}      # step kind -> the static statistics tensor the graph writes
         self.calls = {}        # step kind -> calls so far (warm-up counting)
+
+    @contextmanager
+    def _tuning(self):
+        """cuDNN benchmark mode for one warm-up or capture call (only that flag; restored on return)."""
+        previous = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = previous or self.cudnn_benchmark
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.benchmark = previous
 
     def _run(self, kind, fn):
         graph = self.graphs.get(kind)
@@ -36,7 +54,7 @@ class GraphRunner:
         if calls < self.warmup:
             # Warm-up steps are real training steps, run eagerly on a side stream as capture requires.
             self.side_stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(self.side_stream):
+            with torch.cuda.stream(self.side_stream), self._tuning():
                 out = fn()
             torch.cuda.current_stream().wait_stream(self.side_stream)
             return out
@@ -44,7 +62,7 @@ class GraphRunner:
         graph = torch.cuda.CUDAGraph()
         # Separate memory pools: the graphs replay in a data-dependent order (n_critic, lazy penalty), and a
         # shared pool is safe only when graphs always replay in capture order.
-        with torch.cuda.graph(graph):
+        with self._tuning(), torch.cuda.graph(graph):
             self.outputs[kind] = fn()
         self.graphs[kind] = graph
         graph.replay()

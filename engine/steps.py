@@ -70,6 +70,22 @@ class TrainState:
         self.d_steps_done = torch.zeros((), device=self.device)
         self.g_steps_done = torch.zeros((), device=self.device)
         self.penalty_weight = cfg.penalty_weight * cfg.penalty_every  # lazy regularisation keeps the same strength
+        # "explicit" or "autograd" (None without a penalty); explicit asked of a critic that cannot raises here.
+        self.penalty_grad = losses.resolve_penalty_grad(D, cfg.penalty_grad) if cfg.penalty != "none" else None
+        if cfg.compile:
+            self.compile_steps()
+
+    def compile_steps(self, backend="inductor"):
+        """Replace d_step and g_step by torch.compile'd versions of themselves.
+
+        Only first-order steps compile: a penalty must use the explicit input gradient, since torch.compile
+        raises on double backward. The graph runner's eager warm-up calls then compile (one variant with and one
+        without the penalty) before it captures."""
+        if self.penalty_grad == "autograd":
+            raise ValueError("--compile with a penalty needs the explicit input gradient (torch.compile cannot run "
+                             "double backward): use --penalty-grad auto or explicit with a critic that supports it")
+        self.d_step = torch.compile(self.d_step, backend=backend)
+        self.g_step = torch.compile(self.g_step, backend=backend)
 
     # -- pieces shared by both steps ------------------------------------------------------------------------------
     def autocast(self):
@@ -107,7 +123,7 @@ class TrainState:
             if penalize and cfg.penalty == "r1":
                 with record_function("penalty"):
                     penalty, real_scores = losses.r1_penalty(self.D, real, real_labels, self.penalty_weight,
-                                                                      impl=cfg.kernels)
+                                                             impl=cfg.kernels, grad_method=self.penalty_grad)
             else:
                 with record_function("D forward"):
                     real_scores = self.D(real, real_labels)
@@ -117,7 +133,8 @@ class TrainState:
             if penalize and cfg.penalty == "wgan-gp":
                 with record_function("penalty"):
                     penalty = losses.wgan_gp_penalty(self.D, real, fake.to(real.dtype), real_labels,
-                                                     self.penalty_weight, impl=cfg.kernels)
+                                                     self.penalty_weight, impl=cfg.kernels,
+                                                     grad_method=self.penalty_grad)
         with record_function("D backward"):
             self.opt_d.zero_grad(set_to_none=True)
             self.scaler_d.scale(loss + penalty).backward()

@@ -215,6 +215,7 @@ def train(cfg, dataset=None, resume=None):
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "precision": session.precision,
         "graphs": session.graphs,
+        "penalty_grad": state.penalty_grad,  # the input gradient the penalty used: explicit, autograd or None
         "kernels": kernels.resolve_impl(cfg.kernels, state.images),  # what "auto" became on this device
         "torch": torch.__version__,
         "config": cfg.to_dict(),

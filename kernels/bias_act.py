@@ -16,16 +16,15 @@ instead of once per element, and no per-element integer division is needed.
 """
 import torch
 
-from ._dispatch import resolve_impl, sm_count
+from ._activations import ACTIVATION_TABLE, ACTIVATIONS, clamp_mask
+from ._dispatch import resolve_impl
+from ._layout import dense, programs_target
 
 try:
     import triton
     import triton.language as tl
 except ImportError:  # the package still imports; "auto" then resolves to the reference
     triton = None
-
-ACTIVATIONS = ("linear", "relu", "lrelu", "tanh", "sigmoid")
-_ACT_CODE = {name: i for i, name in enumerate(ACTIVATIONS)}
 
 # Elements per program: large tiles keep enough bytes in flight per SM to saturate HBM.
 TILE = 4096
@@ -53,17 +52,10 @@ def _check_args(x, b, act, clamp):
 
 
 def bias_act_ref(x, b=None, act="linear", alpha=0.2, gain=1.0, clamp=None):
-    """Reference in plain PyTorch ops (differentiable to any order)."""
+    """Reference in plain PyTorch ops (differentiable to any order); arguments as in :func:`bias_act`."""
     if b is not None:
         x = x + b.to(x.dtype).reshape([1, -1] + [1] * (x.dim() - 2))
-    if act == "relu":
-        x = torch.relu(x)
-    elif act == "lrelu":
-        x = torch.nn.functional.leaky_relu(x, alpha)
-    elif act == "tanh":
-        x = torch.tanh(x)
-    elif act == "sigmoid":
-        x = torch.sigmoid(x)
+    x = ACTIVATION_TABLE[act].fn(x, alpha)
     if gain != 1.0:
         x = x * gain
     if clamp is not None:
@@ -76,6 +68,12 @@ def bias_act_ref(x, b=None, act="linear", alpha=0.2, gain=1.0, clamp=None):
 # ----------------------------------------------------------------------------------------------------------
 
 if triton is not None:
+    # The kernels' activation codes, from the table (module-level constexprs are visible inside @triton.jit).
+    _LINEAR = tl.constexpr(ACTIVATION_TABLE["linear"].code)
+    _RELU = tl.constexpr(ACTIVATION_TABLE["relu"].code)
+    _LRELU = tl.constexpr(ACTIVATION_TABLE["lrelu"].code)
+    _TANH = tl.constexpr(ACTIVATION_TABLE["tanh"].code)
+    _SIGMOID = tl.constexpr(ACTIVATION_TABLE["sigmoid"].code)
 
     @triton.jit
     def _sigmoid(z):
@@ -83,22 +81,23 @@ if triton is not None:
 
     @triton.jit
     def _act_and_slope(z, ALPHA: tl.constexpr, ACT: tl.constexpr):
-        """Return (act(z), act'(z)) for the activation code ACT (order of ACTIVATIONS)."""
+        """Return (act(z), act'(z)) for the activation code ACT (kernels._activations.ACTIVATION_TABLE)."""
         # Slopes are built with z's dtype: a bare Python constant would be an fp32 scalar, inexact in fp64.
         one = tl.full(z.shape, 1.0, z.dtype)
-        if ACT == 0:  # linear
+        if ACT == _LINEAR:
             a = z
             d = one
-        elif ACT == 1:  # relu
+        elif ACT == _RELU:
             a = tl.where(z > 0, z, 0.0)
             d = tl.where(z > 0, one, 0.0)
-        elif ACT == 2:  # lrelu
+        elif ACT == _LRELU:
             a = tl.where(z > 0, z, z * ALPHA)
             d = tl.where(z > 0, one, tl.full(z.shape, ALPHA, z.dtype))
-        elif ACT == 3:  # tanh, through sigmoid: libdevice tanh is unavailable in the interpreter
+        elif ACT == _TANH:  # through sigmoid: libdevice tanh is unavailable in the interpreter
             a = 2.0 * _sigmoid(2.0 * z) - 1.0
             d = 1.0 - a * a
-        else:  # sigmoid
+        else:
+            tl.static_assert(ACT == _SIGMOID)
             a = _sigmoid(z)
             d = a * (1.0 - a)
         return a, d
@@ -219,13 +218,6 @@ if triton is not None:
 # Launchers
 # ----------------------------------------------------------------------------------------------------------
 
-def _programs_target(device):
-    """Programs that fill the device (about 8 resident per SM); a couple on the interpreter."""
-    if device.type != "cuda":
-        return 2
-    return 8 * sm_count(device)
-
-
 def _layout(x):
     """Describe x as a row-major [R, K] matrix in memory order: (R, K, channel_on_rows, memory_format)."""
     if x.dim() == 2:
@@ -238,13 +230,6 @@ def _layout(x):
     return n * h * w, c, False, torch.channels_last
 
 
-def _dense(x):
-    """x itself when its memory order is one the kernels handle, else a contiguous copy."""
-    if x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)):
-        return x
-    return x.contiguous()
-
-
 def _tiles(R, K):
     block_k = min(triton.next_power_of_2(K), TILE)
     block_r = min(max(TILE // block_k, 1), triton.next_power_of_2(R))
@@ -254,7 +239,7 @@ def _tiles(R, K):
 def _consts(x, b, act, alpha, gain, clamp):
     # alpha, gain and clamp are compile-time constants: a run uses one or two values, the compiler folds
     # them, and constants are exact in fp64 (runtime float arguments would be rounded to fp32).
-    return dict(ACT=_ACT_CODE[act], HAS_BIAS=b is not None, HAS_CLAMP=clamp is not None,
+    return dict(ACT=ACTIVATION_TABLE[act].code, HAS_BIAS=b is not None, HAS_CLAMP=clamp is not None,
                 IS_F64=x.dtype == torch.float64, INT64=x.numel() >= 2**31, EVICT=EVICT,
                 ALPHA=float(alpha), GAIN=float(gain), CLAMP=float(clamp if clamp is not None else 0.0))
 
@@ -289,7 +274,7 @@ def _launch_bwd(dy, x, b, need_db, act, alpha, gain, clamp):
         # stays small, but never so many that the grid stops filling the device. Powers of two keep the
         # number of compiled variants small.
         row_iters = triton.next_power_of_2(triton.cdiv(MIN_ROWS_PER_PARTIAL, block_r))
-        fill = max(1, (grid_r * grid_k) // _programs_target(x.device))
+        fill = max(1, (grid_r * grid_k) // programs_target(x.device, off_device=2))
         while row_iters > 1 and row_iters > fill:
             row_iters //= 2
         grid_r = triton.cdiv(grid_r, row_iters)
@@ -345,19 +330,14 @@ class _BiasActGrad(torch.autograd.Function):
             # dx is linear in dy with the same slope, so d/d(dy) is this very op applied to the cotangent.
             d_dy, _ = _BiasActGrad.apply(g_dx, x, b, False, act, alpha, gain, clamp)
         wants_z = ctx.needs_input_grad[1] or (b is not None and ctx.needs_input_grad[2])
-        if act in ("tanh", "sigmoid") and wants_z:
+        spec = ACTIVATION_TABLE[act]
+        if not spec.piecewise_linear and wants_z:
             # d/dz of dy * gain * act'(z) = dy * gain * act''(z); zero for the piecewise-linear acts.
             cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
             z = x.to(cdt) if b is None else x.to(cdt) + _channel_view(b.to(x.dtype).to(cdt), x)
-            if act == "tanh":
-                a = torch.tanh(z)
-                second = -2.0 * a * (1.0 - a * a)
-            else:
-                a = torch.sigmoid(z)
-                second = a * (1.0 - a) * (1.0 - 2.0 * a)
-            h = g_dx.to(cdt) * dy.to(cdt) * (gain * second)
+            h = g_dx.to(cdt) * dy.to(cdt) * (gain * spec.second(z, alpha))
             if clamp is not None:
-                h = h * ((a * gain).abs() <= clamp)
+                h = h * clamp_mask(spec.fn(z, alpha), gain, clamp)
             d_x = h.to(x.dtype)
             if b is not None and ctx.needs_input_grad[2]:
                 dims = [0] + list(range(2, x.dim()))
@@ -386,7 +366,7 @@ def bias_act_triton(x, b=None, act="linear", alpha=0.2, gain=1.0, clamp=None):
     """The Triton path. x in another memory order than contiguous / channels_last is copied first."""
     if triton is None:
         raise RuntimeError("bias_act: impl='triton' needs the triton package")
-    x = _dense(x)
+    x = dense(x)
     if b is not None:
         # Same rounding as the reference (bias cast to x's dtype); the cast is differentiable.
         b = b.to(x.dtype).contiguous()
@@ -394,7 +374,25 @@ def bias_act_triton(x, b=None, act="linear", alpha=0.2, gain=1.0, clamp=None):
 
 
 def bias_act(x, b=None, *, act="linear", alpha=0.2, gain=1.0, clamp=None, impl="auto"):
-    """Compute clamp(act(x + b) * gain, -clamp, +clamp), b broadcast along dim 1, in one pass."""
+    """Compute clamp(act(x + b) * gain, -clamp, +clamp), b broadcast along dim 1, in one pass.
+
+    Args:
+        x: (N, C) or (N, C, H, W) floating tensor (fp16, bf16, fp32 or fp64), contiguous or channels_last; other
+            memory orders are copied first.
+        b: optional bias of shape (C,); cast to x's dtype before the add, as the reference does.
+        act: one of ``ACTIVATIONS`` ("linear", "relu", "lrelu", "tanh", "sigmoid").
+        alpha: negative slope of "lrelu" (ignored by the others).
+        gain: factor applied after the activation.
+        clamp: if not None (>= 0), the output is clamped to [-clamp, clamp]; its gradient is zero outside.
+        impl: "auto" (Triton on CUDA tensors or under the interpreter, else the reference), "triton" or "ref".
+
+    Returns:
+        A tensor of x's shape, dtype and memory layout, differentiable to second order in x and b.
+
+    Raises:
+        ValueError: on an unknown act or impl, a non-floating x, a wrong rank, a bias of the wrong shape, or a
+            negative clamp.
+    """
     _check_args(x, b, act, clamp)
     if resolve_impl(impl, x) == "ref":
         return bias_act_ref(x, b, act, alpha, gain, clamp)

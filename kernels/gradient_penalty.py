@@ -18,7 +18,8 @@ one fused elementwise pass.
 """
 import torch
 
-from ._dispatch import resolve_impl, sm_count
+from ._dispatch import resolve_impl
+from ._layout import dense, programs_target
 
 try:
     import triton
@@ -130,28 +131,12 @@ if triton is not None:
 # Launchers
 # ----------------------------------------------------------------------------------------------------------
 
-def _programs_target(device):
-    """Programs that fill the device (8 resident 8-warp programs per SM); one sample each on the interpreter."""
-    if device.type != "cuda":
-        return 1
-    return PROGRAMS_PER_SM * sm_count(device)
-
-
 def _split(n, d, device):
     """(chunks per sample, loop steps per chunk): enough chunks to fill the device when N is small."""
     n_blocks = max(1, triton.cdiv(d, BLOCK))
-    want_split = max(1, triton.cdiv(_programs_target(device), n))
+    want_split = max(1, triton.cdiv(programs_target(device, PROGRAMS_PER_SM), n))
     iters = triton.cdiv(n_blocks, min(want_split, n_blocks))
     return triton.cdiv(n_blocks, iters), iters
-
-
-def _dense(grad):
-    """grad itself when each sample is one contiguous run of memory (any order inside), else a copy.
-
-    The norm ignores the order of elements inside a sample, so channels_last needs no copy."""
-    if grad.is_contiguous() or (grad.dim() == 4 and grad.is_contiguous(memory_format=torch.channels_last)):
-        return grad
-    return grad.contiguous()
 
 
 def _acc_dtype(grad):
@@ -250,14 +235,29 @@ class _GradientPenalty(torch.autograd.Function):
 def gradient_penalty_triton(grad, kind="wgan-gp", weight=10.0, center=1.0):
     if triton is None:
         raise RuntimeError("gradient_penalty: impl='triton' needs the triton package")
-    grad = _dense(grad)
+    # The norm ignores the order of elements inside a sample, so channels_last needs no copy.
+    grad = dense(grad)
     if grad.numel() == 0:  # no elements per sample (or no samples): defer to the reference's semantics
         return gradient_penalty_ref(grad, kind, weight, center)
     return _GradientPenalty.apply(grad, kind, weight, center)
 
 
 def gradient_penalty(grad, *, kind="wgan-gp", weight=10.0, center=1.0, impl="auto"):
-    """weight * mean_b (||g_b|| - center)^2 for "wgan-gp"; weight / 2 * mean_b ||g_b||^2 for "r1"."""
+    """weight * mean_b (||g_b|| - center)^2 for "wgan-gp"; weight / 2 * mean_b ||g_b||^2 for "r1".
+
+    Args:
+        grad: (N, ...) floating tensor, D's input gradient per sample; the norm runs over all non-batch dims.
+        kind: "wgan-gp" (two-sided penalty towards ``center``) or "r1" (squared norm).
+        weight: lambda of WGAN-GP, gamma of R1.
+        center: the target norm of "wgan-gp" (ignored by "r1").
+        impl: "auto" (Triton on CUDA tensors or under the interpreter, else the reference), "triton" or "ref".
+
+    Returns:
+        A scalar in fp32 (fp64 for fp64 grad), differentiable to second order in grad.
+
+    Raises:
+        ValueError: on an unknown kind or impl, or a grad that is not a floating (N, ...) tensor.
+    """
     if kind not in KINDS:
         raise ValueError(f"gradient_penalty: unknown kind {kind!r}; expected one of {KINDS}")
     if not grad.is_floating_point() or grad.dim() < 2:

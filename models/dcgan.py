@@ -7,6 +7,7 @@ D: stride-2 convolutions halving the size -> dense to one logit. BatchNorm in G 
 import torch
 from torch import nn
 
+from .critic import critic_supports_input_grad, scores_and_input_grad
 from .layers import FusedConv2d, FusedLinear
 
 SUPPORTED_SIZES = (28, 32, 64)
@@ -67,3 +68,22 @@ class DCGANDiscriminator(nn.Module):
         if self.label_embed is not None:
             logit = logit + (self.label_embed(labels) * h).sum(dim=1)
         return logit
+
+    def supports_input_grad(self):
+        """Whether scores_and_input_grad is exact here (no BatchNorm, piecewise-linear activations only)."""
+        return critic_supports_input_grad(self, DCGANDiscriminator.forward)
+
+    def scores_and_input_grad(self, x, labels=None):
+        """(scores, d scores / d x) without double backward; both differentiable in the weights.
+
+        Args:
+            x: the critic's input batch (N, ...).
+            labels: class labels (N,) of a conditional critic, else None.
+
+        Raises:
+            ValueError: when supports_input_grad() is False (use autograd's double backward then).
+        """
+        if not self.supports_input_grad():
+            raise ValueError("this critic has BatchNorm or a smooth activation: its input gradient needs "
+                             "autograd's double backward")
+        return scores_and_input_grad(self, x, x, labels)

@@ -1,5 +1,12 @@
 """Layers whose bias + activation is a single `kernels.bias_act` call, so the fused kernel does that work.
 
+Beside its forward each layer has the two halves of an explicit input gradient (used by the critics for
+gradient penalties without double backward): ``forward_with_slope`` also returns the activation's slope per
+element (1, alpha, 0 where ReLU is off or the clamp is active), and ``input_grad`` maps an upstream gradient to
+the layer's input with first-order ops (matmul by W, transposed convolution), differentiable in the weights.
+That is exact for piecewise-linear activations, whose slope has zero derivative almost everywhere;
+``supports_input_grad`` says whether the layer qualifies (no BatchNorm, a piecewise-linear activation).
+
 Each fused layer carries its kernel choice in ``self.impl`` ("auto" | "triton" | "ref"; see
 models.set_kernel_impl), so the choice travels with the model instead of living in process-wide state.
 """
@@ -9,7 +16,24 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..kernels import bias_act
+from ..kernels import ACTIVATION_TABLE, activation_slope, bias_act
+
+
+def _slope(y, z, bias, act, alpha):
+    """The activation's slope per element of the layer's output.
+
+    Read off the output y where the table allows it (one pass, no bias add; relu and lrelu with alpha > 0 have
+    y > 0 exactly where z + bias > 0); otherwise computed at z + bias as bias_act does it (bias cast to z's
+    dtype, the sum in fp32, or fp64 for fp64), so the slope's kinks fall exactly where the forward's do."""
+    spec = ACTIVATION_TABLE[act]
+    with torch.no_grad():
+        if spec.slope_from_output is not None and (act != "lrelu" or alpha > 0):
+            return spec.slope_from_output(y.detach(), alpha)
+        acc = torch.float64 if z.dtype == torch.float64 else torch.float32
+        pre = z.detach().to(acc)
+        if bias is not None:
+            pre = pre + bias.detach().to(z.dtype).to(acc).reshape([1, -1] + [1] * (z.dim() - 2))
+        return activation_slope(pre, act, alpha).to(z.dtype)
 
 
 class FusedLinear(nn.Module):
@@ -36,6 +60,19 @@ class FusedLinear(nn.Module):
             x = self.norm(x)
         return bias_act(x, self.bias, act=self.act, alpha=self.alpha, impl=self.impl)
 
+    def supports_input_grad(self):
+        return self.norm is None and ACTIVATION_TABLE[self.act].piecewise_linear
+
+    def forward_with_slope(self, x):
+        """(y, slope): the forward and d act / d pre-activation per output element (no graph on the slope)."""
+        z = F.linear(x, self.weight)
+        y = bias_act(z, self.bias, act=self.act, alpha=self.alpha, impl=self.impl)
+        return y, _slope(y, z, self.bias, self.act, self.alpha)
+
+    def input_grad(self, grad_out, slope, input_shape=None):
+        """d/dx of <grad_out, y> given forward_with_slope's slope: (grad_out * slope) @ W."""
+        return F.linear(grad_out * slope, self.weight.t())
+
     def extra_repr(self):
         return f"in={self.weight.shape[1]}, out={self.weight.shape[0]}, act={self.act}"
 
@@ -51,6 +88,7 @@ class FusedConv2d(nn.Module):
                  transposed=False, norm=False, impl="auto"):
         super().__init__()
         self.impl = impl
+        self.transposed = transposed
         conv_cls = nn.ConvTranspose2d if transposed else nn.Conv2d
         self.conv = conv_cls(in_ch, out_ch, kernel_size, stride, padding, bias=False)
         self.norm = nn.BatchNorm2d(out_ch) if norm else None
@@ -63,3 +101,27 @@ class FusedConv2d(nn.Module):
         if self.norm is not None:
             x = self.norm(x)
         return bias_act(x, self.bias, act=self.act, alpha=self.alpha, impl=self.impl)
+
+    def supports_input_grad(self):
+        return (self.norm is None and ACTIVATION_TABLE[self.act].piecewise_linear
+                and self.conv.padding_mode == "zeros" and not isinstance(self.conv.padding, str))
+
+    def forward_with_slope(self, x):
+        """(y, slope): the forward and d act / d pre-activation per output element (no graph on the slope)."""
+        z = self.conv(x)
+        y = bias_act(z, self.bias, act=self.act, alpha=self.alpha, impl=self.impl)
+        return y, _slope(y, z, self.bias, self.act, self.alpha)
+
+    def input_grad(self, grad_out, slope, input_shape):
+        """d/dx of <grad_out, y> given forward_with_slope's slope and x's shape: the convolution's transpose
+        (a transposed convolution for a convolution, a convolution for a transposed one) of grad_out * slope."""
+        conv, g = self.conv, grad_out * slope
+        if self.transposed:
+            return F.conv2d(g, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+        # The rows and columns a strided convolution skipped at the far edge come back as output padding.
+        output_padding = tuple(
+            size - ((out - 1) * stride - 2 * pad + dil * (k - 1) + 1)
+            for size, out, stride, pad, dil, k in zip(input_shape[-2:], g.shape[-2:], conv.stride, conv.padding,
+                                                       conv.dilation, conv.kernel_size))
+        return F.conv_transpose2d(g, conv.weight, None, conv.stride, conv.padding, output_padding, conv.groups,
+                                  conv.dilation)

@@ -76,6 +76,10 @@ def test_quick_run_train_rows(quick_run):
     flops = {(r["name"], r["penalty"]): r["flops_per_iter"] for r in by_column["eager-fp32"]}
     assert flops[("mlp-28", "wgan-gp")] > flops[("mlp-28", "none")]
     assert all(r["skipped"] for r in by_column["ganforge"])  # CUDA only, and it says so
+    # the penalty's input gradient: double backward in the baseline, first-order ops in eager-explicit
+    assert {r["penalty_grad"] for r in by_column["eager-fp32"] if r["penalty"] != "none"} == {"autograd"}
+    explicit = [r for r in by_column["eager-explicit"] if not r["skipped"]]
+    assert explicit and all(r["penalty_grad"] == "explicit" and r["images_per_sec"] > 0 for r in explicit)
 
 
 def test_validate_rejects_broken_results(quick_run):
@@ -215,3 +219,17 @@ def test_profile_diff_shows_the_slower_kernel(profile_dir, tmp_path, capsys):
     capsys.readouterr()
     assert profile_command(["diff", str(a), str(a), "--fail-on-slower"]) == 0
     assert "0 kernel(s) slower" in capsys.readouterr().out
+
+
+def test_best_other_leaves_out_ganforge_own_columns():
+    from ganforge.bench.train_bench import add_derived
+
+    def row(column, images_per_sec):
+        return {"name": "m", "penalty": "wgan-gp", "batch_size": 8, "column": column, "flops_per_iter": None,
+                "images_per_sec": images_per_sec, "ms_per_iter": 1.0}
+
+    rows = add_derived([row("eager-fp32", 100.0), row("compile-graphs", 200.0), row("eager-explicit", 150.0),
+                        row("graphs-ref", 500.0), row("ganforge", 600.0)], None)
+    best_other = {r["column"]: r["speedup_vs_best_other"] for r in rows}
+    assert best_other["ganforge"] == pytest.approx(3.0) and best_other["graphs-ref"] == pytest.approx(2.5)
+    assert best_other["compile-graphs"] == pytest.approx(2.0) and best_other["eager-fp32"] == pytest.approx(0.5)

@@ -14,3 +14,25 @@ def test_gpu_check_skips_gpu_phases_without_cuda(tmp_path, capsys):
     assert env["cuda_available"] is False and env["torch"] == torch.__version__
     assert "GPU tests and GPU benchmarks skipped" in capsys.readouterr().out
     assert not (tmp_path / "gpu_check.json").exists()
+
+
+def test_benchmark_phases_run_on_cpu_in_plan_order(tmp_path):
+    """The phases themselves, on CPU with tiny cases: headline rows, then the hook (the GPU tests' slot), then the
+    sweep; GPU-only columns are recorded as skipped, and the file is written."""
+    order = []
+
+    def log(line):
+        order.append(line)
+
+    results = gpu_check.run_benchmarks(
+        tmp_path, deadline=float("inf"), log=log, device="cpu", cases=(("mlp-28", "wgan-gp", 4),),
+        columns=("eager-fp32", "eager-explicit", "ganforge"), sweep_cases=(("mlp-28", "wgan-gp"),),
+        sweep_batches=(4, 8), sweep_columns=("eager-explicit",), kernel_numel=None,
+        timing=dict(warmup=1, iters=1, repeats=1), between=lambda: order.append("between"))
+    columns = [(r["column"], r["batch_size"]) for r in results["train"]]
+    assert columns == [("eager-fp32", 4), ("eager-explicit", 4), ("ganforge", 4), ("eager-explicit", 8)]
+    assert order.index("between") == 4  # the ceilings line and three headline rows come first
+    rows = {r["column"]: r for r in results["train"]}
+    assert rows["ganforge"]["skipped"] and rows["eager-explicit"]["penalty_grad"] == "explicit"
+    saved = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert len(saved["train"]) == 4 and (tmp_path / "gpu_check.md").is_file()

@@ -94,7 +94,7 @@ def test_upstream_gradient_scales_without_sync():
 def test_split_samples_across_programs(kind, monkeypatch):
     """Several chunks per sample (the small-N path on a big GPU), forced here with a small block."""
     monkeypatch.setattr(gp_module, "BLOCK", 16)
-    monkeypatch.setattr(gp_module, "_programs_target", lambda device: 12)
+    monkeypatch.setattr(gp_module, "programs_target", lambda device, per_sm: 12)
     g0 = make_grad((3, 100), torch.float32, seed=6)
     assert gp_module._split(3, 100, g0.device) == (4, 2)  # 7 blocks of 16: 4 chunks of 2 steps
     g, gr = g0.clone().requires_grad_(True), g0.clone().requires_grad_(True)

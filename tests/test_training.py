@@ -42,7 +42,7 @@ def test_run_writes_every_output(trained_run):
                  "checkpoint.pt", "log.jsonl", "summary.json"):
         assert (out / name).is_file(), name
     on_disk = json.loads((out / "summary.json").read_text())
-    for key in ("fid", "fid_real_floor", "iterations", "images_per_sec", "device", "config"):
+    for key in ("fid", "fid_real_floor", "iterations", "images_per_sec", "device", "penalty_grad", "config"):
         assert key in on_disk
     assert on_disk["iterations"] == 800 and on_disk["config"]["iterations"] == 800 and on_disk["images_per_sec"] > 0
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
