@@ -13,6 +13,7 @@ import torch
 from torch.profiler import record_function
 
 from . import losses
+from .augment import Augment
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 D_STATS = ("d_loss", "penalty", "real_score", "fake_score")
@@ -70,6 +71,8 @@ class TrainState:
         self.d_steps_done = torch.zeros((), device=self.device)
         self.g_steps_done = torch.zeros((), device=self.device)
         self.penalty_weight = cfg.penalty_weight * cfg.penalty_every  # lazy regularisation keeps the same strength
+        # Differentiable augmentation of every image D sees (none by default); its strength p lives on the device.
+        self.augment = Augment(cfg.augment, cfg.augment_p, cfg.ada_target, cfg.batch_size, self.device)
 
     # -- pieces shared by both steps ------------------------------------------------------------------------------
     def autocast(self):
@@ -102,6 +105,7 @@ class TrainState:
         z, fake_labels = self.latent_batch()
         with record_function("G forward"), torch.no_grad(), self.autocast():
             fake = self.G(z, fake_labels)
+        real, fake = self.augment(real), self.augment(fake)
         with self.autocast():
             penalty = torch.zeros((), device=self.device)
             if penalize and cfg.penalty == "r1":
@@ -126,6 +130,7 @@ class TrainState:
             self.scaler_d.update()
             if cfg.clip is not None:
                 losses.clip_weights(self.D, cfg.clip)
+        self.augment.adjust(real_scores.detach())
         stats = torch.stack([loss.detach(), penalty.detach().float(), real_scores.detach().float().mean(),
                              fake_scores.detach().float().mean()])
         self.d_stats_sum += stats
@@ -137,7 +142,7 @@ class TrainState:
         self.D.requires_grad_(False)  # no weight gradients for D in G's step
         z, labels = self.latent_batch()
         with record_function("G forward"), self.autocast():
-            fake = self.G(z, labels)
+            fake = self.augment(self.G(z, labels))  # gradients flow through the augmentation into G
             if self.channels_last:
                 fake = fake.contiguous(memory_format=torch.channels_last)
             fake_scores = self.D(fake, labels)
@@ -173,6 +178,8 @@ class TrainState:
         for t in (self.d_stats_sum, self.g_stats_sum, self.d_steps_done, self.g_steps_done):
             t.zero_()
         out = dict(zip(D_STATS, d)) | dict(zip(G_STATS, g))
+        if self.augment.enabled:
+            out["augment_p"] = self.augment.p.item()
         if self.precision == "fp16":
             out["loss_scale_d"] = self.scaler_d.get_scale()
             out["loss_scale_g"] = self.scaler_g.get_scale()
