@@ -22,6 +22,7 @@ _HELP = {
     "clip": "WGAN weight clipping of D's parameters to [-clip, clip]",
     "n_critic": "D steps per G step",
     "ema": "decay of the EMA of G (e.g. 0.999); 0 disables",
+    "ema_rampup": "EMA ramp-up: its half-life is at most this times the images seen (e.g. 0.05); 0 disables",
     "augment": "augment every image D sees: none or a comma-separated subset of translation,cutout,color",
     "augment_p": "probability of each augmentation op per sample (the fixed strength)",
     "ada_target": "adaptive strength: keep E[sign(D(real))] at this target (e.g. 0.6); 0 keeps p fixed",

@@ -65,6 +65,7 @@ class TrainState:
         self.G_ema = None
         if cfg.ema > 0:
             self.G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+        self.ema_images = torch.zeros((), device=self.device)  # images G has trained on, for the EMA ramp-up
         # Running sums of the step statistics, read by the trainer every log interval, never inside a step.
         self.d_stats_sum = torch.zeros(len(D_STATS), device=self.device)
         self.g_stats_sum = torch.zeros(len(G_STATS), device=self.device)
@@ -164,8 +165,17 @@ class TrainState:
 
     @torch.no_grad()
     def update_ema(self):
+        """EMA of G's weights. With --ema-rampup r the average's half-life (in images) is at most r times the
+        images seen so far (StyleGAN's ramp-up), so early weights do not linger in a short run's average."""
         ema_params = list(self.G_ema.parameters())
-        torch._foreach_lerp_(ema_params, list(self.G.parameters()), 1.0 - self.cfg.ema)
+        weight = 1.0 - self.cfg.ema
+        if self.cfg.ema_rampup > 0:
+            batch = self.cfg.batch_size
+            self.ema_images += batch
+            half_life = batch * math.log(0.5) / math.log(self.cfg.ema)
+            ramped = torch.clamp(self.ema_images * self.cfg.ema_rampup, min=1e-8, max=half_life)
+            weight = 1.0 - torch.pow(0.5, batch / ramped)
+        torch._foreach_lerp_(ema_params, list(self.G.parameters()), weight)
         for ema_buf, buf in zip(self.G_ema.buffers(), self.G.buffers()):
             ema_buf.copy_(buf)
 

@@ -120,3 +120,26 @@ def test_augmentation_runs_inside_captured_steps():
     assert session.graphs and len(session.runner.graphs) == 2
     p = float(session.state.augment.p)
     assert 0 <= p <= 1 and p > 0  # the adaptive update ran inside the graph (starts at 0, D's sign moves it)
+
+
+def test_ema_rampup_follows_g_early_and_the_set_decay_later():
+    """With a ramp-up the EMA's half-life is capped by the images seen: after one G step it is G itself (the
+    cap is 0 before it), and once the cap passes the set half-life the decay is exactly --ema."""
+    import math
+
+    session = build_session(TrainConfig(batch_size=8, kernels="ref", ema=0.99, ema_rampup=0.5, progress=False))
+    state = session.state
+    initial = [p.detach().clone() for p in state.G_ema.parameters()]
+    state.g_step()
+    for g0, ema_p, p in zip(initial, state.G_ema.parameters(), state.G.parameters()):
+        # one step: images seen 8, half-life capped at 4 images -> weight 1 - 0.5 ** 2 = 0.75 on the new G
+        torch.testing.assert_close(ema_p, torch.lerp(g0, p.detach(), 0.75))
+    state.ema_images.fill_(1e9)  # far past the set half-life
+    before = [p.detach().clone() for p in state.G_ema.parameters()]
+    state.update_ema()
+    expected_weight = 1 - 0.5 ** (8 / min(1e9 * 0.5, 8 * math.log(0.5) / math.log(0.99)))
+    assert expected_weight == pytest.approx(0.01, rel=1e-9)
+    for b, e, g in zip(before, state.G_ema.parameters(), state.G.parameters()):
+        torch.testing.assert_close(e, torch.lerp(b, g, 0.01))
+    with pytest.raises(ValueError, match="needs --ema"):
+        TrainConfig(ema_rampup=0.1).validate()
