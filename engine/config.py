@@ -42,6 +42,10 @@ class TrainConfig:
     beta2: float = 0.999
     n_critic: int = 1                  # D steps per G step
     ema: float = 0.0                   # decay of the EMA of G's weights; 0 turns it off
+    ema_rampup: float = 0.0            # > 0: the EMA's half-life is at most this times the images seen so far
+    augment: str = "none"              # differentiable augmentation of D's inputs: subset of translation,cutout,color
+    augment_p: float = 1.0             # probability of each op per sample (fixed strength)
+    ada_target: float = 0.0            # > 0: adapt p to keep E[sign(D(real))] at this target (ADA); 0: fixed p
     batch_size: int = 64
     iterations: int = 5000             # training iterations: n_critic D steps + one G step each
     # execution
@@ -91,8 +95,17 @@ class TrainConfig:
         for name in ("lr_g", "lr_d", "penalty_weight"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        from .augment import parse_policy
+
+        parse_policy(self.augment)
+        if not 0 <= self.augment_p <= 1:
+            raise ValueError(f"--augment-p must be in [0, 1], got {self.augment_p}")
+        if not 0 <= self.ada_target < 1:
+            raise ValueError(f"--ada-target must be in [0, 1), got {self.ada_target}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"--ema must be in [0, 1), got {self.ema}")
+        if self.ema_rampup < 0 or (self.ema_rampup > 0 and self.ema == 0):
+            raise ValueError(f"--ema-rampup must be >= 0 and needs --ema > 0, got {self.ema_rampup}")
         if self.clip is not None and self.clip <= 0:
             raise ValueError(f"--clip must be > 0, got {self.clip}")
         if self.fid_samples < 0:

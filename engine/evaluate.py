@@ -102,7 +102,7 @@ def evaluate_generator(G, cfg, num_classes, device, n_samples, progress=False):
     if cfg.dataset in MIXTURES:
         fake, _ = generate(G, n_samples, cfg.z_dim, device, num_classes)
         return {"fid": None, "fid_real_floor": None, **mode_coverage(fake, cfg.dataset)}
-    from .fid import FIDScorer, class_accuracy
+    from .fid import FIDScorer, class_accuracy, class_shares
 
     scorer = FIDScorer(cfg.fid_backbone, cfg.inception_weights, device)
     held_out, pool = reference_sets(cfg)
@@ -112,8 +112,10 @@ def evaluate_generator(G, cfg, num_classes, device, n_samples, progress=False):
     real_sample = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(1))[:n]]
     scores = {"fid": scorer.score_fake(fake), "fid_real_floor": scorer.score_fake(real_sample),
               "fid_samples": n, "fid_reference_size": len(held_out), "fid_backbone": cfg.fid_backbone}
-    if num_classes and cfg.dataset in DIGIT_DATASETS and scorer.classifier is not None:
-        scores["class_accuracy"] = class_accuracy(scorer.classifier, fake, labels)
+    if cfg.dataset in DIGIT_DATASETS and scorer.classifier is not None:
+        scores.update(class_shares(scorer.classifier, fake))
+        if num_classes:
+            scores["class_accuracy"] = class_accuracy(scorer.classifier, fake, labels)
     return scores
 
 

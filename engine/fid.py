@@ -189,6 +189,32 @@ class FIDScorer:
 
 
 @torch.no_grad()
+def predict_classes(classifier, images, batch_size=500):
+    """The classifier's class for each image, on the CPU."""
+    classifier.eval()
+    device = next(classifier.parameters()).device
+    return torch.cat([classifier(images[i:i + batch_size].to(device)).argmax(dim=1).cpu()
+                      for i in range(0, images.shape[0], batch_size)])
+
+
+# A class counts as found when it holds at least this fraction of a uniform share (2.5% of samples for 10).
+FOUND_FRACTION_OF_UNIFORM = 0.25
+
+
+def class_shares(classifier, images, num_classes=10, batch_size=500):
+    """Mode coverage for digit-like data: the share of each class among ``images`` as the classifier reads them.
+
+    Returns {"class_shares": [share of class 0, ...], "classes_found": classes with at least
+    FOUND_FRACTION_OF_UNIFORM of the uniform share, "min_class_share", "max_class_share"}.
+    """
+    preds = predict_classes(classifier, images, batch_size)
+    shares = (torch.bincount(preds, minlength=num_classes).double() / max(len(preds), 1)).tolist()
+    found = sum(s >= FOUND_FRACTION_OF_UNIFORM / num_classes for s in shares)
+    return {"class_shares": [round(s, 4) for s in shares], "classes_found": int(found),
+            "min_class_share": min(shares), "max_class_share": max(shares)}
+
+
+@torch.no_grad()
 def class_accuracy(classifier, images, labels, batch_size=500):
     """How often `classifier` recognises each requested class in `images`: a conditional G's samples, or
     labelled real images (the classifier's own test accuracy).
@@ -198,10 +224,6 @@ def class_accuracy(classifier, images, labels, batch_size=500):
     labels = torch.as_tensor(labels).long().cpu()
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
-    classifier.eval()
-    device = next(classifier.parameters()).device
-    preds = torch.cat([classifier(images[i:i + batch_size].to(device)).argmax(dim=1).cpu()
-                       for i in range(0, images.shape[0], batch_size)])
-    correct = (preds == labels).float()
+    correct = (predict_classes(classifier, images, batch_size) == labels).float()
     per_class = {int(c): float(correct[labels == c].mean()) for c in labels.unique()}
     return {"accuracy": float(correct.mean()), "per_class": per_class, "num_samples": int(labels.shape[0])}

@@ -13,6 +13,7 @@ import torch
 from torch.profiler import record_function
 
 from . import losses
+from .augment import Augment
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 D_STATS = ("d_loss", "penalty", "real_score", "fake_score")
@@ -64,12 +65,15 @@ class TrainState:
         self.G_ema = None
         if cfg.ema > 0:
             self.G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+        self.ema_images = torch.zeros((), device=self.device)  # images G has trained on, for the EMA ramp-up
         # Running sums of the step statistics, read by the trainer every log interval, never inside a step.
         self.d_stats_sum = torch.zeros(len(D_STATS), device=self.device)
         self.g_stats_sum = torch.zeros(len(G_STATS), device=self.device)
         self.d_steps_done = torch.zeros((), device=self.device)
         self.g_steps_done = torch.zeros((), device=self.device)
         self.penalty_weight = cfg.penalty_weight * cfg.penalty_every  # lazy regularisation keeps the same strength
+        # Differentiable augmentation of every image D sees (none by default); its strength p lives on the device.
+        self.augment = Augment(cfg.augment, cfg.augment_p, cfg.ada_target, cfg.batch_size, self.device)
         # "explicit" or "autograd" (None without a penalty); explicit asked of a critic that cannot raises here.
         self.penalty_grad = losses.resolve_penalty_grad(D, cfg.penalty_grad) if cfg.penalty != "none" else None
         if cfg.compile:
@@ -118,6 +122,7 @@ class TrainState:
         z, fake_labels = self.latent_batch()
         with record_function("G forward"), torch.no_grad(), self.autocast():
             fake = self.G(z, fake_labels)
+        real, fake = self.augment(real), self.augment(fake)
         with self.autocast():
             penalty = torch.zeros((), device=self.device)
             if penalize and cfg.penalty == "r1":
@@ -143,6 +148,7 @@ class TrainState:
             self.scaler_d.update()
             if cfg.clip is not None:
                 losses.clip_weights(self.D, cfg.clip)
+        self.augment.adjust(real_scores.detach())
         stats = torch.stack([loss.detach(), penalty.detach().float(), real_scores.detach().float().mean(),
                              fake_scores.detach().float().mean()])
         self.d_stats_sum += stats
@@ -154,7 +160,7 @@ class TrainState:
         self.D.requires_grad_(False)  # no weight gradients for D in G's step
         z, labels = self.latent_batch()
         with record_function("G forward"), self.autocast():
-            fake = self.G(z, labels)
+            fake = self.augment(self.G(z, labels))  # gradients flow through the augmentation into G
             if self.channels_last:
                 fake = fake.contiguous(memory_format=torch.channels_last)
             fake_scores = self.D(fake, labels)
@@ -176,8 +182,17 @@ class TrainState:
 
     @torch.no_grad()
     def update_ema(self):
+        """EMA of G's weights. With --ema-rampup r the average's half-life (in images) is at most r times the
+        images seen so far (StyleGAN's ramp-up), so early weights do not linger in a short run's average."""
         ema_params = list(self.G_ema.parameters())
-        torch._foreach_lerp_(ema_params, list(self.G.parameters()), 1.0 - self.cfg.ema)
+        weight = 1.0 - self.cfg.ema
+        if self.cfg.ema_rampup > 0:
+            batch = self.cfg.batch_size
+            self.ema_images += batch
+            half_life = batch * math.log(0.5) / math.log(self.cfg.ema)
+            ramped = torch.clamp(self.ema_images * self.cfg.ema_rampup, min=1e-8, max=half_life)
+            weight = 1.0 - torch.pow(0.5, batch / ramped)
+        torch._foreach_lerp_(ema_params, list(self.G.parameters()), weight)
         for ema_buf, buf in zip(self.G_ema.buffers(), self.G.buffers()):
             ema_buf.copy_(buf)
 
@@ -190,6 +205,8 @@ class TrainState:
         for t in (self.d_stats_sum, self.g_stats_sum, self.d_steps_done, self.g_steps_done):
             t.zero_()
         out = dict(zip(D_STATS, d)) | dict(zip(G_STATS, g))
+        if self.augment.enabled:
+            out["augment_p"] = self.augment.p.item()
         if self.precision == "fp16":
             out["loss_scale_d"] = self.scaler_d.get_scale()
             out["loss_scale_g"] = self.scaler_g.get_scale()

@@ -96,6 +96,8 @@ def build_session(cfg, dataset=None):
         require_labels(dataset)
     if cfg.batch_size > len(dataset):
         raise ValueError(f"--batch-size {cfg.batch_size} is larger than the dataset ({len(dataset)} samples)")
+    if cfg.augment != "none" and len(dataset.data_shape) != 3:
+        raise ValueError(f"--augment applies to images; dataset {dataset.name!r} is {dataset.data_shape} points")
     num_classes = dataset.num_classes if cfg.conditional else 0
     # BatchNorm mixes samples, which a per-sample gradient penalty must not see: D has none then.
     G, D = build_models(cfg.model, dataset.data_shape, cfg.z_dim, num_classes, cfg.width,

@@ -168,3 +168,24 @@ def test_inception_input_is_uint8_rgb():
     out = shell._prepare(grey)
     assert out.dtype == torch.uint8 and out.shape == (2, 3, 1, 3)
     assert out[0, :, 0].tolist() == [[0, 128, 255]] * 3
+
+
+def test_class_shares_on_a_hand_made_set_of_real_digits():
+    """Real test digits in known proportions: the shares and the classes found come out as made."""
+    from ganforge.engine.data import load_dataset
+    from ganforge.engine.fid import class_shares
+
+    test = load_dataset("mnist5k", split="test")
+    model = load_mnist_classifier()
+    # 40 of each of the digits 0..4, 8 of digit 5 (under a quarter of the uniform share of 240 images), none above
+    picks = [torch.nonzero(test.labels == c).flatten()[:40] for c in range(5)]
+    picks.append(torch.nonzero(test.labels == 5).flatten()[:4])
+    chosen = torch.cat(picks)
+    result = class_shares(model, test.images[chosen])
+    n = len(chosen)
+    expected = [40 / n] * 5 + [4 / n] + [0.0] * 4
+    # the classifier is 99% accurate: allow a couple of misreadings per class
+    assert all(abs(s - e) <= 3 / n for s, e in zip(result["class_shares"], expected))
+    assert result["classes_found"] == 5
+    assert result["min_class_share"] <= 3 / n and result["max_class_share"] >= 37 / n
+    assert abs(sum(result["class_shares"]) - 1) < 1e-3

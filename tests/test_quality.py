@@ -1,0 +1,48 @@
+"""bench.quality: the time-to-quality harness, the peer models rebuilt from PyTorch-GAN, and its command."""
+import json
+import math
+
+import pytest
+import torch
+
+from ganforge.bench import quality
+
+
+@pytest.mark.parametrize("name,size", [("pytorch-gan-wgan_gp", 28), ("pytorch-gan-dcgan", 32)])
+def test_peer_models_train_and_sample(name, size):
+    trainee = quality.make_trainee(name)
+    g_before = [p.detach().clone() for p in trainee.G.parameters()]
+    d_before = [p.detach().clone() for p in trainee.D.parameters()]
+    for _ in range(5):  # five batches: the WGAN-GP generator steps once, on the fifth
+        trainee.step()
+    assert any(not torch.equal(a, b) for a, b in zip(g_before, trainee.G.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(d_before, trainee.D.parameters()))
+    images = trainee.samples(7)
+    assert images.shape == (7, 1, size, size) and images.abs().max() <= 1
+    assert trainee.G.training  # sampling put G back in training mode
+
+
+def test_recipes_are_valid_configs():
+    for name, overrides in quality.RECIPES.items():
+        quality.TrainConfig(**overrides).validate()
+
+
+@pytest.mark.slow
+def test_command_writes_a_curve_per_contender(tmp_path, capsys, monkeypatch):
+    # the reference kernels: the suite's Triton interpreter would make this CPU run crawl
+    monkeypatch.setitem(quality.RECIPES, "mlp-ns", {"model": "mlp", "kernels": "ref"})
+    out = tmp_path / "q.json"
+    code = quality.main(["--out", str(out), "--recipes", "mlp-ns", "--peers", "pytorch-gan-dcgan", "--marks", "1,2",
+                         "--fid-samples", "100", "--no-progress"])
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["schema"] == quality.SCHEMA and data["marks_s"] == [1, 2]
+    assert [c["name"] for c in data["curves"]] == ["mlp-ns", "pytorch-gan-dcgan"]
+    for curve in data["curves"]:
+        first, second = curve["points"]
+        # each mark is reached (an iteration may overshoot it, on a loaded machine past the next mark too)
+        assert 1 <= first["train_seconds"] <= second["train_seconds"] and second["train_seconds"] >= 2
+        assert 0 < first["iterations"] <= second["iterations"]
+        assert all(math.isfinite(p["fid"]) and len(p["class_shares"]) == 10 for p in curve["points"])
+    assert "| mlp-ns | recipe |" in capsys.readouterr().out
+    assert quality.main(["--out", str(out), "--recipes", "nope", "--peers", ""]) == 2
