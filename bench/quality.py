@@ -43,6 +43,14 @@ RECIPES = {
     "dcgan-hinge-aug-ema": {"model": "dcgan", "loss": "hinge", "augment": "translation,cutout", "ada_target": 0.6,
                             "ema": 0.999, "ema_rampup": 0.05},
     "dcgan-wgan-gp": {"model": "dcgan", "loss": "wgan", "penalty": "wgan-gp", "n_critic": 5},
+    # lazy R1 (gamma 1, every 4th D step) kept conditional MLP GANs from collapsing in the editing study
+    "mlp-r1": {"model": "mlp", "penalty": "r1", "penalty_weight": 1.0, "penalty_every": 4},
+    "mlp-r1-ema": {"model": "mlp", "penalty": "r1", "penalty_weight": 1.0, "penalty_every": 4, "ema": 0.999,
+                   "ema_rampup": 0.05},
+    "dcgan-r1-ema": {"model": "dcgan", "penalty": "r1", "penalty_weight": 1.0, "penalty_every": 4, "ema": 0.999,
+                     "ema_rampup": 0.05},
+    "dcgan-r1-aug-ema": {"model": "dcgan", "penalty": "r1", "penalty_weight": 1.0, "penalty_every": 4,
+                         "ema": 0.999, "ema_rampup": 0.05, "augment": "translation,cutout", "ada_target": 0.6},
 }
 
 
