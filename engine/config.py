@@ -13,6 +13,7 @@ PENALTIES = ("none", "wgan-gp", "r1")
 OPTIMIZERS = ("adam", "rmsprop")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SWITCHES = ("auto", "on", "off")
+ON_NAN = ("stop", "rollback")
 
 
 @dataclass
@@ -54,6 +55,9 @@ class TrainConfig:
     log_every: int = 100
     sample_every: int = 1000
     ckpt_every: int = 2000
+    keep_checkpoints: int = 3          # checkpoint-NNNNNN.pt files kept (checkpoint.pt is the newest)
+    on_nan: str = "stop"               # a non-finite loss or weight: stop, or rollback to the last checkpoint
+    max_rollbacks: int = 3             # --on-nan rollback: at most this many, each halving the learning rates
     fid_samples: int = 2000            # generated images scored at the end; 0 skips FID
     fid_backbone: str = "mnist"        # mnist (embedded classifier) | inception (needs --inception-weights)
     inception_weights: str | None = None
@@ -80,8 +84,9 @@ class TrainConfig:
         choice("channels_last", SWITCHES)
         choice("kernels", ("auto", "triton", "ref"))
         choice("fid_backbone", ("mnist", "inception"))
+        choice("on_nan", ON_NAN)
         for name in ("batch_size", "iterations", "n_critic", "penalty_every", "z_dim", "width", "log_every",
-                     "sample_every", "ckpt_every"):
+                     "sample_every", "ckpt_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         for name in ("lr_g", "lr_d", "penalty_weight"):
@@ -91,6 +96,8 @@ class TrainConfig:
             raise ValueError(f"--ema must be in [0, 1), got {self.ema}")
         if self.clip is not None and self.clip <= 0:
             raise ValueError(f"--clip must be > 0, got {self.clip}")
+        if self.max_rollbacks < 0:
+            raise ValueError(f"--max-rollbacks must be >= 0, got {self.max_rollbacks}")
         if self.fid_samples < 0:
             raise ValueError(f"--fid-samples must be >= 0, got {self.fid_samples}")
         return self
