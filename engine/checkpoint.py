@@ -171,6 +171,14 @@ def hyperparameter_changes(saved_config, cfg):
             if name in saved_config and saved_config[name] != getattr(cfg, name)}
 
 
+def check_same_architecture(state, cfg, path):
+    saved = state["config"]
+    mismatched = [f"{flag(name)} {saved.get(name)!r} in the checkpoint, {getattr(cfg, name)!r} now"
+                  for name in ARCHITECTURE_FIELDS if saved.get(name) != getattr(cfg, name)]
+    if mismatched:
+        raise ValueError(f"cannot resume from {path}: " + "; ".join(mismatched))
+
+
 def restore_training_state(train_state, state, path="checkpoint"):
     """Load a checkpoint's weights, optimizer and scaler states and RNG into live training objects.
 
@@ -180,10 +188,7 @@ def restore_training_state(train_state, state, path="checkpoint"):
     """
     saved = state["config"]
     cfg = train_state.cfg
-    mismatched = [f"{flag(name)} {saved.get(name)!r} in the checkpoint, {getattr(cfg, name)!r} now"
-                  for name in ARCHITECTURE_FIELDS if saved.get(name) != getattr(cfg, name)]
-    if mismatched:
-        raise ValueError(f"cannot resume from {path}: " + "; ".join(mismatched))
+    check_same_architecture(state, cfg, path)
     train_state.G.load_state_dict(state["G"])
     train_state.D.load_state_dict(state["D"])
     if train_state.G_ema is not None:

@@ -198,6 +198,7 @@ def restore(session, resume):
     path, state, skipped = ckpt.find_resume_checkpoint(resume, session.device)
     for bad, reason in skipped:
         print(f"skipping {bad}: {reason}", file=sys.stderr)
+    ckpt.check_same_architecture(state, session.cfg, path)
     if state["iteration"] >= session.cfg.iterations:
         raise ValueError(f"--iterations {session.cfg.iterations} is not above the iteration of {path} "
                          f"({state['iteration']}): nothing left to train; ask for more iterations")
@@ -306,6 +307,9 @@ def handle_divergence(session, out, log, bad_at, record):
     path, saved, _ = ckpt.find_resume_checkpoint(out, session.device)
     lr_g, lr_d = (group["lr"] for group in (state.opt_g.param_groups[0], state.opt_d.param_groups[0]))
     ckpt.restore_training_state(state, saved, path)
+    if session.graphs:  # the restored optimizer state is new tensors: capture the steps again over them
+        from .graphs import GraphRunner
+        session.runner = GraphRunner(state)
     session.rollbacks += 1
     lr_g, lr_d = float(lr_g) / 2, float(lr_d) / 2
     state.set_learning_rates(lr_g=lr_g, lr_d=lr_d)

@@ -166,7 +166,7 @@ def test_keep_checkpoints_and_resume_from_a_folder_skips_a_broken_newest(tmp_pat
     assert summary["resumed_at"] == 4 and logged_iterations(out) == list(range(1, 8))
 
 
-# -- signals and kill -9 ------------------------------------------------------------------------------------------------
+# -- signals and kill -9 -----------------------------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_saves_and_resume_equals_an_uninterrupted_run(signum, reference_run, tmp_path):
@@ -218,7 +218,7 @@ def test_kill_9_mid_checkpoint_loses_nothing_saved_and_resumes_exactly(reference
     assert logged_iterations(out) == list(range(1, TOTAL + 1))
 
 
-# -- divergence ---------------------------------------------------------------------------------------------------------
+# -- divergence --------------------------------------------------------------------------------------------------------
 def test_divergence_stops_naming_iteration_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     monkeypatch.setenv("GANFORGE_TEST_NAN_AT", "5")  # a NaN weight after iteration 5: iteration 6 goes non-finite
@@ -255,7 +255,7 @@ def test_summary_and_log_are_strict_json():
     assert strict_json({"fid": float("nan"), "x": [float("inf"), 1.5]}) == '{"fid": null, "x": [null, 1.5]}'
 
 
-# -- resume keeps its word ----------------------------------------------------------------------------------------------
+# -- resume keeps its word ---------------------------------------------------------------------------------------------
 def test_resume_applies_and_reports_changed_hyperparameters(tmp_path):
     out = tmp_path / "run"
     base = dict(log_every=1, out=str(out), loss="wgan", **TINY_CFG)
@@ -288,7 +288,7 @@ def test_partial_last_log_line_is_dropped_on_resume(tmp_path, capsys):
     assert logged_iterations(out) == [1, 2, 3, 4, 5]
 
 
-# -- every bad input: one line, exit 2, before any work ------------------------------------------------------------------
+# -- every bad input: one line, exit 2, before any work ----------------------------------------------------------------
 def write_idx_images(path, n=16):
     header = np.array([0x803, n, 28, 28], dtype=">i4").tobytes()
     path.write_bytes(header + np.random.default_rng(0).integers(0, 256, (n, 28, 28), dtype=np.uint8).tobytes())
