@@ -182,6 +182,7 @@ def test_signal_saves_and_resume_equals_an_uninterrupted_run(signum, reference_r
     saved = ckpt.load_checkpoint(out / "checkpoint.pt")["iteration"]
     assert f"stopped by {signal.Signals(signum).name} at iteration {saved}" in stderr
     assert saved >= seen_at_signal  # nothing lost: the step in progress finished and was saved
+    print(f"{signal.Signals(signum).name}: logged {seen_at_signal} when sent, checkpoint at {saved}: lost 0")
     assert strict_load(out / "summary.json")["status"] == "interrupted"
     resumed = run_ganforge("train", *TINY, "--iterations", str(TOTAL), "--log-every", "1", "--ckpt-every", "100",
                            "--out", str(out), "--resume", str(out))
@@ -210,6 +211,8 @@ def test_kill_9_mid_checkpoint_loses_nothing_saved_and_resumes_exactly(reference
         ckpt.load_checkpoint(path)  # every checkpoint on disk loads
     newest = ckpt.load_checkpoint(out / "checkpoint.pt")["iteration"]
     assert killed_after - newest <= 1  # lost: at most the iteration whose checkpoint was being written
+    print(f"SIGKILL mid-write (attempt {attempt + 1}): logged {killed_after}, newest checkpoint {newest}: "
+          f"lost {killed_after - newest}")
     resumed = run_ganforge("train", *TINY, "--iterations", str(TOTAL), "--log-every", "1", "--ckpt-every", "1",
                            "--keep-checkpoints", "2", "--out", str(out), "--resume", str(out))
     assert resumed.returncode == 0, resumed.stderr
