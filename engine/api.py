@@ -12,18 +12,19 @@ from .evaluate import generate, requested_labels, score_checkpoint
 __all__ = ["TrainConfig", "train", "sample", "score", "load_generator", "load_checkpoint"]
 
 
-def train(config=None, *, dataset=None, resume=None, **overrides):
+def train(config=None, *, dataset=None, resume=None, overwrite=False, **overrides):
     """Train a GAN and return its summary (the dict written to summary.json).
 
     config: a TrainConfig (default: TrainConfig()); keyword overrides replace its fields, e.g.
         ``train(model="dcgan", iterations=500, out="runs/x")``.
     dataset: an engine.data.Dataset to train on instead of loading ``config.dataset``.
     resume: a checkpoint.pt (or run folder) to continue from.
+    overwrite: replace a run already in ``config.out`` (otherwise a used folder is refused).
     """
     from .trainer import train as run_training
 
     config = dataclasses.replace(config or TrainConfig(), **overrides)
-    return run_training(config, dataset=dataset, resume=resume)
+    return run_training(config, dataset=dataset, resume=resume, overwrite=overwrite)
 
 
 def sample(checkpoint, n=64, *, label=None, use_ema=True, seed=0, device="cpu"):

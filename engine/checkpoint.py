@@ -3,11 +3,16 @@
 Written atomically (engine.io.atomic_write), so a crash mid-write never leaves a truncated checkpoint
 behind; read with ``weights_only=True``, so loading never runs code from the file.
 """
+import os
+import pickle
+import uuid
+import zipfile
 from pathlib import Path
 
 import torch
 
-from .io import atomic_write
+from .io import atomic_write, fsync_dir
+from .steps import set_lr
 
 FORMAT = "ganforge-checkpoint/1"
 
@@ -25,7 +30,7 @@ def restore_rng_state(state):
         torch.cuda.set_rng_state_all(list(state["cuda"]))
 
 
-def save_checkpoint(path, train_state, iteration, data_shape, num_classes):
+def save_checkpoint(path, train_state, iteration, data_shape, num_classes, extra=None):
     """Write everything needed to resume training (or to sample) at ``iteration``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,44 +48,172 @@ def save_checkpoint(path, train_state, iteration, data_shape, num_classes):
         "scaler_g": train_state.scaler_g.state_dict(),
         "scaler_d": train_state.scaler_d.state_dict(),
         "rng": rng_state(),
+        # device-side training counters: the adaptive augmentation strength and the EMA ramp-up's image count
+        "augment_p": train_state.augment.p.detach().cpu(),
+        "ema_images": train_state.ema_images.detach().cpu(),
+        **(extra or {}),  # e.g. the trainer's rollback count
     }
     return atomic_write(path, lambda f: torch.save(state, f))
 
 
+# -- a run folder's checkpoints: checkpoint-NNNNNN.pt, the last K kept, checkpoint.pt the newest -------------------
+LATEST = "checkpoint.pt"
+
+
+def numbered_path(folder, iteration):
+    return Path(folder) / f"checkpoint-{iteration:06d}.pt"
+
+
+def numbered_checkpoints(folder):
+    """The folder's checkpoint-NNNNNN.pt files, newest (highest iteration) first."""
+    found = []
+    for path in Path(folder).glob("checkpoint-*.pt"):
+        number = path.stem.removeprefix("checkpoint-")
+        if number.isdigit():
+            found.append((int(number), path))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def save_run_checkpoint(folder, train_state, iteration, data_shape, num_classes, keep, protect=(), extra=None):
+    """Write checkpoint-NNNNNN.pt, point checkpoint.pt at it, and delete numbered ones beyond the newest ``keep``.
+
+    checkpoint.pt is a hard link to the newest numbered file (a copy where links are not supported), swapped in
+    by an atomic rename, so readers always find a whole file. ``protect``: paths never deleted (the best-FID
+    checkpoint, once FID is tracked during training).
+    """
+    path = save_checkpoint(numbered_path(folder, iteration), train_state, iteration, data_shape, num_classes, extra)
+    _replace_with_link(path, Path(folder) / LATEST)
+    protected = {Path(p).resolve() for p in protect}
+    for old in numbered_checkpoints(folder)[keep:]:
+        if old.resolve() not in protected:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def _replace_with_link(source, target):
+    """Make ``target`` a hard link to ``source`` by an atomic rename (a copy where links are unsupported)."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # the atomic_write pattern
+    try:
+        os.link(source, tmp)
+    except OSError:
+        atomic_write(target, lambda f: f.write(Path(source).read_bytes()))
+        return
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)
+
+
+def find_resume_checkpoint(path, map_location="cpu"):
+    """The checkpoint to resume from: ``path`` itself when a file, else a run folder's newest loadable one.
+
+    Returns (path, state, skipped): skipped lists (path, reason) of newer files that could not be loaded.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path, load_checkpoint(path, map_location), []
+    if not path.is_dir():
+        raise ValueError(f"--resume {path}: no such checkpoint file or run folder")
+    candidates = numbered_checkpoints(path) + ([path / LATEST] if (path / LATEST).is_file() else [])
+    skipped = []
+    for candidate in candidates:
+        try:
+            return candidate, load_checkpoint(candidate, map_location), skipped
+        except ValueError as exc:
+            skipped.append((candidate, str(exc)))
+    reasons = "; ".join(reason for _, reason in skipped)
+    raise ValueError(f"--resume {path}: no loadable checkpoint in this folder" + (f" ({reasons})" if reasons else ""))
+
+
+REQUIRED_KEYS = ("iteration", "config", "data_shape", "num_classes", "G", "D", "G_ema", "opt_g", "opt_d",
+                 "scaler_g", "scaler_d", "rng")
+
+
 def load_checkpoint(path, map_location="cpu"):
-    """Read a checkpoint safely; a missing or foreign file raises ValueError naming it."""
+    """Read a checkpoint safely; a missing, empty, foreign or incomplete file raises ValueError naming it."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint {path} is empty (0 bytes): it was never written completely")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+    except pickle.UnpicklingError:  # weights_only refused an object; torch's advice to disable it is not ours
+        if not zipfile.is_zipfile(path):  # torch also reads arbitrary bytes as a legacy pickle, and fails
+            raise ValueError(f"{path} is not a ganforge checkpoint: it is not a readable torch file") from None
+        raise ValueError(f"{path} is not a ganforge checkpoint: it holds objects other than tensors and plain "
+                         "containers, which are not loaded (loading them could run code)") from None
+    except Exception:  # torch raises several types for truncated or foreign files; its text is no help here
+        raise ValueError(f"{path} is not a ganforge checkpoint: it is not a readable torch file (truncated or "
+                         "another format)") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a ganforge checkpoint (expected format {FORMAT!r})")
+    missing = [key for key in REQUIRED_KEYS if key not in state]
+    if missing:
+        raise ValueError(f"checkpoint {path} is incomplete: it lacks {', '.join(missing)}")
     return state
 
 
 # Fields that shape the models or the optimizer state: a resumed run must agree with its checkpoint on them.
 ARCHITECTURE_FIELDS = ("model", "dataset", "image_size", "channels", "conditional", "z_dim", "width", "optimizer",
                        "penalty")
+# Fields a resumed run may change: applied to the restored state and reported (trainer logs them).
+TUNABLE_FIELDS = ("lr_g", "lr_d", "beta1", "beta2", "loss", "n_critic", "penalty_weight", "penalty_every", "clip",
+                  "ema", "batch_size")
+
+
+def flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def hyperparameter_changes(saved_config, cfg):
+    """{field: (checkpoint's value, value now)} for each tunable field a resumed run changes."""
+    return {name: (saved_config.get(name), getattr(cfg, name)) for name in TUNABLE_FIELDS
+            if name in saved_config and saved_config[name] != getattr(cfg, name)}
+
+
+def check_same_architecture(state, cfg, path):
+    saved = state["config"]
+    mismatched = [f"{flag(name)} {saved.get(name)!r} in the checkpoint, {getattr(cfg, name)!r} now"
+                  for name in ARCHITECTURE_FIELDS if saved.get(name) != getattr(cfg, name)]
+    if mismatched:
+        raise ValueError(f"cannot resume from {path}: " + "; ".join(mismatched))
 
 
 def restore_training_state(train_state, state, path="checkpoint"):
-    """Load a checkpoint's weights, optimizer and scaler states and RNG into live training objects."""
+    """Load a checkpoint's weights, optimizer and scaler states and RNG into live training objects.
+
+    Hyperparameters the live config changes are applied: learning rates and betas into the restored optimizers
+    (the rest are read from the config by the steps); an EMA the checkpoint lacks starts from the restored G.
+    Returns the checkpoint's iteration.
+    """
     saved = state["config"]
-    mismatched = [f"--{name.replace('_', '-')} {saved.get(name)!r} in the checkpoint, {getattr(train_state.cfg, name)!r} now"
-                  for name in ARCHITECTURE_FIELDS if saved.get(name) != getattr(train_state.cfg, name)]
-    if mismatched:
-        raise ValueError(f"cannot resume from {path}: " + "; ".join(mismatched))
+    cfg = train_state.cfg
+    check_same_architecture(state, cfg, path)
     train_state.G.load_state_dict(state["G"])
     train_state.D.load_state_dict(state["D"])
-    if train_state.G_ema is not None and state["G_ema"] is not None:
-        train_state.G_ema.load_state_dict(state["G_ema"])
+    if train_state.G_ema is not None:
+        train_state.G_ema.load_state_dict(state["G_ema"] if state["G_ema"] is not None else state["G"])
     train_state.opt_g.load_state_dict(state["opt_g"])
     train_state.opt_d.load_state_dict(state["opt_d"])
     train_state.scaler_g.load_state_dict(state["scaler_g"])
     train_state.scaler_d.load_state_dict(state["scaler_d"])
+    changes = hyperparameter_changes(saved, cfg)
+    for optimizer, lr_name in ((train_state.opt_g, "lr_g"), (train_state.opt_d, "lr_d")):
+        if lr_name in changes:
+            set_lr(optimizer, getattr(cfg, lr_name))
+        if "beta1" in changes or "beta2" in changes:
+            for group in optimizer.param_groups:
+                if "betas" in group:
+                    group["betas"] = (cfg.beta1, cfg.beta2)
+    # Device-side counters; older checkpoints lack them and the counters then start afresh. A fixed --augment-p
+    # comes from the live config; only the adaptive strength is training state.
+    if "augment_p" in state and train_state.augment.adaptive:
+        train_state.augment.p.copy_(state["augment_p"])
+    if "ema_images" in state:
+        train_state.ema_images.copy_(state["ema_images"])
     restore_rng_state(state["rng"])
     return state["iteration"]
 

@@ -4,7 +4,10 @@ Each takes its argv and returns an exit code; ganforge.cli dispatches to them.
 """
 import argparse
 import json
+import os
+import sys
 from dataclasses import fields
+from pathlib import Path
 
 from .config import TrainConfig, field_type, load_config_file
 
@@ -36,6 +39,10 @@ _HELP = {
     "kernels": "fused ops: auto (Triton on CUDA), triton, ref (plain PyTorch reference)",
     "fid_samples": "generated images scored by FID at the end (0 skips)",
     "inception_weights": "local Inception weights file for --fid-backbone inception",
+    "keep_checkpoints": "keep the newest K checkpoint-NNNNNN.pt files (checkpoint.pt links the newest)",
+    "on_nan": "a non-finite loss or weight: stop (keep the last good checkpoint) or rollback to it with the "
+              "learning rates halved",
+    "max_rollbacks": "--on-nan rollback: at most this many rollbacks before stopping",
 }
 
 
@@ -77,11 +84,18 @@ def config_from_args(args):
 
 def train_command(argv):
     parser = add_train_args(argparse.ArgumentParser(prog="ganforge train", description="Train a GAN."))
-    parser.add_argument("--resume", help="continue from this checkpoint.pt")
+    parser.add_argument("--resume", metavar="PATH",
+                        help="continue from a checkpoint file, or from a run folder's newest loadable checkpoint")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in --out (without it, a used --out is refused)")
     args = parse_train_args(parser, argv)
-    from .trainer import train
+    from .trainer import TrainingStopped, train
 
-    summary = train(config_from_args(args), resume=args.resume)
+    try:
+        summary = train(config_from_args(args), resume=args.resume, overwrite=args.overwrite)
+    except TrainingStopped as stop:  # diverged or interrupted: the outputs are consistent; one line, no traceback
+        print(f"ganforge train: {stop}", file=sys.stderr)
+        return stop.exit_code
     shown = {k: summary[k] for k in ("fid", "fid_real_floor", "iterations", "images_per_sec", "device") if k in summary}
     print(json.dumps(shown, indent=2))
     print(f"outputs in {args.out}")
@@ -98,6 +112,9 @@ def sample_command(argv):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    if args.num < 1:
+        raise ValueError(f"--num must be >= 1, got {args.num}")
+    check_output_file("--out", args.out)
     from .evaluate import sample_grid
 
     path = sample_grid(args.ckpt, args.out, args.num, args.label, not args.no_ema, args.seed, args.device)
@@ -113,15 +130,31 @@ def fid_command(argv):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json-out", help="also write the scores to this JSON file")
     args = parser.parse_args(argv)
+    if args.samples < 2:
+        raise ValueError(f"--samples must be >= 2 (FID compares two sets' covariances), got {args.samples}")
+    if args.json_out:
+        check_output_file("--json-out", args.json_out)
     from .evaluate import score_checkpoint
+    from .io import atomic_write_json, strict_json
 
     scores = score_checkpoint(args.ckpt, args.samples, not args.no_ema, args.device)
-    text = json.dumps(scores, indent=2)
-    print(text)
+    print(strict_json(scores, indent=2))
     if args.json_out:
-        with open(args.json_out, "w") as f:
-            f.write(text + "\n")
+        atomic_write_json(args.json_out, scores)
     return 0
+
+
+def check_output_file(option, path):
+    """An output file's folder must exist and be writable, and the path must not be a folder: checked before work."""
+    path = Path(path)
+    folder = path.parent
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; give a file name")
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise ValueError(f"{option} {path}: the folder {folder} {what}")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{option} {path}: the folder {folder} is not writable")
 
 
 def _checkpoint_parser(prog, description):
@@ -140,6 +173,7 @@ def interpolate_command(argv):
     parser.add_argument("--rows", type=int, default=8)
     parser.add_argument("--per-row", "--steps", dest="per_row", type=int, default=10, help="images per row")
     args = parser.parse_args(argv)
+    check_output_file("--out", args.out)
     from .evaluate import latent_walk
 
     path = latent_walk(args.ckpt, args.out, args.rows, args.per_row, not args.no_ema, args.seed, args.device)
@@ -154,6 +188,7 @@ def augment_command(argv):
     parser.add_argument("--count", type=int, default=1000, help="images to generate")
     parser.add_argument("--label", type=int, default=None, help="only this class (default: classes in turn)")
     args = parser.parse_args(argv)
+    check_output_file("--out", args.out)
     from .evaluate import export_samples
 
     path, arrays = export_samples(args.ckpt, args.out, args.count, args.label, not args.no_ema, args.seed,

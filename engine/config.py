@@ -14,6 +14,7 @@ OPTIMIZERS = ("adam", "rmsprop")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SWITCHES = ("auto", "on", "off")
 PENALTY_GRADS = ("auto", "explicit", "autograd")  # how a penalty gets its input gradient (engine.losses)
+ON_NAN = ("stop", "rollback")
 
 
 @dataclass
@@ -61,6 +62,9 @@ class TrainConfig:
     log_every: int = 100
     sample_every: int = 1000
     ckpt_every: int = 2000
+    keep_checkpoints: int = 3          # checkpoint-NNNNNN.pt files kept (checkpoint.pt is the newest)
+    on_nan: str = "stop"               # a non-finite loss or weight: stop, or rollback to the last checkpoint
+    max_rollbacks: int = 3             # --on-nan rollback: at most this many, each halving the learning rates
     fid_samples: int = 2000            # generated images scored at the end; 0 skips FID
     fid_backbone: str = "mnist"        # mnist (embedded classifier) | inception (needs --inception-weights)
     inception_weights: str | None = None
@@ -88,8 +92,9 @@ class TrainConfig:
         choice("channels_last", SWITCHES)
         choice("kernels", ("auto", "triton", "ref"))
         choice("fid_backbone", ("mnist", "inception"))
+        choice("on_nan", ON_NAN)
         for name in ("batch_size", "iterations", "n_critic", "penalty_every", "z_dim", "width", "log_every",
-                     "sample_every", "ckpt_every"):
+                     "sample_every", "ckpt_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         for name in ("lr_g", "lr_d", "penalty_weight"):
@@ -108,6 +113,8 @@ class TrainConfig:
             raise ValueError(f"--ema-rampup must be >= 0 and needs --ema > 0, got {self.ema_rampup}")
         if self.clip is not None and self.clip <= 0:
             raise ValueError(f"--clip must be > 0, got {self.clip}")
+        if self.max_rollbacks < 0:
+            raise ValueError(f"--max-rollbacks must be >= 0, got {self.max_rollbacks}")
         if self.fid_samples < 0:
             raise ValueError(f"--fid-samples must be >= 0, got {self.fid_samples}")
         return self

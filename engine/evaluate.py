@@ -1,6 +1,8 @@
 """What a trained generator is used for: FID against held-out real data, class accuracy, mode coverage,
 sample grids, latent-space walks, and synthetic labelled data for training a classifier."""
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -47,19 +49,39 @@ def requested_labels(label, n, num_classes, checkpoint, option="--label"):
     return torch.full((n,), label)
 
 
+# Formats holding one set: FID's held-out half is split off it. Every other dataset must have its test split.
+ONE_SET_DATASETS = ("folder", "npy")
+
+
 def reference_sets(cfg, seed=0):
     """(held-out real set, disjoint real pool): the test split and the train split where the dataset has both,
-    else two disjoint random halves of the one set."""
+    else two disjoint random halves of the one set. A dataset with a test split that is missing or unreadable
+    is an error, never a silent switch to another reference set."""
     kwargs = dict(image_size=cfg.image_size, channels=cfg.channels, seed=cfg.seed)
-    try:
-        held_out = load_dataset(cfg.dataset, cfg.data_path, split="test", **kwargs).images
-        pool = load_dataset(cfg.dataset, cfg.data_path, split="train", **kwargs).images
-    except DataError:  # one-set datasets (folders, arrays) have no test split
+    one_set = cfg.dataset in ONE_SET_DATASETS or (cfg.dataset == "mnist-idx" and Path(cfg.data_path).is_file())
+    if one_set:
         everything = load_dataset(cfg.dataset, cfg.data_path, split="train", **kwargs).images
         perm = torch.randperm(len(everything), generator=torch.Generator().manual_seed(seed))
         half = len(everything) // 2
-        held_out, pool = everything[perm[:half]], everything[perm[half:]]
+        return everything[perm[:half]], everything[perm[half:]]
+    try:
+        held_out = load_dataset(cfg.dataset, cfg.data_path, split="test", **kwargs).images
+    except DataError as exc:
+        raise DataError(f"FID's held-out set (the test split) cannot be read: {exc}; restore it, or pass "
+                        "--fid-samples 0 to train without FID") from None
+    pool = load_dataset(cfg.dataset, cfg.data_path, split="train", **kwargs).images
     return held_out, pool
+
+
+def check_scoring(cfg):
+    """Before training: fail now if the end-of-run scores cannot be computed. Returns the FID reference sets
+    (None when FID is off or the data are 2-D points), for evaluate_generator."""
+    if cfg.fid_samples == 0 or cfg.dataset in MIXTURES:
+        return None
+    from .fid import check_backbone
+
+    check_backbone(cfg.fid_backbone, cfg.inception_weights)
+    return reference_sets(cfg)
 
 
 def mode_coverage(points, name, min_count=None):
@@ -90,12 +112,13 @@ def mode_coverage(points, name, min_count=None):
     }
 
 
-def evaluate_generator(G, cfg, num_classes, device, n_samples, progress=False):
+def evaluate_generator(G, cfg, num_classes, device, n_samples, progress=False, references=None):
     """The end-of-training scores written into summary.json.
 
     fid: FID of n_samples generated images against the held-out real set.
     fid_real_floor: FID of as many real images, disjoint from the held-out set, against it — the score a
     perfect generator would get with these sample sizes.
+    references: (held-out, pool) from check_scoring, else loaded here.
     """
     if n_samples == 0:
         return {"fid": None, "fid_real_floor": None}
@@ -105,7 +128,7 @@ def evaluate_generator(G, cfg, num_classes, device, n_samples, progress=False):
     from .fid import FIDScorer, class_accuracy, class_shares
 
     scorer = FIDScorer(cfg.fid_backbone, cfg.inception_weights, device)
-    held_out, pool = reference_sets(cfg)
+    held_out, pool = references if references is not None else reference_sets(cfg)
     n = min(n_samples, len(pool))
     scorer.set_real(held_out)
     fake, labels = generate(G, n, cfg.z_dim, device, num_classes)

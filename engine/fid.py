@@ -28,8 +28,8 @@ INCEPTION_WEIGHTS_HINT = (
     "(release v0.2.0 of github.com/toshas/torch-fidelity), copied onto this machine")
 
 
-class FIDError(RuntimeError):
-    """FID cannot be computed as configured (missing weights, package, or bad inputs)."""
+class FIDError(ValueError):
+    """FID cannot be computed as configured (missing weights, package, or bad inputs): the CLI's one-line error."""
 
 
 class MNISTClassifier(nn.Module):
@@ -126,6 +126,16 @@ def _inception_metric_args(weights):
             # uint8 input; the TF1-compatible resize of the reference FID code, so numbers compare with
             # published ones
             "normalize": False, "antialias": False}
+
+
+def check_backbone(backbone, inception_weights=None):
+    """Raise FIDError now if FIDScorer(backbone, inception_weights) would fail (before a long run, not after)."""
+    if backbone == "mnist":
+        load_mnist_classifier()
+    elif backbone == "inception":
+        _inception_metric_args(inception_weights)
+    else:
+        raise FIDError(f"unknown FID backbone {backbone!r}; expected 'mnist' or 'inception'")
 
 
 class FIDScorer:

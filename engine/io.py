@@ -6,12 +6,14 @@ over the target (atomic on POSIX), then the folder fsync'ed so the rename itself
 error the temporary file is removed.
 """
 import contextlib
+import json
+import math
 import os
 import tempfile
 from pathlib import Path
 
 
-def _fsync_dir(folder):
+def fsync_dir(folder):
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:  # some platforms cannot open a folder; the rename is still atomic there
@@ -42,7 +44,7 @@ def atomic_write(path, write):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -52,3 +54,20 @@ def atomic_write_bytes(path, data):
 
 def atomic_write_text(path, text):
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def strict_json(obj, indent=None):
+    """JSON text that every parser accepts: non-finite floats (NaN, inf) become null."""
+    def clean(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+    return json.dumps(clean(obj), indent=indent, allow_nan=False)
+
+
+def atomic_write_json(path, obj):
+    return atomic_write_text(path, strict_json(obj, indent=2) + "\n")

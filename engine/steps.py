@@ -71,6 +71,9 @@ class TrainState:
         self.g_stats_sum = torch.zeros(len(G_STATS), device=self.device)
         self.d_steps_done = torch.zeros((), device=self.device)
         self.g_steps_done = torch.zeros((), device=self.device)
+        # Divergence guard: the iteration (counted from the last stats reset) of the first non-finite loss or
+        # parameter, -1 while all is finite; set by torch ops inside the steps, read by the trainer.
+        self.nonfinite_at = torch.full((), -1, dtype=torch.long, device=self.device)
         self.penalty_weight = cfg.penalty_weight * cfg.penalty_every  # lazy regularisation keeps the same strength
         # Differentiable augmentation of every image D sees (none by default); its strength p lives on the device.
         self.augment = Augment(cfg.augment, cfg.augment_p, cfg.ada_target, cfg.batch_size, self.device)
@@ -152,6 +155,7 @@ class TrainState:
         stats = torch.stack([loss.detach(), penalty.detach().float(), real_scores.detach().float().mean(),
                              fake_scores.detach().float().mean()])
         self.d_stats_sum += stats
+        self.watch_finite(stats[0] + stats[1], self.D, self.d_steps_done // cfg.n_critic)
         self.d_steps_done += 1
         return stats
 
@@ -177,6 +181,7 @@ class TrainState:
                 self.update_ema()
         stats = torch.stack([loss.detach(), fake_scores.detach().float().mean()])
         self.g_stats_sum += stats
+        self.watch_finite(stats[0], self.G, self.g_steps_done)
         self.g_steps_done += 1
         return stats
 
@@ -196,6 +201,13 @@ class TrainState:
         for ema_buf, buf in zip(self.G_ema.buffers(), self.G.buffers()):
             ema_buf.copy_(buf)
 
+    @torch.no_grad()
+    def watch_finite(self, loss, model, iteration_in_interval):
+        """Record the first iteration whose loss or updated parameters are not finite (no host sync)."""
+        finite = torch.isfinite(loss) & torch.isfinite(torch.stack(torch._foreach_norm(list(model.parameters())))).all()
+        first = (self.nonfinite_at < 0) & ~finite
+        self.nonfinite_at.copy_(torch.where(first, iteration_in_interval.long(), self.nonfinite_at))
+
     # -- host side, outside the steps --------------------------------------------------------------------------------
     def read_and_reset_stats(self):
         """Mean step statistics since the last call (one device->host copy), then zero the sums."""
@@ -211,6 +223,15 @@ class TrainState:
             out["loss_scale_d"] = self.scaler_d.get_scale()
             out["loss_scale_g"] = self.scaler_g.get_scale()
         return {k: (v if math.isfinite(v) else float("nan")) for k, v in out.items()}
+
+    def first_nonfinite_iteration(self, interval_start):
+        """The iteration (1-based, as logged) of the first non-finite loss or parameter since ``interval_start``
+        (the iteration when the stats were last reset), or None. One device->host copy."""
+        offset = int(self.nonfinite_at.item())
+        return None if offset < 0 else interval_start + offset + 1
+
+    def reset_divergence_flag(self):
+        self.nonfinite_at.fill_(-1)
 
     def set_learning_rates(self, lr_g=None, lr_d=None):
         if lr_g is not None:

@@ -1,7 +1,11 @@
 """The training loop: build a session (data, models, train state, runner), iterate, log, sample, checkpoint, score."""
 import json
+import os
+import signal
+import sys
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -13,9 +17,11 @@ from ..models import build_models
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import Dataset, load_dataset, require_labels
-from .evaluate import run_generator
+from .evaluate import check_scoring, evaluate_generator, run_generator
 from .images import save_loss_curve, save_samples
-from .io import atomic_write_text
+from .io import atomic_write_json, strict_json
+from .rundir import RunDir
+from .runlog import RunLog, SignalGuard
 from .tensorboard import TensorBoardLog
 from .steps import TrainState
 
@@ -33,6 +39,9 @@ class Session:
     dataset: Dataset
     state: TrainState
     runner: object  # EagerRunner or engine.graphs.GraphRunner: d_step(penalize), g_step()
+    rollbacks: int = 0  # --on-nan rollback: how many so far (carried in checkpoints)
+    resume_note: dict = field(default_factory=dict)  # where a resumed run came from and what it changed
+    resume_message: str = ""
 
 
 class EagerRunner:
@@ -143,88 +152,227 @@ def write_samples(session, z, labels, path, tb=None, iteration=0):
     return save_samples(samples, path, nrow=nrow, real_points=real)
 
 
-def train(cfg, dataset=None, resume=None):
-    """Train per ``cfg``; write samples, log, checkpoints, loss curve and summary.json into cfg.out."""
-    session = build_session(cfg, dataset)
-    state, device = session.state, session.device
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tb = TensorBoardLog(out / "tensorboard") if cfg.tensorboard else None
-    cfg.write_json(out / "config.json")  # `ganforge train --config out/config.json` repeats this run
-    start = 0
-    if resume:
-        start = ckpt.restore_training_state(state, ckpt.load_checkpoint(resume, map_location=device), resume)
-    z_fixed, labels_fixed = fixed_latents(cfg, state.num_classes, device)
-    log_path = out / "log.jsonl"
-    records = []
-    if resume and log_path.exists():
-        records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-        records = [r for r in records if r["iteration"] <= start]
-    log_file = open(log_path, "w")
-    for r in records:
-        log_file.write(json.dumps(r) + "\n")
+class TrainingStopped(Exception):
+    """The run stopped early but cleanly (its outputs are consistent); ``exit_code`` is the command's."""
+    exit_code = 1
 
-    train_seconds, images_seen = 0.0, 0
-    bar = tqdm(total=cfg.iterations, initial=start, disable=not cfg.progress, desc="train", unit="it", dynamic_ncols=True)
-    interval_start, interval_images, side_seconds = time.perf_counter(), 0, 0.0
+
+class TrainingDiverged(TrainingStopped):
+    def __init__(self, message, iteration):
+        super().__init__(message)
+        self.iteration = iteration
+
+
+class TrainingInterrupted(TrainingStopped):
+    def __init__(self, message, signum):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+def inject_fault_for_tests(state, iteration, rollbacks):
+    """Test hook: GANFORGE_TEST_NAN_AT=N poisons one D weight with NaN after iteration N, once per run
+    (never after a rollback), so the divergence guard and rollback are tested on a real non-finite weight."""
+    at = os.environ.get("GANFORGE_TEST_NAN_AT")
+    if at is not None and int(at) == iteration + 1 and rollbacks == 0:
+        with torch.no_grad():
+            next(state.D.parameters()).view(-1)[0] = float("nan")
+
+
+def train(cfg, dataset=None, resume=None, overwrite=False):
+    """Train per ``cfg``; write samples, log, checkpoints, loss curve and summary.json into cfg.out.
+
+    resume: a checkpoint file or a run folder (its newest loadable checkpoint) to continue from.
+    overwrite: replace a finished or started run in cfg.out instead of refusing.
+    """
+    cfg.validate()
+    out = Path(cfg.out)
+    resuming_here = bool(resume) and out.resolve() in (Path(resume).resolve(), Path(resume).resolve().parent)
+    # The folder is locked first, so a second run into it fails at once; nothing in it changes before training.
+    with RunDir(out).open(resume=resuming_here, overwrite=overwrite) as run_dir, SignalGuard() as signals:
+        session = build_session(cfg, dataset)
+        references = check_scoring(cfg)  # FID's backbone and held-out split fail here, not after training
+        start = restore(session, resume) if resume else 0
+        run_dir.clear_previous_run()
+        return train_loop(session, out, start, resume is not None, signals, references)
+
+
+def restore(session, resume):
+    path, state, skipped = ckpt.find_resume_checkpoint(resume, session.device)
+    for bad, reason in skipped:
+        print(f"skipping {bad}: {reason}", file=sys.stderr)
+    ckpt.check_same_architecture(state, session.cfg, path)
+    if state["iteration"] >= session.cfg.iterations:
+        raise ValueError(f"--iterations {session.cfg.iterations} is not above the iteration of {path} "
+                         f"({state['iteration']}): nothing left to train; ask for more iterations")
+    start = ckpt.restore_training_state(session.state, state, path)
+    changes = ckpt.hyperparameter_changes(state["config"], session.cfg)
+    session.rollbacks = state.get("rollbacks", 0)
+    session.resume_note = {"resumed_from": str(path), "resumed_at": start,
+                           "changes": {ckpt.flag(k): {"was": a, "now": b} for k, (a, b) in changes.items()}}
+    changed = ", ".join(f"{ckpt.flag(k)} {a!r} -> {b!r}" for k, (a, b) in changes.items())
+    session.resume_message = f"resuming from {path} at iteration {start}" + (f"; changed: {changed}" if changed else "")
+    return start
+
+
+def train_loop(session, out, start, resumed, signals, references):
+    cfg, state, device = session.cfg, session.state, session.device
+    tb = TensorBoardLog(out / "tensorboard") if cfg.tensorboard else None
+    log = RunLog(out / "log.jsonl", resume_iteration=start if resumed else None)
+    if resumed:
+        print(session.resume_message, file=sys.stderr)
+    cfg.write_json(out / "config.json")  # `ganforge train --config out/config.json` repeats this run
+    z_fixed, labels_fixed = fixed_latents(cfg, state.num_classes, device)
+    if cfg.on_nan == "rollback" and not resumed:
+        save_checkpoint(session, out, 0)  # something to roll back to before the first periodic checkpoint
+    timer = IntervalTimer(device)
+    bar = tqdm(total=cfg.iterations, initial=start, disable=not cfg.progress, desc="train", unit="it",
+               dynamic_ncols=True)
+    iteration, logged_at = start, start
     try:
-        for iteration in range(start, cfg.iterations):
+        while iteration < cfg.iterations:
             run_iteration(session, iteration)
-            interval_images += cfg.batch_size
-            done = iteration + 1
+            inject_fault_for_tests(state, iteration, session.rollbacks)
+            iteration += 1
+            timer.add_images(cfg.batch_size)
             bar.update(1)
-            if done % cfg.log_every == 0 or done == cfg.iterations:
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                elapsed = time.perf_counter() - interval_start - side_seconds  # samples and checkpoints excluded
-                train_seconds += elapsed
-                images_seen += interval_images
-                record = {"iteration": done, **state.read_and_reset_stats(),
-                          "images_per_sec": interval_images / elapsed, "seconds": train_seconds}
-                records.append(record)
-                log_file.write(json.dumps(record) + "\n")
-                log_file.flush()
+            stopping = signals.received is not None
+            if iteration % cfg.log_every == 0 or iteration == cfg.iterations or stopping:
+                record = {"iteration": iteration, **state.read_and_reset_stats(), **timer.lap()}
+                bad_at = state.first_nonfinite_iteration(logged_at)
+                logged_at = iteration
+                log.append(record)
                 if tb is not None:
                     tb.scalars(record)
                 bar.set_postfix(d=f"{record['d_loss']:.3f}", g=f"{record['g_loss']:.3f}",
                                 img_s=f"{record['images_per_sec']:.0f}")
-                interval_start, interval_images, side_seconds = time.perf_counter(), 0, 0.0
-            if device.type == "cuda" and (done % cfg.sample_every == 0 or done % cfg.ckpt_every == 0):
-                torch.cuda.synchronize()  # queued steps finish inside the timed interval, not the side work
-            side_start = time.perf_counter()
-            if done % cfg.sample_every == 0:
-                write_samples(session, z_fixed, labels_fixed, out / f"samples_{done:06d}.png", tb, done)
-            if done % cfg.ckpt_every == 0:
-                ckpt.save_checkpoint(out / "checkpoint.pt", state, done, session.dataset.data_shape, state.num_classes)
-            side_seconds += time.perf_counter() - side_start
+                if bad_at is not None:
+                    iteration = logged_at = handle_divergence(session, out, log, bad_at, record)
+                    bar.reset(total=cfg.iterations)
+                    bar.update(iteration)
+                    continue
+            with timer.side_work():
+                if iteration % cfg.sample_every == 0:
+                    write_samples(session, z_fixed, labels_fixed, out / f"samples_{iteration:06d}.png", tb, iteration)
+                if iteration % cfg.ckpt_every == 0 or stopping:
+                    bad_at = state.first_nonfinite_iteration(logged_at)  # never write a non-finite checkpoint
+                    if bad_at is not None:
+                        iteration = logged_at = handle_divergence(session, out, log, bad_at, None)
+                        continue
+                    save_checkpoint(session, out, iteration)
+            if stopping:
+                name = signal.Signals(signals.received).name
+                write_summary(session, out, timer, iteration, {"status": "interrupted", "signal": name})
+                raise TrainingInterrupted(f"stopped by {name} at iteration {iteration}; checkpoint written; "
+                                          f"continue with --resume {out}", signals.received)
+    except TrainingDiverged as diverged:
+        write_summary(session, out, timer, iteration, {"status": "diverged", "diverged_at": diverged.iteration})
+        raise
     finally:
         bar.close()
-        log_file.close()
+        log.close()
 
-    ckpt.save_checkpoint(out / "checkpoint.pt", state, cfg.iterations, session.dataset.data_shape, state.num_classes)
+    save_checkpoint(session, out, cfg.iterations)
     write_samples(session, z_fixed, labels_fixed, out / "samples_final.png", tb, cfg.iterations)
-    if records:
-        save_loss_curve(records, out / "loss_curve.png")
-
-    from .evaluate import evaluate_generator
+    if log.records:
+        save_loss_curve(log.records, out / "loss_curve.png")
     scores = evaluate_generator(state.sampling_generator(), cfg, state.num_classes, device, cfg.fid_samples,
-                                progress=cfg.progress)
-    summary = {
-        **scores,
-        "iterations": cfg.iterations,
-        "images_per_sec": images_seen / train_seconds if train_seconds > 0 else None,
-        "train_seconds": train_seconds,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "precision": session.precision,
-        "graphs": session.graphs,
-        "penalty_grad": state.penalty_grad,  # the input gradient the penalty used: explicit, autograd or None
-        "kernels": kernels.resolve_impl(cfg.kernels, state.images),  # what "auto" became on this device
-        "torch": torch.__version__,
-        "config": cfg.to_dict(),
-    }
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+                                progress=cfg.progress, references=references)
+    summary = write_summary(session, out, timer, cfg.iterations, {"status": "finished", **scores})
     if tb is not None:
         tb.scalars({"iteration": cfg.iterations, "fid": summary["fid"], "fid_real_floor": summary["fid_real_floor"]},
                    prefix="eval")
         tb.close()
     return summary
+
+
+def save_checkpoint(session, out, iteration):
+    """Checkpoint into the run folder, keeping the newest --keep-checkpoints. Hook for FID tracked during
+    training: pass the best-FID checkpoint's path as ``protect`` so pruning keeps it."""
+    state = session.state
+    return ckpt.save_run_checkpoint(out, state, iteration, session.dataset.data_shape, state.num_classes,
+                                    keep=session.cfg.keep_checkpoints, protect=(),
+                                    extra={"rollbacks": session.rollbacks})
+
+
+def handle_divergence(session, out, log, bad_at, record):
+    """--on-nan stop: raise, leaving the last good checkpoint. rollback: restore the newest checkpoint with
+    the learning rates halved; returns the iteration training continues from."""
+    cfg, state = session.cfg, session.state
+    losses = "" if record is None else f" (d_loss {record['d_loss']}, g_loss {record['g_loss']})"
+    where = f"training diverged: non-finite loss or weights at iteration {bad_at}{losses}"
+    newest = ckpt.numbered_checkpoints(out)
+    if cfg.on_nan == "stop" or session.rollbacks >= cfg.max_rollbacks or not newest:
+        last = f"the last good checkpoint is {newest[0]}" if newest else "no checkpoint was written"
+        tried = f" after {session.rollbacks} rollbacks" if session.rollbacks else ""
+        raise TrainingDiverged(f"{where}{tried}; {last}. Try lower learning rates or --on-nan rollback",
+                               bad_at)
+    path, saved, _ = ckpt.find_resume_checkpoint(out, session.device)
+    lr_g, lr_d = (group["lr"] for group in (state.opt_g.param_groups[0], state.opt_d.param_groups[0]))
+    ckpt.restore_training_state(state, saved, path)
+    if session.graphs:  # the restored optimizer state is new tensors: capture the steps again over them
+        from .graphs import GraphRunner
+        session.runner = GraphRunner(state)
+    session.rollbacks += 1
+    lr_g, lr_d = float(lr_g) / 2, float(lr_d) / 2
+    state.set_learning_rates(lr_g=lr_g, lr_d=lr_d)
+    state.read_and_reset_stats()
+    state.reset_divergence_flag()
+    log.rewind(saved["iteration"])
+    print(f"{where}; rolled back to {path} (iteration {saved['iteration']}) with learning rates halved to "
+          f"lr_g {lr_g:g}, lr_d {lr_d:g} (rollback {session.rollbacks} of at most {cfg.max_rollbacks})",
+          file=sys.stderr)
+    return saved["iteration"]
+
+
+def write_summary(session, out, timer, iteration, fields):
+    cfg = session.cfg
+    summary = {
+        **fields,
+        "iterations": iteration,
+        "images_per_sec": timer.images / timer.seconds if timer.seconds > 0 else None,
+        "train_seconds": timer.seconds,
+        "device": torch.cuda.get_device_name(session.device) if session.device.type == "cuda" else "cpu",
+        "precision": session.precision,
+        "graphs": session.graphs,
+        "penalty_grad": session.state.penalty_grad,  # the input gradient the penalty used: explicit, autograd or None
+        "kernels": kernels.resolve_impl(cfg.kernels, session.state.images),  # what "auto" became here
+        "torch": torch.__version__,
+        "rollbacks": session.rollbacks,
+        **session.resume_note,
+        "config": cfg.to_dict(),
+    }
+    atomic_write_json(out / "summary.json", summary)
+    return json.loads(strict_json(summary))  # what the file holds: NaN became null
+
+
+class IntervalTimer:
+    """Training time per log interval, excluding side work (samples, checkpoints) and waiting for the device."""
+
+    def __init__(self, device):
+        self.device = device
+        self.seconds, self.images = 0.0, 0
+        self._start, self._images, self._side = time.perf_counter(), 0, 0.0
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()  # queued steps finish inside the timed interval, not the side work
+
+    def add_images(self, n):
+        self._images += n
+
+    @contextmanager
+    def side_work(self):
+        self._sync()
+        side_start = time.perf_counter()
+        yield
+        self._side += time.perf_counter() - side_start
+
+    def lap(self):
+        """images/s of the interval since the last lap, and training seconds so far."""
+        self._sync()
+        elapsed = time.perf_counter() - self._start - self._side
+        self.seconds += elapsed
+        self.images += self._images
+        record = {"images_per_sec": self._images / elapsed if elapsed > 0 else None, "seconds": self.seconds}
+        self._start, self._images, self._side = time.perf_counter(), 0, 0.0
+        return record

@@ -38,6 +38,9 @@ def main(argv=None):
     except ValueError as exc:  # bad flags, data or checkpoints: one clear line, no traceback
         print(f"ganforge {command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop (which saves and exits on its own)
+        print(f"ganforge {command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

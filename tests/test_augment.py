@@ -143,3 +143,18 @@ def test_ema_rampup_follows_g_early_and_the_set_decay_later():
         torch.testing.assert_close(e, torch.lerp(b, g, 0.01))
     with pytest.raises(ValueError, match="needs --ema"):
         TrainConfig(ema_rampup=0.1).validate()
+
+
+def test_adaptive_strength_and_ema_ramp_survive_a_resume(tmp_path):
+    """The adaptive p and the EMA ramp's image count are training state: a resumed run continues them."""
+    from ganforge.engine import checkpoint as ckpt
+
+    session = _tiny_session("cpu", graphs="off", ema=0.99, ema_rampup=0.1)
+    for i in range(3):
+        run_iteration(session, i)
+    session.state.augment.p.fill_(0.3125)
+    ckpt.save_run_checkpoint(tmp_path, session.state, 3, (1, 28, 28), 0, keep=1)
+    fresh = _tiny_session("cpu", graphs="off", ema=0.99, ema_rampup=0.1)
+    ckpt.restore_training_state(fresh.state, ckpt.load_checkpoint(tmp_path / "checkpoint.pt"))
+    assert float(fresh.state.augment.p) == 0.3125
+    assert float(fresh.state.ema_images) == float(session.state.ema_images) == 3 * 8

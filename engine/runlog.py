@@ -1,0 +1,81 @@
+"""log.jsonl, one strict-JSON record per log interval, and the signal guard that lets a run stop cleanly."""
+import json
+import os
+import signal
+import sys
+import threading
+
+from .io import atomic_write_text, strict_json
+
+
+def read_log(path, upto):
+    """The records of ``path`` up to iteration ``upto``. A partial last line (a run killed mid-write) is
+    dropped; a malformed line before it raises ValueError naming the file and line."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if number == len(lines):  # no newline after it: the write was cut off
+                print(f"{path}: dropping the partial last line {number}", file=sys.stderr)
+                continue
+            raise ValueError(f"{path} line {number} is not a JSON record; repair or remove the line") from None
+        if not isinstance(record, dict) or not isinstance(record.get("iteration"), int):
+            raise ValueError(f"{path} line {number} has no iteration; repair or remove the line")
+        if record["iteration"] <= upto:
+            records.append(record)
+    return records
+
+
+class RunLog:
+    """Appends one record per line; on resume, the old log is cut back to the checkpoint's iteration first."""
+
+    def __init__(self, path, resume_iteration=None):
+        self.path = path
+        self.records = []
+        if resume_iteration is not None and path.exists():
+            self.records = read_log(path, resume_iteration)
+        atomic_write_text(path, "".join(strict_json(r) + "\n" for r in self.records))
+        self.file = open(path, "a", encoding="utf-8")
+
+    def append(self, record):
+        self.records.append(record)
+        self.file.write(strict_json(record) + "\n")
+        self.file.flush()
+
+    def rewind(self, iteration):
+        """After a rollback: keep only the records up to ``iteration``, rewritten atomically."""
+        self.file.close()
+        self.records = [r for r in self.records if r["iteration"] <= iteration]
+        atomic_write_text(self.path, "".join(strict_json(r) + "\n" for r in self.records))
+        self.file = open(self.path, "a", encoding="utf-8")
+
+    def close(self):
+        self.file.close()
+
+
+class SignalGuard:
+    """SIGINT/SIGTERM set ``received`` so the loop can finish its step and save; a second one exits at once."""
+
+    def __init__(self):
+        self.received = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            print(f"ganforge: {signal.Signals(signum).name} again: exiting now without saving", file=sys.stderr)
+            os._exit(128 + signum)
+        self.received = signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
