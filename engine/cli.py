@@ -38,6 +38,9 @@ _HELP = {
     "graphs": "capture D and G steps in CUDA graphs: auto (on with CUDA), on, off",
     "kernels": "fused ops: auto (Triton on CUDA), triton, ref (plain PyTorch reference)",
     "fid_samples": "generated images scored by FID at the end (0 skips)",
+    "fid_every": "also score FID every N iterations during training, keep the best checkpoint (0: off)",
+    "fid_every_samples": "generated images per FID during training",
+    "fid_budget": "FID during training skips a scoring when it has used this share of the training time",
     "inception_weights": "local Inception weights file for --fid-backbone inception",
     "keep_checkpoints": "keep the newest K checkpoint-NNNNNN.pt files (checkpoint.pt links the newest)",
     "on_nan": "a non-finite loss or weight: stop (keep the last good checkpoint) or rollback to it with the "

@@ -66,6 +66,9 @@ class TrainConfig:
     on_nan: str = "stop"               # a non-finite loss or weight: stop, or rollback to the last checkpoint
     max_rollbacks: int = 3             # --on-nan rollback: at most this many, each halving the learning rates
     fid_samples: int = 2000            # generated images scored at the end; 0 skips FID
+    fid_every: int = 0                 # > 0: also score FID every N iterations during training (0: off)
+    fid_every_samples: int = 1000      # generated images per on-the-fly FID
+    fid_budget: float = 0.1            # on-the-fly FID may take at most this share of the training time
     fid_backbone: str = "mnist"        # mnist (embedded classifier) | inception (needs --inception-weights)
     inception_weights: str | None = None
     progress: bool = True
@@ -115,6 +118,9 @@ class TrainConfig:
             raise ValueError(f"--clip must be > 0, got {self.clip}")
         if self.max_rollbacks < 0:
             raise ValueError(f"--max-rollbacks must be >= 0, got {self.max_rollbacks}")
+        if self.fid_every < 0 or self.fid_every_samples < 2 or not 0 < self.fid_budget <= 1:
+            raise ValueError("--fid-every must be >= 0, --fid-every-samples >= 2 and --fid-budget in (0, 1], got "
+                             f"{self.fid_every}, {self.fid_every_samples}, {self.fid_budget}")
         if self.fid_samples < 0:
             raise ValueError(f"--fid-samples must be >= 0, got {self.fid_samples}")
         return self

@@ -1,6 +1,8 @@
 """What a trained generator is used for: FID against held-out real data, class accuracy, mode coverage,
 sample grids, latent-space walks, and synthetic labelled data for training a classifier."""
 
+import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +78,11 @@ def reference_sets(cfg, seed=0):
 def check_scoring(cfg):
     """Before training: fail now if the end-of-run scores cannot be computed. Returns the FID reference sets
     (None when FID is off or the data are 2-D points), for evaluate_generator."""
-    if cfg.fid_samples == 0 or cfg.dataset in MIXTURES:
+    if cfg.dataset in MIXTURES:
+        if cfg.fid_every:
+            raise ValueError(f"--fid-every scores images; dataset {cfg.dataset!r} is 2-D points")
+        return None
+    if cfg.fid_samples == 0 and cfg.fid_every == 0:
         return None
     from .fid import check_backbone
 
@@ -215,3 +221,55 @@ def export_samples(ckpt_path, out_path, count, label=None, use_ema=True, seed=0,
     if labels is not None:
         arrays["labels"] = labels.numpy().astype(np.int64)
     return atomic_write(out_path, lambda f: np.savez_compressed(f, **arrays)), arrays
+
+
+# FID thresholds whose first crossing (in training seconds) summary.json records.
+FID_MILESTONES = (200, 100, 50, 25, 10)
+
+
+class FIDTracker:
+    """--fid-every: FID of the sampling generator during training, against real statistics computed once.
+
+    Scoring is side work (the trainer pauses its clock); a scoring is skipped while the time spent scoring is
+    above ``cfg.fid_budget`` of the training time so far, so tracking costs at most about that share.
+    """
+
+    def __init__(self, cfg, references, device):
+        from .fid import FIDScorer
+
+        self.cfg, self.device = cfg, device
+        self.scorer = FIDScorer(cfg.fid_backbone, cfg.inception_weights, device)
+        self.scorer.set_real(references[0])
+        self.seconds_spent = 0.0
+        self.points = []
+
+    def due(self, iteration, train_seconds):
+        return iteration % self.cfg.fid_every == 0 and self.seconds_spent <= self.cfg.fid_budget * train_seconds
+
+    def score(self, G, iteration, train_seconds):
+        """Score G now; returns the point (iteration, train_seconds, fid, class shares) and whether it is the best."""
+        from .fid import class_shares
+
+        start = time.perf_counter()
+        fake, _ = generate(G, self.cfg.fid_every_samples, self.cfg.z_dim, self.device,
+                           getattr(G, "num_classes", 0), seed=12345)
+        point = {"iteration": iteration, "train_seconds": round(train_seconds, 3), "fid": self.scorer.score_fake(fake)}
+        if self.scorer.classifier is not None and self.cfg.dataset in DIGIT_DATASETS:
+            point["classes_found"] = class_shares(self.scorer.classifier, fake)["classes_found"]
+        best = math.isfinite(point["fid"]) and all(point["fid"] < p["fid"] for p in self.points
+                                                   if math.isfinite(p["fid"]))
+        self.points.append(point)
+        self.seconds_spent += time.perf_counter() - start
+        return point, best
+
+    def summary(self):
+        """What summary.json records: the curve, the best point and the time to each FID milestone."""
+        finite = [p for p in self.points if math.isfinite(p["fid"])]
+        best = min(finite, key=lambda p: p["fid"]) if finite else None
+        reached = {}
+        for threshold in FID_MILESTONES:
+            first = next((p for p in self.points if math.isfinite(p["fid"]) and p["fid"] <= threshold), None)
+            reached[f"fid_<={threshold}"] = None if first is None else first["train_seconds"]
+        return {"fid_curve": self.points, "best_fid": best and best["fid"],
+                "best_fid_iteration": best and best["iteration"], "seconds_to_fid": reached,
+                "fid_tracking_seconds": round(self.seconds_spent, 3)}

@@ -70,3 +70,26 @@ def save_loss_curve(records, path):
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def save_fid_curve(points, path, floor=None):
+    """FID against training time (the points of engine.evaluate.FIDTracker), log scale, with the iterations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    seconds = [p["train_seconds"] for p in points]
+    ax.plot(seconds, [p["fid"] for p in points], marker="o", label="FID of the sampled generator")
+    if floor is not None:
+        ax.axhline(floor, color="grey", linestyle="--", label="real-data floor")
+    ax.set_yscale("log")
+    ax.set_xlabel("training seconds")
+    ax.set_ylabel("FID")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -15,7 +15,7 @@ from pathlib import Path
 LOCK_NAME = "run.lock"
 # What a run writes into its folder; any of these marks the folder as holding a run.
 RUN_FILES = ("checkpoint.pt", "log.jsonl", "summary.json")
-RUN_GLOBS = ("checkpoint-*.pt", "samples_*.png", "loss_curve.png", "config.json", *RUN_FILES)
+RUN_GLOBS = ("checkpoint-*.pt", "samples_*.png", "loss_curve.png", "fid_curve.png", "config.json", *RUN_FILES)
 
 
 class RunDirError(ValueError):

@@ -17,8 +17,8 @@ from ..models import build_models
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import Dataset, load_dataset, require_labels
-from .evaluate import check_scoring, evaluate_generator, run_generator
-from .images import save_loss_curve, save_samples
+from .evaluate import FIDTracker, check_scoring, evaluate_generator, run_generator
+from .images import save_fid_curve, save_loss_curve, save_samples
 from .io import atomic_write_json, strict_json
 from .rundir import RunDir
 from .runlog import RunLog, SignalGuard
@@ -225,6 +225,7 @@ def train_loop(session, out, start, resumed, signals, references):
     if cfg.on_nan == "rollback" and not resumed:
         save_checkpoint(session, out, 0)  # something to roll back to before the first periodic checkpoint
     timer = IntervalTimer(device)
+    tracker = FIDTracker(cfg, references, device) if cfg.fid_every else None
     bar = tqdm(total=cfg.iterations, initial=start, disable=not cfg.progress, desc="train", unit="it",
                dynamic_ncols=True)
     iteration, logged_at = start, start
@@ -250,7 +251,11 @@ def train_loop(session, out, start, resumed, signals, references):
                     bar.reset(total=cfg.iterations)
                     bar.update(iteration)
                     continue
+            fid_due = tracker is not None and tracker.due(iteration, timer.seconds)
+            seconds_now = timer.so_far() if fid_due else None  # read before the side work pauses the clock
             with timer.side_work():
+                if fid_due:
+                    track_fid(session, out, log, tb, tracker, iteration, seconds_now)
                 if iteration % cfg.sample_every == 0:
                     write_samples(session, z_fixed, labels_fixed, out / f"samples_{iteration:06d}.png", tb, iteration)
                 if iteration % cfg.ckpt_every == 0 or stopping:
@@ -273,16 +278,33 @@ def train_loop(session, out, start, resumed, signals, references):
 
     save_checkpoint(session, out, cfg.iterations)
     write_samples(session, z_fixed, labels_fixed, out / "samples_final.png", tb, cfg.iterations)
-    if log.records:
-        save_loss_curve(log.records, out / "loss_curve.png")
+    losses = [r for r in log.records if "d_loss" in r]  # not the FID points of --fid-every
+    if losses:
+        save_loss_curve(losses, out / "loss_curve.png")
     scores = evaluate_generator(state.sampling_generator(), cfg, state.num_classes, device, cfg.fid_samples,
                                 progress=cfg.progress, references=references)
-    summary = write_summary(session, out, timer, cfg.iterations, {"status": "finished", **scores})
+    tracked = {}
+    if tracker is not None and tracker.points:
+        tracked = tracker.summary()
+        save_fid_curve(tracker.points, out / "fid_curve.png", scores.get("fid_real_floor"))
+    summary = write_summary(session, out, timer, cfg.iterations, {"status": "finished", **scores, **tracked})
     if tb is not None:
         tb.scalars({"iteration": cfg.iterations, "fid": summary["fid"], "fid_real_floor": summary["fid_real_floor"]},
                    prefix="eval")
         tb.close()
     return summary
+
+
+def track_fid(session, out, log, tb, tracker, iteration, seconds):
+    """--fid-every: score the sampling generator, log the point, and keep checkpoint-best.pt at the best FID."""
+    state = session.state
+    point, best = tracker.score(state.sampling_generator(), iteration, seconds)
+    log.append({"iteration": iteration, "fid_during_training": point["fid"], "fid_train_seconds": seconds})
+    if tb is not None:
+        tb.scalars({"iteration": iteration, "fid": point["fid"]}, prefix="eval_during_training")
+    if best and state.first_nonfinite_iteration(0) is None:
+        ckpt.save_checkpoint(out / "checkpoint-best.pt", state, iteration, session.dataset.data_shape,
+                             state.num_classes, extra={"rollbacks": session.rollbacks, "fid": point["fid"]})
 
 
 def save_checkpoint(session, out, iteration):
@@ -366,6 +388,11 @@ class IntervalTimer:
         side_start = time.perf_counter()
         yield
         self._side += time.perf_counter() - side_start
+
+    def so_far(self):
+        """Training seconds up to now, the open interval included (outside side work)."""
+        self._sync()
+        return self.seconds + time.perf_counter() - self._start - self._side
 
     def lap(self):
         """images/s of the interval since the last lap, and training seconds so far."""
