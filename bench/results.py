@@ -12,7 +12,6 @@ may be null when its row was skipped or failed; the row then says why under "ski
 """
 import datetime
 import json
-import math
 import platform
 import subprocess
 from numbers import Real
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..engine.io import atomic_write_text
+from ..engine.io import atomic_write_json
 
 SCHEMA = "ganforge-bench/1"
 
@@ -139,19 +138,8 @@ def validate_results(data):
     return data
 
 
-def _finite(value):
-    """JSON has no NaN or infinity: such a figure is written as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def save_results(data, path):
-    return atomic_write_text(path, json.dumps(_finite(data), indent=1, allow_nan=False) + "\n")
+    return atomic_write_json(path, data, indent=1)
 
 
 def load_results(path):

@@ -7,8 +7,6 @@ Edit: decode the same z with another class (the same handwriting as another digi
 attribute direction (stroke thickness, slant) found by regressing the attribute, measured on G's own samples,
 on z. Measure: reconstruction error, class kept, edit success, style kept, attribute monotonicity.
 """
-import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ from tqdm import tqdm
 from .data import DataError, load_dataset
 from .evaluate import DIGIT_DATASETS
 from .images import image_grid
-from .io import atomic_write, atomic_write_text
+from .io import atomic_write, atomic_write_json
 
 ENCODER_FORMAT = "ganforge-encoder/1"
 ENCODER_NAME = "encoder.pt"  # written beside the generator's checkpoint
@@ -525,16 +523,6 @@ def run_edit(ckpt_path, out_dir, input_path=None, label=None, split="test", coun
         rec, edit = report["reconstruction"], report["class_edit"]
         report["targets"] = {"edit_success_min": 0.9, "reconstruction_class_kept_min": 0.9,
                              "met": edit["success"] >= 0.9 and rec["class_kept"] >= 0.9}
-    atomic_write_text(out_dir / "edit.json", json.dumps(_finite(report), indent=2) + "\n")
+    atomic_write_json(out_dir / "edit.json", report)
     return report
 
-
-def _finite(value):
-    """JSON has no NaN: nested floats that are not finite become None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value

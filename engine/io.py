@@ -56,18 +56,21 @@ def atomic_write_text(path, text):
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
+def finite_for_json(value):
+    """``value`` with every non-finite float (NaN, inf), however deeply nested, replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_for_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_for_json(v) for v in value]
+    return value
+
+
 def strict_json(obj, indent=None):
     """JSON text that every parser accepts: non-finite floats (NaN, inf) become null."""
-    def clean(value):
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [clean(v) for v in value]
-        return value
-    return json.dumps(clean(obj), indent=indent, allow_nan=False)
+    return json.dumps(finite_for_json(obj), indent=indent, allow_nan=False)
 
 
-def atomic_write_json(path, obj):
-    return atomic_write_text(path, strict_json(obj, indent=2) + "\n")
+def atomic_write_json(path, obj, indent=2):
+    return atomic_write_text(path, strict_json(obj, indent=indent) + "\n")

@@ -54,3 +54,38 @@ def scores_and_input_grad(critic, x, features_input, labels=None):
     for layer, slope, input_shape in reversed(trace):
         grad = layer.input_grad(grad, slope, input_shape)
     return logit, grad.reshape(x.shape).to(x.dtype)
+
+
+class ProjectionCritic(nn.Module):
+    """Base of the critics in models/: ``features`` -> flatten -> ``head`` logit, plus the projection term
+    <embed(y), h> when conditional. Subclasses build the three parts and say how x enters the features."""
+
+    def features_input(self, x):
+        """x as the first feature layer takes it (an MLP flattens it)."""
+        return x
+
+    def forward(self, x, labels=None):
+        h = self.features(self.features_input(x)).flatten(1)
+        logit = self.head(h).squeeze(1)
+        if self.label_embed is not None:
+            logit = logit + (self.label_embed(labels) * h).sum(dim=1)
+        return logit
+
+    def supports_input_grad(self):
+        """Whether scores_and_input_grad is exact here (no BatchNorm, piecewise-linear activations only)."""
+        return critic_supports_input_grad(self, ProjectionCritic.forward)
+
+    def scores_and_input_grad(self, x, labels=None):
+        """(scores, d scores / d x) without double backward; both differentiable in the weights.
+
+        Args:
+            x: the critic's input batch (N, ...).
+            labels: class labels (N,) of a conditional critic, else None.
+
+        Raises:
+            ValueError: when supports_input_grad() is False (use autograd's double backward then).
+        """
+        if not self.supports_input_grad():
+            raise ValueError("this critic has BatchNorm or a smooth activation: its input gradient needs "
+                             "autograd's double backward")
+        return scores_and_input_grad(self, x, self.features_input(x), labels)

@@ -7,7 +7,7 @@ D: stride-2 convolutions halving the size -> dense to one logit. BatchNorm in G 
 import torch
 from torch import nn
 
-from .critic import critic_supports_input_grad, scores_and_input_grad
+from .critic import ProjectionCritic
 from .layers import FusedConv2d, FusedLinear
 
 SUPPORTED_SIZES = (28, 32, 64)
@@ -47,7 +47,7 @@ class DCGANGenerator(nn.Module):
         return self.blocks(x)
 
 
-class DCGANDiscriminator(nn.Module):
+class DCGANDiscriminator(ProjectionCritic):
     def __init__(self, data_shape=(1, 28, 28), width=64, num_classes=0, batch_norm=False):
         super().__init__()
         channels, size = data_shape[0], data_shape[-1]
@@ -61,29 +61,3 @@ class DCGANDiscriminator(nn.Module):
         feat_dim = ch * base * base
         self.head = FusedLinear(feat_dim, 1)
         self.label_embed = nn.Embedding(num_classes, feat_dim) if num_classes else None
-
-    def forward(self, x, labels=None):
-        h = self.features(x).flatten(1)
-        logit = self.head(h).squeeze(1)
-        if self.label_embed is not None:
-            logit = logit + (self.label_embed(labels) * h).sum(dim=1)
-        return logit
-
-    def supports_input_grad(self):
-        """Whether scores_and_input_grad is exact here (no BatchNorm, piecewise-linear activations only)."""
-        return critic_supports_input_grad(self, DCGANDiscriminator.forward)
-
-    def scores_and_input_grad(self, x, labels=None):
-        """(scores, d scores / d x) without double backward; both differentiable in the weights.
-
-        Args:
-            x: the critic's input batch (N, ...).
-            labels: class labels (N,) of a conditional critic, else None.
-
-        Raises:
-            ValueError: when supports_input_grad() is False (use autograd's double backward then).
-        """
-        if not self.supports_input_grad():
-            raise ValueError("this critic has BatchNorm or a smooth activation: its input gradient needs "
-                             "autograd's double backward")
-        return scores_and_input_grad(self, x, x, labels)

@@ -4,7 +4,7 @@ import math
 import torch
 from torch import nn
 
-from .critic import critic_supports_input_grad, scores_and_input_grad
+from .critic import ProjectionCritic
 from .layers import FusedLinear
 
 
@@ -31,7 +31,7 @@ class MLPGenerator(nn.Module):
         return self.net(z).reshape(z.shape[0], *self.data_shape)
 
 
-class MLPDiscriminator(nn.Module):
+class MLPDiscriminator(ProjectionCritic):
     """Leaky-ReLU MLP to one logit; conditional by projection (logit += <embed(y), features>)."""
 
     def __init__(self, data_shape=(1, 28, 28), hidden=(512, 256, 128), num_classes=0):
@@ -46,28 +46,5 @@ class MLPDiscriminator(nn.Module):
         self.head = FusedLinear(in_dim, 1)
         self.label_embed = nn.Embedding(num_classes, in_dim) if num_classes else None
 
-    def forward(self, x, labels=None):
-        h = self.features(x.reshape(x.shape[0], -1))
-        logit = self.head(h).squeeze(1)
-        if self.label_embed is not None:
-            logit = logit + (self.label_embed(labels) * h).sum(dim=1)
-        return logit
-
-    def supports_input_grad(self):
-        """Whether scores_and_input_grad is exact here (no BatchNorm, piecewise-linear activations only)."""
-        return critic_supports_input_grad(self, MLPDiscriminator.forward)
-
-    def scores_and_input_grad(self, x, labels=None):
-        """(scores, d scores / d x) without double backward; both differentiable in the weights.
-
-        Args:
-            x: the critic's input batch (N, ...).
-            labels: class labels (N,) of a conditional critic, else None.
-
-        Raises:
-            ValueError: when supports_input_grad() is False (use autograd's double backward then).
-        """
-        if not self.supports_input_grad():
-            raise ValueError("this critic has BatchNorm or a smooth activation: its input gradient needs "
-                             "autograd's double backward")
-        return scores_and_input_grad(self, x, x.reshape(x.shape[0], -1), labels)
+    def features_input(self, x):
+        return x.reshape(x.shape[0], -1)
