@@ -22,8 +22,9 @@ _HELP = {
     "dataset": "mnist5k (embedded), ring8, grid25, mnist-idx, cifar10, folder, npy",
     "data_path": "file or folder for mnist-idx, cifar10, folder and npy datasets",
     "loss": "ns (non-saturating), minimax, wgan, hinge",
-    "penalty": "none, wgan-gp (gradient penalty on interpolates) or r1 (on reals)",
-    "penalty_every": "lazy regularisation interval in D steps",
+    "penalty": "none, wgan-gp (gradient penalty on interpolates) or r1 (on reals; the default)",
+    "penalty_every": "lazy regularisation interval in D steps (default: 1 for wgan-gp, 4 for r1)",
+    "penalty_weight": "lambda of WGAN-GP, gamma of R1 (default: 10 for wgan-gp, 1 for r1)",
     "penalty_grad": "D's input gradient for the penalty: auto (explicit when the critic supports it), explicit "
                     "(first-order ops, no double backward) or autograd (double backward)",
     "clip": "WGAN weight clipping of D's parameters to [-clip, clip]",

@@ -13,6 +13,9 @@ PENALTIES = ("none", "wgan-gp", "r1")
 OPTIMIZERS = ("adam", "rmsprop")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SWITCHES = ("auto", "on", "off")
+# (weight, interval) of each penalty when not given: WGAN-GP's lambda 10 on every D step; R1 with gamma 1 on every
+# 4th D step (lazy, StyleGAN2), which bench/results/recipe-search-cpu-2026-11-29.json found best on MNIST-5k.
+PENALTY_DEFAULTS = {"none": (0.0, 1), "wgan-gp": (10.0, 1), "r1": (1.0, 4)}
 PENALTY_GRADS = ("auto", "explicit", "autograd")  # how a penalty gets its input gradient (engine.losses)
 ON_NAN = ("stop", "rollback")
 
@@ -30,9 +33,9 @@ class TrainConfig:
     width: int = 64                    # DCGAN base channel count
     # objective
     loss: str = "ns"                   # non-saturating, minimax, wasserstein critic, hinge
-    penalty: str = "none"
-    penalty_weight: float = 10.0       # lambda of WGAN-GP, gamma of R1
-    penalty_every: int = 1             # lazy regularisation: penalise every k-th D step, weight scaled by k
+    penalty: str = "r1"
+    penalty_weight: float | None = None  # lambda of WGAN-GP, gamma of R1; None: PENALTY_DEFAULTS
+    penalty_every: int | None = None     # lazy regularisation: penalise every k-th D step, weight scaled by k
     penalty_grad: str = "auto"         # D's input gradient: explicit (first-order) | autograd (double backward)
     clip: float | None = None          # WGAN weight clipping of D's parameters
     # optimisation
@@ -48,7 +51,7 @@ class TrainConfig:
     augment_p: float = 1.0             # probability of each op per sample (fixed strength)
     ada_target: float = 0.0            # > 0: adapt p to keep E[sign(D(real))] at this target (ADA); 0: fixed p
     batch_size: int = 64
-    iterations: int = 5000             # training iterations: n_critic D steps + one G step each
+    iterations: int = 12000            # training iterations: n_critic D steps + one G step each
     # execution
     device: str = "auto"
     seed: int = 0
@@ -96,13 +99,17 @@ class TrainConfig:
         choice("kernels", ("auto", "triton", "ref"))
         choice("fid_backbone", ("mnist", "inception"))
         choice("on_nan", ON_NAN)
-        for name in ("batch_size", "iterations", "n_critic", "penalty_every", "z_dim", "width", "log_every",
+        for name in ("batch_size", "iterations", "n_critic", "z_dim", "width", "log_every",
                      "sample_every", "ckpt_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr_g", "lr_d", "penalty_weight"):
+        for name in ("lr_g", "lr_d"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if self.penalty_weight is not None and not self.penalty_weight > 0:
+            raise ValueError(f"--penalty-weight must be > 0, got {self.penalty_weight}")
+        if self.penalty_every is not None and self.penalty_every < 1:
+            raise ValueError(f"--penalty-every must be >= 1, got {self.penalty_every}")
         from .augment import parse_policy
 
         parse_policy(self.augment)
@@ -125,11 +132,21 @@ class TrainConfig:
             raise ValueError(f"--fid-samples must be >= 0, got {self.fid_samples}")
         return self
 
+    @property
+    def penalty_strength(self):
+        """--penalty-weight, or the penalty's default (PENALTY_DEFAULTS)."""
+        return self.penalty_weight if self.penalty_weight is not None else PENALTY_DEFAULTS[self.penalty][0]
+
+    @property
+    def penalty_interval(self):
+        """--penalty-every, or the penalty's default (PENALTY_DEFAULTS)."""
+        return self.penalty_every if self.penalty_every is not None else PENALTY_DEFAULTS[self.penalty][1]
+
     def penalized_d_steps(self, iteration):
         """For each of the n_critic D steps of ``iteration``: whether it adds the penalty (every
         penalty_every-th D step counted over the whole run, the lazy regularisation interval)."""
         first = iteration * self.n_critic
-        return [self.penalty != "none" and d_index % self.penalty_every == 0
+        return [self.penalty != "none" and d_index % self.penalty_interval == 0
                 for d_index in range(first, first + self.n_critic)]
 
     def to_dict(self):
@@ -151,7 +168,7 @@ class TrainConfig:
 
 
 # Fields whose default is None, and so whose type the default does not tell.
-_OPTIONAL_TYPES = {"clip": float, "image_size": int, "channels": int}
+_OPTIONAL_TYPES = {"penalty_weight": float, "penalty_every": int, "clip": float, "image_size": int, "channels": int}
 
 
 def field_type(name):

@@ -74,7 +74,7 @@ class TrainState:
         # Divergence guard: the iteration (counted from the last stats reset) of the first non-finite loss or
         # parameter, -1 while all is finite; set by torch ops inside the steps, read by the trainer.
         self.nonfinite_at = torch.full((), -1, dtype=torch.long, device=self.device)
-        self.penalty_weight = cfg.penalty_weight * cfg.penalty_every  # lazy regularisation keeps the same strength
+        self.penalty_weight = cfg.penalty_strength * cfg.penalty_interval  # lazy regularisation: same strength
         # Differentiable augmentation of every image D sees (none by default); its strength p lives on the device.
         self.augment = Augment(cfg.augment, cfg.augment_p, cfg.ada_target, cfg.batch_size, self.device)
         # "explicit" or "autograd" (None without a penalty); explicit asked of a critic that cannot raises here.
