@@ -54,14 +54,18 @@ def _compare_parser():
     return parser
 
 
+def _compare(argv):
+    from .compare import compare_files
+
+    args = _compare_parser().parse_args(argv)
+    return compare_files(args.base, args.new, args.threshold, args.only_changes)
+
+
 def bench_command(argv):
     """Entry point of `ganforge bench`; returns the exit code."""
     argv = list(argv)
-    if argv and argv[0] == "compare":
-        from .compare import compare_files
-
-        args = _compare_parser().parse_args(argv[1:])
-        return compare_files(args.base, args.new, args.threshold, args.only_changes)
+    if argv[:1] == ["compare"]:
+        return _compare(argv[1:])
 
     args = _bench_parser().parse_args(argv)
     from .report import report_markdown

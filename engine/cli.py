@@ -54,6 +54,12 @@ _HELP = {
 _ALIASES = {"iterations": ("--steps",)}
 
 
+
+def wrote(path, detail=""):
+    """Tell the user what a command wrote; the command's exit code (0)."""
+    print(f"wrote {path}{detail}")
+    return 0
+
 def add_train_args(parser):
     """One flag per TrainConfig field, named like the field with dashes, and --config FILE.
 
@@ -122,8 +128,7 @@ def sample_command(argv):
     from .evaluate import sample_grid
 
     path = sample_grid(args.ckpt, args.out, args.num, args.label, not args.no_ema, args.seed, args.device)
-    print(f"wrote {path}")
-    return 0
+    return wrote(path)
 
 
 def fid_command(argv):
@@ -181,8 +186,7 @@ def interpolate_command(argv):
     from .evaluate import latent_walk
 
     path = latent_walk(args.ckpt, args.out, args.rows, args.per_row, not args.no_ema, args.seed, args.device)
-    print(f"wrote {path}")
-    return 0
+    return wrote(path)
 
 
 def augment_command(argv):
@@ -197,9 +201,8 @@ def augment_command(argv):
 
     path, arrays = export_samples(args.ckpt, args.out, args.count, args.label, not args.no_ema, args.seed,
                                   args.device)
-    print(f"wrote {path}: images {arrays['images'].shape}" + (f", labels {arrays['labels'].shape}"
-                                                              if "labels" in arrays else ""))
-    return 0
+    return wrote(path, f": images {arrays['images'].shape}"
+                 + (f", labels {arrays['labels'].shape}" if "labels" in arrays else ""))
 
 
 def _csv(kind):
@@ -233,8 +236,7 @@ def train_encoder_command(argv):
     _, path, info = train_encoder(args.ckpt, args.iterations, args.batch_size, args.lr, args.feature_weight,
                                   args.real_weight, not args.no_ema, args.seed, args.device, args.kernels,
                                   args.out, not args.no_progress)
-    print(f"wrote {path} (final latent MSE on generated images {info['final_latent_mse']:.4f})")
-    return 0
+    return wrote(path, f" (final latent MSE on generated images {info['final_latent_mse']:.4f})")
 
 
 def edit_command(argv):
