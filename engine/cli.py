@@ -60,6 +60,7 @@ def wrote(path, detail=""):
     print(f"wrote {path}{detail}")
     return 0
 
+
 def add_train_args(parser):
     """One flag per TrainConfig field, named like the field with dashes, and --config FILE.
 
