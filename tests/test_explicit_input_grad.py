@@ -143,7 +143,7 @@ def test_training_steps_give_the_same_weights_on_both_paths(overrides):
 
 def test_auto_picks_explicit_and_explicit_on_batchnorm_critic_is_refused():
     assert _train_weights("auto", penalty="wgan-gp")[0] == "explicit"
-    assert _train_weights("auto", penalty="none")[0] is None  # no penalty, no input gradient (and D keeps its BatchNorm)
+    assert _train_weights("auto", penalty="none")[0] is None  # no penalty: no input gradient, D keeps BatchNorm
 
 
 @pytest.mark.slow
