@@ -169,11 +169,11 @@ class TrainingInterrupted(TrainingStopped):
         self.exit_code = 128 + signum
 
 
-def inject_fault_for_tests(state, iteration, rollbacks):
-    """Test hook: GANFORGE_TEST_NAN_AT=N poisons one D weight with NaN after iteration N, once per run
-    (never after a rollback), so the divergence guard and rollback are tested on a real non-finite weight."""
-    at = os.environ.get("GANFORGE_TEST_NAN_AT")
-    if at is not None and int(at) == iteration + 1 and rollbacks == 0:
+def inject_fault_for_tests(state, iteration, rollbacks, nan_at):
+    """Test hook: GANFORGE_TEST_NAN_AT=N (read once per run into ``nan_at``) poisons one D weight with NaN after
+    iteration N, once per run (never after a rollback), so the divergence guard and rollback are tested on a real
+    non-finite weight."""
+    if nan_at is not None and nan_at == iteration + 1 and rollbacks == 0:
         with torch.no_grad():
             next(state.D.parameters()).view(-1)[0] = float("nan")
 
@@ -225,6 +225,7 @@ def train_loop(session, out, start, resumed, signals, references):
     if cfg.on_nan == "rollback" and not resumed:
         save_checkpoint(session, out, 0)  # something to roll back to before the first periodic checkpoint
     timer = IntervalTimer(device)
+    nan_at = int(os.environ["GANFORGE_TEST_NAN_AT"]) if "GANFORGE_TEST_NAN_AT" in os.environ else None
     tracker = FIDTracker(cfg, references, device) if cfg.fid_every else None
     bar = tqdm(total=cfg.iterations, initial=start, disable=not cfg.progress, desc="train", unit="it",
                dynamic_ncols=True)
@@ -232,7 +233,7 @@ def train_loop(session, out, start, resumed, signals, references):
     try:
         while iteration < cfg.iterations:
             run_iteration(session, iteration)
-            inject_fault_for_tests(state, iteration, session.rollbacks)
+            inject_fault_for_tests(state, iteration, session.rollbacks, nan_at)
             iteration += 1
             timer.add_images(cfg.batch_size)
             bar.update(1)
