@@ -2,6 +2,7 @@
 
     ganforge bench kernels|train|all [--quick] [--out FILE.json] [--device cuda|cpu]
     ganforge bench compare BASE.json NEW.json [--threshold 10%]
+    ganforge bench scaling [--nproc 1,2] [--device cpu|cuda] [-- train flags]   (torchrun data-parallel scaling)
     ganforge profile [train flags] [--out DIR] [--steps-to-profile N] [--synthetic-data]
     ganforge profile diff A/kernels.json B/kernels.json [--threshold 10%]
 """
@@ -22,7 +23,8 @@ def _bench_parser():
     parser = argparse.ArgumentParser(
         prog="ganforge bench",
         description="Measure the device ceilings, kernel bandwidth and training throughput; compare two runs.",
-        epilog="ganforge bench compare BASE.json NEW.json [--threshold 10%]: flag regressions between runs.")
+        epilog="ganforge bench compare BASE.json NEW.json [--threshold 10%]: flag regressions between runs. "
+               "ganforge bench scaling [--nproc 1,2]: images/s on N torchrun ranks against N x one rank.")
     parser.add_argument("what", choices=WHAT, help="kernels, train, or all of them")
     parser.add_argument("--quick", action="store_true", help="small sweep, few repeats (CI-sized)")
     parser.add_argument("--out", help="results JSON (default: runs/bench/<what>-<device>-<time>.json)")
@@ -66,6 +68,10 @@ def bench_command(argv):
     argv = list(argv)
     if argv[:1] == ["compare"]:
         return _compare(argv[1:])
+    if argv[:1] == ["scaling"]:
+        from .scaling import main
+
+        return main(argv[1:])
 
     args = _bench_parser().parse_args(argv)
     from .report import report_markdown

@@ -9,6 +9,8 @@ Phases, each written to DIR as soon as it ends:
                        DCGAN-64 WGAN-GP batch 256) with every column; then a batch sweep 64-512 of both in
                        eager-fp32 / eager-explicit / ganforge; then the kernel rows at 64M elements
   pytest_gpu.txt       `pytest -m gpu tests/` (graphed vs eager steps and FID, fp16 inf skip, kernels on the device)
+  quality.json         time to quality: the default recipe with CUDA graphs, FID at 15, 30 and 60 s of training
+  torchrun.json        a one-process torchrun launch with graphs on beside the plain command (bench.scaling)
   gpu_check.md         the results as readable tables
 Without CUDA every GPU phase is skipped with a line saying so, and the exit code is 0.
 """
@@ -123,6 +125,33 @@ def run_benchmarks(out, deadline, log, device="cuda", cases=TRAIN_CASES, columns
     return results
 
 
+def run_phase(log, name, fn, *args):
+    """A phase that must not take the rest of the check down with it: its failure is logged, not raised."""
+    try:
+        fn(*args)
+    except Exception as exc:  # the check goes on; the log says what failed
+        log(f"{name} failed: {type(exc).__name__}: {exc}")
+
+
+def quality_row(out, log):
+    """The default recipe (mlp-r1) with CUDA graphs: FID at 15, 30 and 60 s of training (target: <= 10 by 60 s)."""
+    from ..engine.io import atomic_write_text
+    from .quality import markdown_table, run
+
+    results = run(["mlp-r1"], marks_s=(15, 30, 60), device="cuda", progress=False, log=log)
+    atomic_write_text(out / "quality.json", json.dumps(results, indent=1) + "\n")
+    log(markdown_table(results))
+
+
+def torchrun_check(out):
+    """One-process torchrun launch with graphs on, beside the plain command: the distributed path captures and
+    replays, and what it costs."""
+    from .scaling import main as scaling
+
+    scaling(["--device", "cuda", "--nproc", "1", "--batch-per-rank", "128", "--iterations", "1200",
+             "--log-every", "200", "--out", str(out / "torchrun.json"), "--", "--graphs", "on"])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m ganforge.bench.gpu_check", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder for the results")
@@ -151,6 +180,11 @@ def main(argv=None):
         left = deadline + 40 - time.monotonic()
         test_outcome["code"], summary = run_gpu_tests(out, max(30.0, min(args.tests_timeout_s, left)))
         log(f"gpu tests (exit {test_outcome['code']}): {summary}")
+        # Then the default recipe's time to quality and the torchrun launch, before the batch sweep.
+        if time.monotonic() < deadline - 90:
+            run_phase(log, "quality row", quality_row, out, log)
+        if time.monotonic() < deadline - 60:
+            run_phase(log, "torchrun launch", torchrun_check, out)
 
     results = run_benchmarks(out, deadline, log, between=gpu_tests)
     code = test_outcome.get("code", "not run")

@@ -236,8 +236,12 @@ def make_trainee(name, seed=0, device="cpu"):
 # ----------------------------------------------------------------------------------------------------------
 # The measurement
 
-def fid_curve(trainee, marks_s, scorer, fid_samples=2000, progress=True):
-    """Train ``trainee`` until each time mark (training seconds) and score it there: a list of points."""
+def fid_curve(trainee, marks_s, scorer, fid_samples=2000, progress=True, device="cpu"):
+    """Train ``trainee`` until each time mark (training seconds) and score it there: a list of points.
+
+    On CUDA every step is waited for before the clock is read, so the seconds are the device's, not the
+    launches'."""
+    on_cuda = torch.device(device).type == "cuda"
     points, trained_s, steps = [], 0.0, 0
     bar = tqdm(total=max(marks_s), desc=getattr(trainee, "name", "train"), unit="s", disable=not progress,
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s")
@@ -245,6 +249,8 @@ def fid_curve(trainee, marks_s, scorer, fid_samples=2000, progress=True):
         while trained_s < mark:
             start = time.perf_counter()
             trainee.step()
+            if on_cuda:
+                torch.cuda.synchronize()
             steps += 1
             elapsed = time.perf_counter() - start
             trained_s += elapsed
@@ -270,7 +276,7 @@ def run(names, marks_s=MARKS_S, fid_samples=2000, seed=0, device="cpu", progress
     for name in names:
         trainee = make_trainee(name, seed, device)
         trainee.name = name
-        points = fid_curve(trainee, marks_s, scorer, fid_samples, progress)
+        points = fid_curve(trainee, marks_s, scorer, fid_samples, progress, device)
         results["curves"].append({"name": name, "kind": trainee.kind, "settings": trainee.describe(),
                                   "points": points})
         log(f"{name}: " + ", ".join(f"{p['mark_s']} s FID {p['fid']:.1f}" for p in points))
@@ -299,6 +305,7 @@ def main(argv=None):
     parser.add_argument("--marks", default=",".join(map(str, MARKS_S)), help="training seconds to score at")
     parser.add_argument("--fid-samples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the recipes then run with CUDA graphs)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     names = [n for n in (args.recipes + "," + args.peers).split(",") if n.strip()]
@@ -312,7 +319,7 @@ def main(argv=None):
             print(f"bench.quality: error: unknown contender {name!r}; recipes {tuple(RECIPES)}, peers {tuple(PEERS)}",
                   file=sys.stderr)
             return 2
-    results = run(names, marks, args.fid_samples, args.seed, progress=not args.no_progress)
+    results = run(names, marks, args.fid_samples, args.seed, device=args.device, progress=not args.no_progress)
     atomic_write_text(args.out, json.dumps(results, indent=1) + "\n")
     print(markdown_table(results), end="")
     print(f"results written to {args.out}")

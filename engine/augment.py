@@ -19,6 +19,8 @@ images. The update is a handful of tensor ops inside the step.
 """
 import torch
 
+from .distributed import BatchDraw
+
 OPS = ("translation", "cutout", "color")
 TRANSLATION_RATIO = 0.125
 CUTOUT_RATIO = 0.5
@@ -37,12 +39,13 @@ def parse_policy(text):
     return ops
 
 
-def translate(x, apply):
+def translate(x, apply, draw=None):
     """Shift each image by a random offset (up to TRANSLATION_RATIO of its size); background fills the gap."""
     n, _, h, w = x.shape
+    draw = draw or BatchDraw(n, device=x.device)
     sy, sx = max(1, int(h * TRANSLATION_RATIO + 0.5)), max(1, int(w * TRANSLATION_RATIO + 0.5))
-    dy = torch.randint(-sy, sy + 1, (n, 1, 1), device=x.device) * apply.reshape(n, 1, 1)
-    dx = torch.randint(-sx, sx + 1, (n, 1, 1), device=x.device) * apply.reshape(n, 1, 1)
+    dy = draw.randint(-sy, sy + 1, 1, 1) * apply.reshape(n, 1, 1)
+    dx = draw.randint(-sx, sx + 1, 1, 1) * apply.reshape(n, 1, 1)
     rows = torch.arange(h, device=x.device).reshape(1, h, 1) - dy      # (n, h, 1): source row of each output row
     cols = torch.arange(w, device=x.device).reshape(1, 1, w) - dx      # (n, 1, w)
     inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)       # (n, h, w)
@@ -51,12 +54,13 @@ def translate(x, apply):
     return torch.where(inside.unsqueeze(1), moved, torch.full_like(x, -1.0))
 
 
-def cutout(x, apply):
+def cutout(x, apply, draw=None):
     """Blank a square of CUTOUT_RATIO of the image size at a random centre, for the samples in ``apply``."""
     n, _, h, w = x.shape
+    draw = draw or BatchDraw(n, device=x.device)
     ch, cw = max(1, int(h * CUTOUT_RATIO + 0.5)), max(1, int(w * CUTOUT_RATIO + 0.5))
-    cy = torch.randint(0, h, (n, 1, 1), device=x.device)  # the centre may sit near an edge: part of the
-    cx = torch.randint(0, w, (n, 1, 1), device=x.device)  # square then falls outside the image
+    cy = draw.randint(0, h, 1, 1)  # the centre may sit near an edge: part of the
+    cx = draw.randint(0, w, 1, 1)  # square then falls outside the image
     dy = torch.arange(h, device=x.device).reshape(1, h, 1) - cy
     dx = torch.arange(w, device=x.device).reshape(1, 1, w) - cx
     hole = (dy >= -(ch // 2)) & (dy < ch - ch // 2) & (dx >= -(cw // 2)) & (dx < cw - cw // 2)
@@ -64,11 +68,11 @@ def cutout(x, apply):
     return torch.where(hole.unsqueeze(1), torch.full_like(x, -1.0), x)
 
 
-def color(x, apply):
+def color(x, apply, draw=None):
     """Random brightness and contrast per sample (applied where ``apply`` is 1)."""
-    n = x.shape[0]
-    brightness = (torch.rand(n, device=x.device, dtype=x.dtype) - 0.5).reshape(-1, 1, 1, 1)
-    contrast = (torch.rand(n, device=x.device, dtype=x.dtype) + 0.5).reshape(-1, 1, 1, 1)
+    draw = draw or BatchDraw(x.shape[0], device=x.device)
+    brightness = (draw.rand(dtype=x.dtype) - 0.5).reshape(-1, 1, 1, 1)
+    contrast = (draw.rand(dtype=x.dtype) + 0.5).reshape(-1, 1, 1, 1)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     changed = (x - mean) * contrast + mean + brightness
     return torch.where(apply.reshape(-1, 1, 1, 1).bool(), changed, x)  # untouched samples stay bit-exact
@@ -91,20 +95,27 @@ class Augment:
     def enabled(self):
         return bool(self.ops)
 
-    def __call__(self, x):
+    def __call__(self, x, draw=None):
+        """Augment the batch ``x``; ``draw`` (engine.distributed.BatchDraw) makes its random numbers: under torchrun,
+        this rank's rows of draws for the global batch. Default: draws for ``x`` alone."""
         if not self.ops:
             return x
         if x.dim() != 4:
             raise ValueError("--augment applies to images (N, C, H, W); this data is not images")
+        draw = draw or BatchDraw(x.shape[0], device=x.device)
         for op in self.ops:
-            apply = (torch.rand(x.shape[0], device=x.device) < self.p).long()
-            x = _FUNCTIONS[op](x, apply)
+            apply = (draw.rand() < self.p).long()
+            x = _FUNCTIONS[op](x, apply, draw)
         return x
 
     @torch.no_grad()
-    def adjust(self, real_scores):
-        """ADA's update from this step's real scores, on the device (no-op with a fixed p)."""
+    def adjust(self, real_scores, world=None):
+        """ADA's update from this step's real scores, on the device (no-op with a fixed p); under torchrun the
+        signal is averaged over the ranks' equal parts of the batch, so p stays the same on every rank."""
         if not (self.ops and self.adaptive):
             return
-        overfit = torch.sign(real_scores.float()).mean()
+        overfit = torch.sign(real_scores.float()).mean().reshape(1)
+        if world is not None:
+            world.average_([overfit])
+        overfit = overfit.reshape(())
         self.p.add_(torch.sign(overfit - self.target) * self.step_size).clamp_(0.0, 1.0)

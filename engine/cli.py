@@ -15,6 +15,8 @@ from .config import TrainConfig, field_type, load_config_file
 _BOOL_FLAGS = {"conditional": "train a conditional GAN (class labels into G and D)",
                "progress": "show the progress bar (--no-progress hides it)",
                "tensorboard": "also write scalars, sample grids and FID to OUT/tensorboard (needs tensorboard)",
+               "sync_bn": "under torchrun: normalise with BatchNorm statistics of the global batch (one all-reduce per "
+                          "BatchNorm layer) instead of each rank's own",
                "compile": "torch.compile the D and G steps (Inductor; captured after compiling with --graphs); a "
                           "penalty then needs the explicit input gradient (torch.compile cannot double backward)"}
 _HELP = {
@@ -46,6 +48,8 @@ _HELP = {
     "keep_checkpoints": "keep the newest K checkpoint-NNNNNN.pt files (checkpoint.pt links the newest)",
     "on_nan": "a non-finite loss or weight: stop (keep the last good checkpoint) or rollback to it with the "
               "learning rates halved",
+    "dist_timeout": "under torchrun: seconds a rank waits for the others (joining, or in a collective) before it "
+                    "stops with an error",
     "max_rollbacks": "--on-nan rollback: at most this many rollbacks before stopping",
 }
 
@@ -106,7 +110,13 @@ def train_command(argv):
         summary = train(config_from_args(args), resume=args.resume, overwrite=args.overwrite)
     except TrainingStopped as stop:  # diverged or interrupted: the outputs are consistent; one line, no traceback
         print(f"ganforge train: {stop}", file=sys.stderr)
+        if getattr(stop, "hard_exit", False):  # torchrun's other ranks are gone: do not wait on the process group
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(stop.exit_code)
         return stop.exit_code
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return 0
     shown = {k: summary[k] for k in ("fid", "fid_real_floor", "iterations", "images_per_sec", "device") if k in summary}
     print(json.dumps(shown, indent=2))
     print(f"outputs in {args.out}")

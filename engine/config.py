@@ -60,6 +60,8 @@ class TrainConfig:
     kernels: str = "auto"              # auto | triton | ref
     channels_last: str = "auto"
     compile: bool = False              # torch.compile the D and G step functions (before any graph capture)
+    sync_bn: bool = False              # under torchrun: BatchNorm statistics of the global batch, not each rank's
+    dist_timeout: float = 600.0        # under torchrun: seconds a rank waits for the others before failing
     # outputs
     out: str = "runs/default"
     log_every: int = 100
@@ -128,6 +130,8 @@ class TrainConfig:
         if self.fid_every < 0 or self.fid_every_samples < 2 or not 0 < self.fid_budget <= 1:
             raise ValueError("--fid-every must be >= 0, --fid-every-samples >= 2 and --fid-budget in (0, 1], got "
                              f"{self.fid_every}, {self.fid_every_samples}, {self.fid_budget}")
+        if not self.dist_timeout > 0:
+            raise ValueError(f"--dist-timeout must be > 0 seconds, got {self.dist_timeout}")
         if self.fid_samples < 0:
             raise ValueError(f"--fid-samples must be >= 0, got {self.fid_samples}")
         return self

@@ -28,14 +28,21 @@ def run_generator(G, z, labels=None):
         G.train(was_training)
 
 
-def generate(G, n, z_dim, device, num_classes=0, batch_size=500, seed=0, labels=None):
-    """n samples from G (on the CPU, float32) and the labels they were asked for (None if unconditional)."""
+def generate(G, n, z_dim, device, num_classes=0, batch_size=500, seed=0, labels=None, rows=None):
+    """n samples from G (on the CPU, float32) and the labels they were asked for (None if unconditional).
+
+    rows: a slice of the n samples to generate (a torchrun rank's part); the latents are drawn for all n, so the
+    parts of all ranks together are exactly the n samples of one process."""
     gen = torch.Generator().manual_seed(seed)
     if num_classes and labels is None:
         labels = torch.arange(n) % num_classes
+    z_all = torch.cat([torch.randn(min(batch_size, n - i), z_dim, generator=gen) for i in range(0, n, batch_size)])
+    if rows is not None:
+        z_all = z_all[rows]
+        labels = labels[rows] if labels is not None else None
     chunks = []
-    for i in range(0, n, batch_size):
-        z = torch.randn(min(batch_size, n - i), z_dim, generator=gen).to(device)
+    for i in range(0, z_all.shape[0], batch_size):
+        z = z_all[i:i + batch_size].to(device)
         y = labels[i:i + z.shape[0]].to(device) if labels is not None else None
         chunks.append(run_generator(G, z, y))
     return torch.cat(chunks), labels
@@ -118,33 +125,39 @@ def mode_coverage(points, name, min_count=None):
     }
 
 
-def evaluate_generator(G, cfg, num_classes, device, n_samples, progress=False, references=None):
+def evaluate_generator(G, cfg, num_classes, device, n_samples, progress=False, references=None, world=None):
     """The end-of-training scores written into summary.json.
 
     fid: FID of n_samples generated images against the held-out real set.
     fid_real_floor: FID of as many real images, disjoint from the held-out set, against it — the score a
     perfect generator would get with these sample sizes.
     references: (held-out, pool) from check_scoring, else loaded here.
+    world: under torchrun, every rank calls this: each generates and featurises its part of the images and the
+    FID metric gathers the features' statistics (torchmetrics' own sync); class counts are gathered too.
     """
+    from .distributed import World
+
+    world = world or World()
     if n_samples == 0:
         return {"fid": None, "fid_real_floor": None}
     if cfg.dataset in MIXTURES:
         fake, _ = generate(G, n_samples, cfg.z_dim, device, num_classes)
         return {"fid": None, "fid_real_floor": None, **mode_coverage(fake, cfg.dataset)}
-    from .fid import FIDScorer, class_accuracy, class_shares
+    from .fid import FIDScorer, class_accuracy_of, class_shares_of, predict_classes
 
-    scorer = FIDScorer(cfg.fid_backbone, cfg.inception_weights, device)
+    scorer = FIDScorer(cfg.fid_backbone, cfg.inception_weights, device, world=world)
     held_out, pool = references if references is not None else reference_sets(cfg)
     n = min(n_samples, len(pool))
-    scorer.set_real(held_out)
-    fake, labels = generate(G, n, cfg.z_dim, device, num_classes)
+    scorer.set_real(held_out[world.rows(len(held_out))])
+    fake, labels = generate(G, n, cfg.z_dim, device, num_classes, rows=world.rows(n))
     real_sample = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(1))[:n]]
-    scores = {"fid": scorer.score_fake(fake), "fid_real_floor": scorer.score_fake(real_sample),
+    scores = {"fid": scorer.score_fake(fake), "fid_real_floor": scorer.score_fake(real_sample[world.rows(n)]),
               "fid_samples": n, "fid_reference_size": len(held_out), "fid_backbone": cfg.fid_backbone}
     if cfg.dataset in DIGIT_DATASETS and scorer.classifier is not None:
-        scores.update(class_shares(scorer.classifier, fake))
+        predicted = world.gather(predict_classes(scorer.classifier, fake))
+        scores.update(class_shares_of(predicted))
         if num_classes:
-            scores["class_accuracy"] = class_accuracy(scorer.classifier, fake, labels)
+            scores["class_accuracy"] = class_accuracy_of(predicted, world.gather(labels))
     return scores
 
 
@@ -234,12 +247,14 @@ class FIDTracker:
     above ``cfg.fid_budget`` of the training time so far, so tracking costs at most about that share.
     """
 
-    def __init__(self, cfg, references, device):
+    def __init__(self, cfg, references, device, world=None):
+        from .distributed import World
         from .fid import FIDScorer
 
-        self.cfg, self.device = cfg, device
-        self.scorer = FIDScorer(cfg.fid_backbone, cfg.inception_weights, device)
-        self.scorer.set_real(references[0])
+        self.cfg, self.device, self.world = cfg, device, world or World()
+        self.scorer = FIDScorer(cfg.fid_backbone, cfg.inception_weights, device, world=self.world)
+        held_out = references[0]
+        self.scorer.set_real(held_out[self.world.rows(len(held_out))])  # each rank its part (see evaluate_generator)
         self.seconds_spent = 0.0
         self.points = []
 
@@ -248,14 +263,16 @@ class FIDTracker:
 
     def score(self, G, iteration, train_seconds):
         """Score G now; returns the point (iteration, train_seconds, fid, class shares) and whether it is the best."""
-        from .fid import class_shares
+        from .fid import class_shares_of, predict_classes
 
         start = time.perf_counter()
-        fake, _ = generate(G, self.cfg.fid_every_samples, self.cfg.z_dim, self.device,
-                           getattr(G, "num_classes", 0), seed=12345)
+        n = self.cfg.fid_every_samples
+        fake, _ = generate(G, n, self.cfg.z_dim, self.device, getattr(G, "num_classes", 0), seed=12345,
+                           rows=self.world.rows(n))
         point = {"iteration": iteration, "train_seconds": round(train_seconds, 3), "fid": self.scorer.score_fake(fake)}
         if self.scorer.classifier is not None and self.cfg.dataset in DIGIT_DATASETS:
-            point["classes_found"] = class_shares(self.scorer.classifier, fake)["classes_found"]
+            predicted = self.world.gather(predict_classes(self.scorer.classifier, fake))
+            point["classes_found"] = class_shares_of(predicted)["classes_found"]
         best = math.isfinite(point["fid"]) and all(point["fid"] < p["fid"] for p in self.points
                                                    if math.isfinite(p["fid"]))
         self.points.append(point)

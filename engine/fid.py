@@ -146,9 +146,14 @@ class FIDScorer:
         fid = scorer.score_fake(generated)   # cheap to repeat: only the fake features are computed
     """
 
-    def __init__(self, backbone="mnist", inception_weights=None, device="cpu", batch_size=500):
+    def __init__(self, backbone="mnist", inception_weights=None, device="cpu", batch_size=500, world=None):
         from torchmetrics.image.fid import FrechetInceptionDistance
 
+        from .distributed import World
+
+        # Under torchrun every rank scores its part of the images; torchmetrics sums the feature statistics of
+        # all ranks when the metric is computed, so each rank gets the FID of all images.
+        self.world = world or World()
         if backbone == "mnist":
             self.classifier = load_mnist_classifier(device)
             args = {"feature": _ClassifierFeatures(self.classifier), "normalize": True, "antialias": True}
@@ -191,7 +196,7 @@ class FIDScorer:
         """FID of `fake` against the cached real set. A non-finite batch (a diverged G) scores nan."""
         if not self.has_real:
             raise FIDError("no real images yet: call set_real() first")
-        if not torch.isfinite(fake).all():
+        if self.world.any(not torch.isfinite(fake).all()):  # all ranks skip the metric's sync together
             return float("nan")
         self.metric.reset()  # clears the fake features only
         self._update(fake, real=False)
@@ -217,7 +222,11 @@ def class_shares(classifier, images, num_classes=10, batch_size=500):
     Returns {"class_shares": [share of class 0, ...], "classes_found": classes with at least
     FOUND_FRACTION_OF_UNIFORM of the uniform share, "min_class_share", "max_class_share"}.
     """
-    preds = predict_classes(classifier, images, batch_size)
+    return class_shares_of(predict_classes(classifier, images, batch_size), num_classes)
+
+
+def class_shares_of(preds, num_classes=10):
+    """class_shares from the classifier's predicted classes."""
     shares = (torch.bincount(preds, minlength=num_classes).double() / max(len(preds), 1)).tolist()
     found = sum(s >= FOUND_FRACTION_OF_UNIFORM / num_classes for s in shares)
     return {"class_shares": [round(s, 4) for s in shares], "classes_found": int(found),
@@ -234,6 +243,12 @@ def class_accuracy(classifier, images, labels, batch_size=500):
     labels = torch.as_tensor(labels).long().cpu()
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
-    correct = (predict_classes(classifier, images, batch_size) == labels).float()
+    return class_accuracy_of(predict_classes(classifier, images, batch_size), labels)
+
+
+def class_accuracy_of(preds, labels):
+    """class_accuracy from the classifier's predicted classes and the requested ones."""
+    labels = torch.as_tensor(labels).long().cpu()
+    correct = (preds == labels).float()
     per_class = {int(c): float(correct[labels == c].mean()) for c in labels.unique()}
     return {"accuracy": float(correct.mean()), "per_class": per_class, "num_samples": int(labels.shape[0])}

@@ -57,6 +57,20 @@ class RunLog:
         self.file.close()
 
 
+class DiscardLog:
+    """RunLog's interface, keeping nothing: the log of a torchrun rank other than 0 (rank 0 writes the run's log)."""
+    records = ()
+
+    def append(self, record):
+        pass
+
+    def rewind(self, iteration):
+        pass
+
+    def close(self):
+        pass
+
+
 class SignalGuard:
     """SIGINT/SIGTERM set ``received`` so the loop can finish its step and save; a second one exits at once."""
 

@@ -3,7 +3,8 @@
 Each step draws its own batch indices, z and interpolation weights on the device, runs forward and backward
 under autocast, updates its optimizer (and G's EMA) and folds its statistics into device-side running sums.
 Nothing in a step reads a value back to the host, so the very same function runs eagerly (the reference) or
-captured once in a CUDA graph and replayed (engine.graphs).
+captured once in a CUDA graph and replayed (engine.graphs). Under torchrun each rank runs its rows of the global
+batch and the steps average gradients across ranks before the optimizer (engine.distributed).
 """
 import copy
 import math
@@ -14,6 +15,7 @@ from torch.profiler import record_function
 
 from . import losses
 from .augment import Augment
+from .distributed import BatchDraw, World
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 D_STATS = ("d_loss", "penalty", "real_score", "fake_score")
@@ -47,9 +49,14 @@ def set_lr(optimizer, lr):
 class TrainState:
     """G, D, their optimizers, loss scalers and EMA, and the two step functions over them."""
 
-    def __init__(self, cfg, G, D, images, labels, num_classes, device, precision, channels_last=False):
+    def __init__(self, cfg, G, D, images, labels, num_classes, device, precision, channels_last=False, world=None):
         self.cfg, self.G, self.D = cfg, G, D
         self.device = torch.device(device)
+        # This process's rows of the global batch; in a single process, the whole batch.
+        self.world = world or World()
+        self.draw = BatchDraw(cfg.batch_size, self.world, self.device)
+        # BatchNorm running statistics (G's; D's when it has BatchNorm), averaged across ranks with the gradients.
+        self.norm_buffers = [b for m in (G, D) for b in m.buffers() if b.is_floating_point()]
         self.images, self.labels, self.num_classes = images, labels, num_classes
         self.conditional = cfg.conditional
         self.amp_dtype = AMP_DTYPES[precision]
@@ -80,6 +87,9 @@ class TrainState:
         # "explicit" or "autograd" (None without a penalty); explicit asked of a critic that cannot raises here.
         self.penalty_grad = losses.resolve_penalty_grad(D, cfg.penalty_grad) if cfg.penalty != "none" else None
         if cfg.compile:
+            if self.world.launched:
+                raise ValueError("--compile is not supported under torchrun yet (the steps' all-reduce is not traced); "
+                                 "drop --compile, the captured steps remain")
             self.compile_steps()
 
     def compile_steps(self, backend="inductor"):
@@ -102,7 +112,7 @@ class TrainState:
 
     def real_batch(self):
         """A batch gathered on the device from the resident dataset (indices drawn with replacement)."""
-        idx = torch.randint(0, self.images.shape[0], (self.cfg.batch_size,), device=self.device)
+        idx = self.draw.randint(0, self.images.shape[0])  # rows of this process's data (its shard under torchrun)
         real = self.images.index_select(0, idx)
         if self.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
@@ -110,11 +120,16 @@ class TrainState:
         return real, labels
 
     def latent_batch(self):
-        z = torch.randn(self.cfg.batch_size, self.cfg.z_dim, device=self.device)
+        z = self.draw.randn(self.cfg.z_dim)
         labels = None
         if self.conditional:
-            labels = torch.randint(0, self.num_classes, (self.cfg.batch_size,), device=self.device)
+            labels = self.draw.randint(0, self.num_classes)
         return z, labels
+
+    def average_across_ranks(self, model):
+        """Under torchrun: average ``model``'s gradients and the BatchNorm statistics across ranks (one all-reduce)."""
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        self.world.average_(grads + self.norm_buffers)
 
     # -- the steps --------------------------------------------------------------------------------------------------
     def d_step(self, penalize=False):
@@ -125,7 +140,7 @@ class TrainState:
         z, fake_labels = self.latent_batch()
         with record_function("G forward"), torch.no_grad(), self.autocast():
             fake = self.G(z, fake_labels)
-        real, fake = self.augment(real), self.augment(fake)
+        real, fake = self.augment(real, self.draw), self.augment(fake, self.draw)
         with self.autocast():
             penalty = torch.zeros((), device=self.device)
             if penalize and cfg.penalty == "r1":
@@ -141,17 +156,18 @@ class TrainState:
             if penalize and cfg.penalty == "wgan-gp":
                 with record_function("penalty"):
                     penalty = losses.wgan_gp_penalty(self.D, real, fake.to(real.dtype), real_labels,
-                                                     self.penalty_weight, impl=cfg.kernels,
-                                                     grad_method=self.penalty_grad)
+                                                     self.penalty_weight, alpha=self.draw.rand(dtype=real.dtype),
+                                                     impl=cfg.kernels, grad_method=self.penalty_grad)
         with record_function("D backward"):
             self.opt_d.zero_grad(set_to_none=True)
             self.scaler_d.scale(loss + penalty).backward()
+            self.average_across_ranks(self.D)
         with record_function("D optimizer"):
             self.scaler_d.step(self.opt_d)
             self.scaler_d.update()
             if cfg.clip is not None:
                 losses.clip_weights(self.D, cfg.clip)
-        self.augment.adjust(real_scores.detach())
+        self.augment.adjust(real_scores.detach(), self.world)
         stats = torch.stack([loss.detach(), penalty.detach().float(), real_scores.detach().float().mean(),
                              fake_scores.detach().float().mean()])
         self.d_stats_sum += stats
@@ -164,7 +180,7 @@ class TrainState:
         self.D.requires_grad_(False)  # no weight gradients for D in G's step
         z, labels = self.latent_batch()
         with record_function("G forward"), self.autocast():
-            fake = self.augment(self.G(z, labels))  # gradients flow through the augmentation into G
+            fake = self.augment(self.G(z, labels), self.draw)  # gradients flow through the augmentation into G
             if self.channels_last:
                 fake = fake.contiguous(memory_format=torch.channels_last)
             fake_scores = self.D(fake, labels)
@@ -172,6 +188,7 @@ class TrainState:
         with record_function("G backward"):
             self.opt_g.zero_grad(set_to_none=True)
             self.scaler_g.scale(loss).backward()
+            self.average_across_ranks(self.G)
         with record_function("G optimizer"):
             self.scaler_g.step(self.opt_g)
             self.scaler_g.update()
@@ -210,7 +227,9 @@ class TrainState:
 
     # -- host side, outside the steps --------------------------------------------------------------------------------
     def read_and_reset_stats(self):
-        """Mean step statistics since the last call (one device->host copy), then zero the sums."""
+        """Mean step statistics since the last call (one device->host copy), then zero the sums. Under torchrun, the
+        mean over ranks too (every rank calls this at the same iterations)."""
+        self.world.average_([self.d_stats_sum, self.g_stats_sum])
         d_n, g_n = max(self.d_steps_done.item(), 1), max(self.g_steps_done.item(), 1)
         d = (self.d_stats_sum / d_n).tolist()
         g = (self.g_stats_sum / g_n).tolist()
@@ -228,7 +247,9 @@ class TrainState:
         """The iteration (1-based, as logged) of the first non-finite loss or parameter since ``interval_start``
         (the iteration when the stats were last reset), or None. One device->host copy."""
         offset = int(self.nonfinite_at.item())
-        return None if offset < 0 else interval_start + offset + 1
+        none = -2**62
+        offset = -self.world.max(-offset if offset >= 0 else none)  # the earliest on any rank
+        return None if offset == -none else interval_start + offset + 1
 
     def reset_divergence_flag(self):
         self.nonfinite_at.fill_(-1)

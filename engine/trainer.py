@@ -4,7 +4,7 @@ import os
 import signal
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,13 +15,14 @@ from .. import kernels
 from ..models import build_models
 
 from . import checkpoint as ckpt
+from . import distributed
 from .config import TrainConfig
 from .data import Dataset, load_dataset, require_labels
 from .evaluate import FIDTracker, check_scoring, evaluate_generator, run_generator
 from .images import save_fid_curve, save_loss_curve, save_samples
 from .io import atomic_write_json, strict_json
 from .rundir import RunDir
-from .runlog import RunLog, SignalGuard
+from .runlog import DiscardLog, RunLog, SignalGuard
 from .tensorboard import TensorBoardLog
 from .steps import TrainState
 
@@ -39,6 +40,7 @@ class Session:
     dataset: Dataset
     state: TrainState
     runner: object  # EagerRunner or engine.graphs.GraphRunner: d_step(penalize), g_step()
+    world: distributed.World = field(default_factory=distributed.World)  # this process among torchrun's ranks
     rollbacks: int = 0  # --on-nan rollback: how many so far (carried in checkpoints)
     resume_note: dict = field(default_factory=dict)  # where a resumed run came from and what it changed
     resume_message: str = ""
@@ -79,11 +81,13 @@ def resolve_graphs(graphs, device):
     return graphs == "on" or (graphs == "auto" and device.type == "cuda")
 
 
-def check_fits_on_device(dataset, device, share=0.5):
-    """The steps gather batches from a device-resident dataset; refuse one that would crowd out the models."""
+def check_fits_on_device(dataset, device, share=0.5, rows=None):
+    """The steps gather batches from a device-resident dataset (``rows`` of it: a rank's shard); refuse one that
+    would crowd out the models."""
     if device.type != "cuda":
         return
-    needed = dataset.images.numel() * dataset.images.element_size()
+    rows = len(dataset) if rows is None else rows
+    needed = dataset.images[:1].numel() * dataset.images.element_size() * rows
     free, _ = torch.cuda.mem_get_info(device)
     if needed > share * free:
         raise ValueError(f"dataset {dataset.name!r} needs {needed / 2**30:.1f} GiB on the device but only "
@@ -91,10 +95,15 @@ def check_fits_on_device(dataset, device, share=0.5):
                          "--image-size or a subset of the data")
 
 
-def build_session(cfg, dataset=None):
-    """Validate the config, load the data onto the device, build G and D, their train state and the runner."""
+def build_session(cfg, dataset=None, world=None):
+    """Validate the config, load the data onto the device, build G and D, their train state and the runner.
+
+    world: under torchrun, this process's place (engine.distributed.World, its process group started); the
+    session then holds this rank's shard of the data and its part of the batch."""
     cfg.validate()
-    device = resolve_device(cfg.device)
+    world = world or distributed.World()
+    world.local_batch(cfg.batch_size)  # the global batch must split evenly
+    device = world.device(resolve_device(cfg.device))
     precision = resolve_precision(cfg.precision, device)
     graphs = resolve_graphs(cfg.graphs, device)
     torch.manual_seed(cfg.seed)
@@ -114,17 +123,26 @@ def build_session(cfg, dataset=None):
     is_conv = cfg.model == "dcgan"
     channels_last = is_conv and (cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda"))
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    if cfg.sync_bn and world.world_size > 1:
+        distributed.synchronize_batch_norm(G)
+        distributed.synchronize_batch_norm(D)
     G, D = G.to(device, memory_format=memory_format), D.to(device, memory_format=memory_format)
-    check_fits_on_device(dataset, device)
-    images = dataset.images.to(device)  # the whole dataset resides on the device; steps gather batches there
-    labels = dataset.labels.to(device) if dataset.labels is not None else None
-    state = TrainState(cfg, G, D, images, labels, num_classes, device, precision, channels_last)
+    world.broadcast_modules_(G, D)  # every rank starts from rank 0's weights
+    # This process's data: all of it, or under torchrun its rank's shard. It resides on the device; steps gather
+    # batches there.
+    rows = distributed.shard_indices(len(dataset), world.rank, world.world_size, cfg.seed)
+    check_fits_on_device(dataset, device, rows=len(rows))
+    images = dataset.images[rows].to(device) if world.world_size > 1 else dataset.images.to(device)
+    labels = None
+    if dataset.labels is not None:
+        labels = dataset.labels[rows].to(device) if world.world_size > 1 else dataset.labels.to(device)
+    state = TrainState(cfg, G, D, images, labels, num_classes, device, precision, channels_last, world)
     if graphs:
         from .graphs import GraphRunner
         runner = GraphRunner(state)
     else:
         runner = EagerRunner(state)
-    return Session(cfg, device, precision, graphs, channels_last, dataset, state, runner)
+    return Session(cfg, device, precision, graphs, channels_last, dataset, state, runner, world=world)
 
 
 def run_iteration(session, iteration):
@@ -163,6 +181,12 @@ class TrainingDiverged(TrainingStopped):
         self.iteration = iteration
 
 
+class RanksLost(TrainingStopped):
+    """Under torchrun, the other ranks are gone: the process group is broken, so the process should exit at once
+    (``hard_exit``) rather than wait for it to shut down."""
+    hard_exit = True
+
+
 class TrainingInterrupted(TrainingStopped):
     def __init__(self, message, signum):
         super().__init__(message)
@@ -187,18 +211,39 @@ def train(cfg, dataset=None, resume=None, overwrite=False):
     cfg.validate()
     out = Path(cfg.out)
     resuming_here = bool(resume) and out.resolve() in (Path(resume).resolve(), Path(resume).resolve().parent)
+    # Under torchrun: join the other ranks first (rank 0 alone touches the run folder and writes outputs).
+    world = distributed.from_environment(cfg.dist_timeout)
+    world.local_batch(cfg.batch_size)
+    world.start(world.device(resolve_device(cfg.device)))
     # The folder is locked first, so a second run into it fails at once; nothing in it changes before training.
-    with RunDir(out).open(resume=resuming_here, overwrite=overwrite) as run_dir, SignalGuard() as signals:
-        session = build_session(cfg, dataset)
+    with ExitStack() as stack, SignalGuard() as signals:
+        run_dir = world.main_does(lambda: stack.enter_context(RunDir(out).open(resume=resuming_here,
+                                                                               overwrite=overwrite)))
+        session = build_session(cfg, dataset, world)
         references = check_scoring(cfg)  # FID's backbone and held-out split fail here, not after training
         start = restore(session, resume) if resume else 0
-        run_dir.clear_previous_run()
-        return train_loop(session, out, start, resume is not None, signals, references)
+        if run_dir is not None:
+            run_dir.clear_previous_run()
+        try:
+            summary = train_loop(session, out, start, resume is not None, signals, references)
+        except RuntimeError as exc:
+            if not (world.launched and distributed.is_collective_failure(exc)):
+                raise
+            lost = exc if isinstance(exc, distributed.RankLost) else world.lost(exc)
+            raise RanksLost(f"{lost}; the checkpoints in {out} are intact: continue with --resume {out}") from exc
+    world.stop()
+    return summary
+
+
+def load_resume_state(session, source):
+    """(path, checkpoint, skipped) of the checkpoint to resume from: read by rank 0 (the only rank sure to see the
+    run folder) and sent to the others under torchrun."""
+    return session.world.main_does(lambda: ckpt.find_resume_checkpoint(source, "cpu"), share=True)
 
 
 def restore(session, resume):
-    path, state, skipped = ckpt.find_resume_checkpoint(resume, session.device)
-    for bad, reason in skipped:
+    path, state, skipped = load_resume_state(session, resume)
+    for bad, reason in skipped if session.world.is_main else ():
         print(f"skipping {bad}: {reason}", file=sys.stderr)
     ckpt.check_same_architecture(state, session.cfg, path)
     if state["iteration"] >= session.cfg.iterations:
@@ -215,19 +260,21 @@ def restore(session, resume):
 
 
 def train_loop(session, out, start, resumed, signals, references):
-    cfg, state, device = session.cfg, session.state, session.device
-    tb = TensorBoardLog(out / "tensorboard") if cfg.tensorboard else None
-    log = RunLog(out / "log.jsonl", resume_iteration=start if resumed else None)
-    if resumed:
+    cfg, state, device, world = session.cfg, session.state, session.device, session.world
+    main = world.is_main  # under torchrun, rank 0 alone writes the log, samples, checkpoints and summary
+    tb = TensorBoardLog(out / "tensorboard") if cfg.tensorboard and main else None
+    log = RunLog(out / "log.jsonl", resume_iteration=start if resumed else None) if main else DiscardLog()
+    if resumed and main:
         print(session.resume_message, file=sys.stderr)
-    cfg.write_json(out / "config.json")  # `ganforge train --config out/config.json` repeats this run
+    if main:
+        cfg.write_json(out / "config.json")  # `ganforge train --config out/config.json` repeats this run
     z_fixed, labels_fixed = fixed_latents(cfg, state.num_classes, device)
     if cfg.on_nan == "rollback" and not resumed:
         save_checkpoint(session, out, 0)  # something to roll back to before the first periodic checkpoint
     timer = IntervalTimer(device)
     nan_at = int(os.environ["GANFORGE_TEST_NAN_AT"]) if "GANFORGE_TEST_NAN_AT" in os.environ else None
-    tracker = FIDTracker(cfg, references, device) if cfg.fid_every else None
-    bar = tqdm(total=cfg.iterations, initial=start, disable=not cfg.progress, desc="train", unit="it",
+    tracker = FIDTracker(cfg, references, device, world) if cfg.fid_every else None
+    bar = tqdm(total=cfg.iterations, initial=start, disable=not (cfg.progress and main), desc="train", unit="it",
                dynamic_ncols=True)
     iteration, logged_at = start, start
     try:
@@ -237,7 +284,8 @@ def train_loop(session, out, start, resumed, signals, references):
             iteration += 1
             timer.add_images(cfg.batch_size)
             bar.update(1)
-            stopping = signals.received is not None
+            received = stop_signal(session, signals, iteration)
+            stopping = received is not None
             if iteration % cfg.log_every == 0 or iteration == cfg.iterations or stopping:
                 record = {"iteration": iteration, **state.read_and_reset_stats(), **timer.lap()}
                 bad_at = state.first_nonfinite_iteration(logged_at)
@@ -252,12 +300,13 @@ def train_loop(session, out, start, resumed, signals, references):
                     bar.reset(total=cfg.iterations)
                     bar.update(iteration)
                     continue
-            fid_due = tracker is not None and tracker.due(iteration, timer.seconds)
+            fid_due = tracker is not None and iteration % cfg.fid_every == 0 and \
+                world.from_main(tracker.due(iteration, timer.seconds))  # rank 0's clock decides for all
             seconds_now = timer.so_far() if fid_due else None  # read before the side work pauses the clock
             with timer.side_work():
                 if fid_due:
                     track_fid(session, out, log, tb, tracker, iteration, seconds_now)
-                if iteration % cfg.sample_every == 0:
+                if iteration % cfg.sample_every == 0 and main:
                     write_samples(session, z_fixed, labels_fixed, out / f"samples_{iteration:06d}.png", tb, iteration)
                 if iteration % cfg.ckpt_every == 0 or stopping:
                     bad_at = state.first_nonfinite_iteration(logged_at)  # never write a non-finite checkpoint
@@ -266,7 +315,7 @@ def train_loop(session, out, start, resumed, signals, references):
                         continue
                     save_checkpoint(session, out, iteration)
             if stopping:
-                name = signal.Signals(signals.received).name
+                name = signal.Signals(received).name
                 write_summary(session, out, timer, iteration, {"status": "interrupted", "signal": name})
                 raise TrainingInterrupted(f"stopped by {name} at iteration {iteration}; checkpoint written; "
                                           f"continue with --resume {out}", signals.received)
@@ -278,17 +327,23 @@ def train_loop(session, out, start, resumed, signals, references):
         log.close()
 
     save_checkpoint(session, out, cfg.iterations)
-    write_samples(session, z_fixed, labels_fixed, out / "samples_final.png", tb, cfg.iterations)
+    if main:
+        write_samples(session, z_fixed, labels_fixed, out / "samples_final.png", tb, cfg.iterations)
     losses = [r for r in log.records if "d_loss" in r]  # not the FID points of --fid-every
     if losses:
         save_loss_curve(losses, out / "loss_curve.png")
+    in_sync = {}
+    if world.launched:  # G, D and the EMA must be the same on every rank; measured, not assumed
+        models = [m for m in (state.G, state.D, state.G_ema) if m is not None]
+        in_sync = {"ranks_max_abs_difference": world.max_difference(*models)}
     scores = evaluate_generator(state.sampling_generator(), cfg, state.num_classes, device, cfg.fid_samples,
-                                progress=cfg.progress, references=references)
+                                progress=cfg.progress and main, references=references, world=world)
     tracked = {}
     if tracker is not None and tracker.points:
         tracked = tracker.summary()
         save_fid_curve(tracker.points, out / "fid_curve.png", scores.get("fid_real_floor"))
-    summary = write_summary(session, out, timer, cfg.iterations, {"status": "finished", **scores, **tracked})
+    summary = write_summary(session, out, timer, cfg.iterations, {"status": "finished", **scores, **tracked,
+                                                                   **in_sync})
     if tb is not None:
         tb.scalars({"iteration": cfg.iterations, "fid": summary["fid"], "fid_real_floor": summary["fid_real_floor"]},
                    prefix="eval")
@@ -303,7 +358,7 @@ def track_fid(session, out, log, tb, tracker, iteration, seconds):
     log.append({"iteration": iteration, "fid_during_training": point["fid"], "fid_train_seconds": seconds})
     if tb is not None:
         tb.scalars({"iteration": iteration, "fid": point["fid"]}, prefix="eval_during_training")
-    if best and state.first_nonfinite_iteration(0) is None:
+    if best and state.first_nonfinite_iteration(0) is None and session.world.is_main:
         ckpt.save_checkpoint(out / "checkpoint-best.pt", state, iteration, session.dataset.data_shape,
                              state.num_classes, extra={"rollbacks": session.rollbacks, "fid": point["fid"]})
 
@@ -312,9 +367,11 @@ def save_checkpoint(session, out, iteration):
     """Checkpoint into the run folder, keeping the newest --keep-checkpoints. Hook for FID tracked during
     training: pass the best-FID checkpoint's path as ``protect`` so pruning keeps it."""
     state = session.state
+    if not session.world.is_main:
+        return None
     return ckpt.save_run_checkpoint(out, state, iteration, session.dataset.data_shape, state.num_classes,
                                     keep=session.cfg.keep_checkpoints, protect=(),
-                                    extra={"rollbacks": session.rollbacks})
+                                    extra={"rollbacks": session.rollbacks, **world_fields(session)})
 
 
 def handle_divergence(session, out, log, bad_at, record):
@@ -323,13 +380,13 @@ def handle_divergence(session, out, log, bad_at, record):
     cfg, state = session.cfg, session.state
     losses = "" if record is None else f" (d_loss {record['d_loss']}, g_loss {record['g_loss']})"
     where = f"training diverged: non-finite loss or weights at iteration {bad_at}{losses}"
-    newest = ckpt.numbered_checkpoints(out)
+    newest = session.world.from_main(ckpt.numbered_checkpoints(out))  # rank 0 sees the run folder
     if cfg.on_nan == "stop" or session.rollbacks >= cfg.max_rollbacks or not newest:
         last = f"the last good checkpoint is {newest[0]}" if newest else "no checkpoint was written"
         tried = f" after {session.rollbacks} rollbacks" if session.rollbacks else ""
         raise TrainingDiverged(f"{where}{tried}; {last}. Try lower learning rates or --on-nan rollback",
                                bad_at)
-    path, saved, _ = ckpt.find_resume_checkpoint(out, session.device)
+    path, saved, _ = load_resume_state(session, out)
     lr_g, lr_d = (group["lr"] for group in (state.opt_g.param_groups[0], state.opt_d.param_groups[0]))
     ckpt.restore_training_state(state, saved, path)
     if session.graphs:  # the restored optimizer state is new tensors: capture the steps again over them
@@ -341,10 +398,35 @@ def handle_divergence(session, out, log, bad_at, record):
     state.read_and_reset_stats()
     state.reset_divergence_flag()
     log.rewind(saved["iteration"])
-    print(f"{where}; rolled back to {path} (iteration {saved['iteration']}) with learning rates halved to "
-          f"lr_g {lr_g:g}, lr_d {lr_d:g} (rollback {session.rollbacks} of at most {cfg.max_rollbacks})",
-          file=sys.stderr)
+    if session.world.is_main:
+        print(f"{where}; rolled back to {path} (iteration {saved['iteration']}) with learning rates halved to "
+              f"lr_g {lr_g:g}, lr_d {lr_d:g} (rollback {session.rollbacks} of at most {cfg.max_rollbacks})",
+              file=sys.stderr)
     return saved["iteration"]
+
+
+def world_fields(session):
+    """What summary.json and checkpoints record of the ranks: how many, the batch each and in all, BatchNorm."""
+    world, cfg = session.world, session.cfg
+    has_norm = bool(distributed.batch_norm_modules(session.state.G) + distributed.batch_norm_modules(session.state.D))
+    if not has_norm:
+        norm = None
+    elif world.world_size == 1:
+        norm = "global batch"  # one process sees the whole batch
+    else:
+        norm = "synced across ranks" if cfg.sync_bn else "per rank"
+    return {"world_size": world.world_size, "batch_per_rank": cfg.batch_size // world.world_size,
+            "global_batch": cfg.batch_size, "batch_norm_statistics": norm}
+
+
+def stop_signal(session, signals, iteration):
+    """The signal (SIGINT/SIGTERM) the run stops on, or None. Under torchrun the ranks agree at log intervals
+    only (an agreement is a collective), so all of them stop after the same iteration."""
+    if not session.world.launched:
+        return signals.received
+    if iteration % session.cfg.log_every != 0:
+        return None
+    return session.world.max(signals.received or 0) or None
 
 
 def write_summary(session, out, timer, iteration, fields):
@@ -361,10 +443,12 @@ def write_summary(session, out, timer, iteration, fields):
         "kernels": kernels.resolve_impl(cfg.kernels, session.state.images),  # what "auto" became here
         "torch": torch.__version__,
         "rollbacks": session.rollbacks,
+        **world_fields(session),
         **session.resume_note,
         "config": cfg.to_dict(),
     }
-    atomic_write_json(out / "summary.json", summary)
+    if session.world.is_main:
+        atomic_write_json(out / "summary.json", summary)
     return json.loads(strict_json(summary))  # what the file holds: NaN became null
 
 

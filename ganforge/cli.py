@@ -4,6 +4,7 @@ It imports each subcommand's module only when that subcommand runs, so the engin
 `ganforge --help` does not pay for torch.
 """
 import importlib
+import os
 import sys
 
 # subcommand -> (module, function taking argv and returning an exit code)
@@ -36,7 +37,8 @@ def main(argv=None):
     try:
         return run(rest)
     except ValueError as exc:  # bad flags, data or checkpoints: one clear line, no traceback
-        print(f"ganforge {command}: error: {exc}", file=sys.stderr)
+        where = f" (rank {os.environ['RANK']})" if os.environ.get("WORLD_SIZE", "1") != "1" else ""  # torchrun
+        print(f"ganforge {command}{where}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C outside a training loop (which saves and exits on its own)
         print(f"ganforge {command}: interrupted", file=sys.stderr)

@@ -1,0 +1,117 @@
+"""Data-parallel scaling: images/s on N ranks against N times one rank, measured in the same run.
+
+    ganforge bench scaling [--nproc 1,2] [--device cpu|cuda] [--batch-per-rank 64] [--iterations 300]
+                           [--out FILE.json] [train flags after --, e.g. -- --model dcgan --penalty wgan-gp]
+
+Each row is one real `ganforge train` run (weak scaling: every rank keeps --batch-per-rank, the global batch grows
+with the ranks), started as a user starts it: the plain command, and `torchrun --standalone --nproc_per_node N`
+for each N. images/s is the median over the run's log intervals after the first (warm-up, graph capture and
+compilation fall in the first). Efficiency = images/s on N ranks / (N x images/s on one rank). On a CPU every
+process gets one thread (OMP_NUM_THREADS=1), so N ranks use N cores.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from ..engine.io import atomic_write_json
+
+SCHEMA = "ganforge-scaling/1"
+
+
+def _parse_counts(text):
+    counts = tuple(int(v) for v in text.split(",") if v.strip())
+    if not counts or min(counts) < 1:
+        raise ValueError(f"--nproc must list process counts >= 1, got {text!r}")
+    return counts
+
+
+def run_training(nproc, args, out, torchrun=True, env=None):
+    """One training run; returns its row (images/s over log intervals, the summary's world fields)."""
+    train = ["train", "--out", str(out), "--iterations", str(args.iterations), "--batch-size",
+             str(args.batch_per_rank * nproc), "--fid-samples", "0", "--no-progress", "--device", args.device,
+             "--log-every", str(args.log_every), "--ckpt-every", str(10**9), "--sample-every", str(10**9),
+             *args.train_flags]
+    if torchrun:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                   "-m", "ganforge", *train]
+    else:
+        command = [sys.executable, "-m", "ganforge", *train]
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr[-2000:]}")
+    summary = json.loads((Path(out) / "summary.json").read_text())
+    intervals = [json.loads(line)["images_per_sec"] for line in (Path(out) / "log.jsonl").read_text().splitlines()]
+    steady = intervals[1:] or intervals
+    return {"launch": "torchrun" if torchrun else "plain", "nproc": nproc, "global_batch": summary["global_batch"],
+            "batch_per_rank": summary["batch_per_rank"], "images_per_sec": statistics.median(steady),
+            "images_per_sec_intervals": intervals, "graphs": summary["graphs"], "precision": summary["precision"],
+            "device": summary["device"], "penalty_grad": summary["penalty_grad"]}
+
+
+def measure(args, log=print):
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    if args.device == "cpu":
+        env["OMP_NUM_THREADS"] = "1"  # one core per process: N ranks on N cores
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ganforge-scaling-") as tmp:
+        plain = run_training(1, args, Path(tmp) / "plain", torchrun=False, env=env)
+        rows.append(plain)
+        log(f"  plain process: {plain['images_per_sec']:,.0f} images/s")
+        for n in args.nproc:
+            row = run_training(n, args, Path(tmp) / f"ranks-{n}", env=env)
+            rows.append(row)
+            log(f"  torchrun x{n}: {row['images_per_sec']:,.0f} images/s")
+    one_rank = next((r for r in rows if r["launch"] == "torchrun" and r["nproc"] == 1), None)
+    for row in rows:
+        if one_rank is not None and row["launch"] == "torchrun":
+            row["scaling_efficiency"] = row["images_per_sec"] / (row["nproc"] * one_rank["images_per_sec"])
+        row["vs_plain"] = row["images_per_sec"] / plain["images_per_sec"]
+    return rows
+
+
+def markdown(results):
+    lines = ["| launch | ranks | global batch | images/s | vs plain | scaling efficiency |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in results["rows"]:
+        eff = f"{r['scaling_efficiency']:.0%}" if "scaling_efficiency" in r else "-"
+        lines.append(f"| {r['launch']} | {r['nproc']} | {r['global_batch']} | {r['images_per_sec']:,.0f} | "
+                     f"{r['vs_plain']:.2f}x | {eff} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="ganforge bench scaling", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nproc", type=_parse_counts, default=(1, 2), help="rank counts, comma-separated (1,2)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--batch-per-rank", type=int, default=64)
+    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--out", help="results JSON (default: runs/bench/scaling-<device>.json)")
+    parser.add_argument("train_flags", nargs="*", help="more `ganforge train` flags, after --")
+    args = parser.parse_args(argv)
+    if 1 not in args.nproc:
+        args.nproc = (1, *args.nproc)  # efficiency is measured against one rank in the same run
+    if args.iterations < 2 * args.log_every:
+        raise ValueError("--iterations must cover at least two --log-every intervals (the first is warm-up)")
+    print(f"bench scaling on {args.device}: ranks {', '.join(map(str, args.nproc))}, {args.batch_per_rank} images "
+          "per rank per step")
+    import torch
+
+    device = (torch.cuda.get_device_name() if args.device == "cuda"
+              else f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    results = {"schema": SCHEMA, "device": device, "torch": torch.__version__, "date": started,
+               "iterations": args.iterations, "batch_per_rank": args.batch_per_rank,
+               "train_flags": args.train_flags, "rows": measure(args)}
+    out = Path(args.out or f"runs/bench/scaling-{args.device}.json")
+    atomic_write_json(out, results)
+    print(markdown(results), end="")
+    print(f"results written to {out}")
+    return 0
