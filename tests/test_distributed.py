@@ -20,6 +20,7 @@ from ganforge.engine import distributed
 from ganforge.engine.checkpoint import load_checkpoint
 from ganforge.engine.config import TrainConfig
 from ganforge.engine.distributed import BatchDraw, SyncedBatchNorm, World, shard_indices
+from ganforge.engine.evaluate import score_checkpoint
 from ganforge.engine.trainer import build_session, run_iteration
 
 RUN_FLAGS = ["--batch-size", "16", "--fid-samples", "0", "--log-every", "4", "--ckpt-every", "4",
@@ -131,13 +132,19 @@ def test_resume_on_two_ranks_and_on_one(two_rank_runs, tmp_path):
     flags = [*RUN_FLAGS, *OBJECTIVES["ns"], "--sync-bn", "--iterations", "8"]
 
     resumed = tmp_path / "resumed"
-    result = torchrun(["train", "--out", str(resumed), "--resume", str(out / "checkpoint-000004.pt"), *flags])
+    result = torchrun(["train", "--out", str(resumed), "--resume", str(out / "checkpoint-000004.pt"), *flags,
+                       "--fid-samples", "200"])
     assert result.returncode == 0, result.stdout + result.stderr
     again = load_checkpoint(resumed / "checkpoint.pt")
     for name in ("G", "D"):  # the same ranks continue bit for bit
         assert all(torch.equal(again[name][k], whole[name][k]) for k in whole[name])
     summary = json.loads((resumed / "summary.json").read_text())
     assert summary["resumed_at"] == 4 and summary["world_size"] == 2
+    # Each rank scored its part of the samples; gathered, the FID is the one a single process computes.
+    alone = score_checkpoint(resumed / "checkpoint.pt", n_samples=200)
+    assert summary["fid"] == pytest.approx(alone["fid"], rel=1e-6)
+    assert summary["fid_real_floor"] == pytest.approx(alone["fid_real_floor"], rel=1e-6)
+    assert summary["class_shares"] == alone["class_shares"]
 
     single = tmp_path / "single"
     result = subprocess.run([sys.executable, "-m", "ganforge", "train", "--out", str(single), "--resume",
