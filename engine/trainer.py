@@ -318,7 +318,7 @@ def train_loop(session, out, start, resumed, signals, references):
                 name = signal.Signals(received).name
                 write_summary(session, out, timer, iteration, {"status": "interrupted", "signal": name})
                 raise TrainingInterrupted(f"stopped by {name} at iteration {iteration}; checkpoint written; "
-                                          f"continue with --resume {out}", signals.received)
+                                          f"continue with --resume {out}", received)
     except TrainingDiverged as diverged:
         write_summary(session, out, timer, iteration, {"status": "diverged", "diverged_at": diverged.iteration})
         raise
@@ -341,7 +341,8 @@ def train_loop(session, out, start, resumed, signals, references):
     tracked = {}
     if tracker is not None and tracker.points:
         tracked = tracker.summary()
-        save_fid_curve(tracker.points, out / "fid_curve.png", scores.get("fid_real_floor"))
+        if main:
+            save_fid_curve(tracker.points, out / "fid_curve.png", scores.get("fid_real_floor"))
     summary = write_summary(session, out, timer, cfg.iterations, {"status": "finished", **scores, **tracked,
                                                                    **in_sync})
     if tb is not None:
