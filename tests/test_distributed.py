@@ -283,3 +283,14 @@ def test_bench_scaling_measures_ranks_against_one_rank_in_one_run(tmp_path):
     assert rows[1]["scaling_efficiency"] == 1.0 and rows[2]["scaling_efficiency"] > 0
     assert all(r["images_per_sec"] > 0 for r in rows)
     assert "| torchrun | 2 | 16 |" in result.stdout
+
+
+def test_bench_grad_sync_times_flat_all_reduce_against_ddp(tmp_path):
+    out = tmp_path / "grad-sync.json"
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "ganforge.bench.grad_sync", "--blocks", "1", "--steps", "2", "--out", str(out)],
+                            env=child_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(out.read_text())
+    assert data["world_size"] == 2 and set(data["ms_per_step"]) == {"no sync", "flat all-reduce", "ddp"}
+    assert all(v > 0 for v in data["ms_per_step"].values())
