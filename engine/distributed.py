@@ -86,9 +86,9 @@ class World:
                                     timeout=timedelta(seconds=self.timeout_s),
                                     device_id=device if device.type == "cuda" else None)
         except (RuntimeError, dist.DistError) as exc:
-            raise LaunchError(f"{self.label}: the {self.world_size} ranks did not all join within {self.timeout_s:g} s "
-                           f"(is every node started, with the same --nnodes, --nproc_per_node and rendezvous "
-                           f"endpoint?): {_first_line(exc)}") from None
+            raise LaunchError(f"{self.label}: the {self.world_size} ranks did not all join within "
+                              f"{self.timeout_s:g} s (is every node started, with the same --nnodes, --nproc_per_node "
+                              f"and rendezvous endpoint?): {_first_line(exc)}") from None
         self._control = dist.new_group(backend="gloo") if backend != "gloo" else dist.group.WORLD
         return self
 
