@@ -133,23 +133,24 @@ def run_phase(log, name, fn, *args):
         log(f"{name} failed: {type(exc).__name__}: {exc}")
 
 
-def quality_row(out, log):
+def quality_row(out, log, device="cuda", marks_s=(15, 30, 60), fid_samples=2000):
     """The default recipe (mlp-r1) with CUDA graphs: FID at 15, 30 and 60 s of training (target: <= 10 by 60 s)."""
     from ..engine.io import atomic_write_text
     from .quality import markdown_table, run
 
-    results = run(["mlp-r1"], marks_s=(15, 30, 60), device="cuda", progress=False, log=log)
+    results = run(["mlp-r1"], marks_s=marks_s, fid_samples=fid_samples, device=device, progress=False, log=log)
     atomic_write_text(out / "quality.json", json.dumps(results, indent=1) + "\n")
     log(markdown_table(results))
 
 
-def torchrun_check(out):
+def torchrun_check(out, device="cuda", iterations=1200):
     """One-process torchrun launch with graphs on, beside the plain command: the distributed path captures and
     replays, and what it costs."""
     from .scaling import main as scaling
 
-    scaling(["--device", "cuda", "--nproc", "1", "--batch-per-rank", "128", "--iterations", "1200",
-             "--log-every", "200", "--out", str(out / "torchrun.json"), "--", "--graphs", "on"])
+    graphs = "on" if device == "cuda" else "off"
+    scaling(["--device", device, "--nproc", "1", "--batch-per-rank", "128", "--iterations", str(iterations),
+             "--log-every", str(iterations // 6), "--out", str(out / "torchrun.json"), "--", "--graphs", graphs])
 
 
 def main(argv=None):

@@ -36,3 +36,16 @@ def test_benchmark_phases_run_on_cpu_in_plan_order(tmp_path):
     assert rows["ganforge"]["skipped"] and rows["eager-explicit"]["penalty_grad"] == "explicit"
     saved = json.loads((tmp_path / "gpu_check.json").read_text())
     assert len(saved["train"]) == 4 and (tmp_path / "gpu_check.md").is_file()
+
+
+def test_quality_and_torchrun_phases_run_on_cpu(tmp_path, monkeypatch):
+    """The two phases after the GPU tests, shrunk to seconds on the CPU: the quality row's curve file and the
+    torchrun launch beside the plain command."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the phases start `ganforge train` processes
+    lines = []
+    gpu_check.quality_row(tmp_path, lines.append, device="cpu", marks_s=(1,), fid_samples=50)
+    curve = json.loads((tmp_path / "quality.json").read_text())["curves"][0]
+    assert curve["name"] == "mlp-r1" and curve["points"][0]["mark_s"] == 1 and curve["points"][0]["iterations"] > 0
+    gpu_check.torchrun_check(tmp_path, device="cpu", iterations=12)
+    rows = json.loads((tmp_path / "torchrun.json").read_text())["rows"]
+    assert [(r["launch"], r["nproc"]) for r in rows] == [("plain", 1), ("torchrun", 1)]
