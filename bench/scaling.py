@@ -1,13 +1,15 @@
 """Data-parallel scaling: images/s on N ranks against N times one rank, measured in the same run.
 
     ganforge bench scaling [--nproc 1,2] [--device cpu|cuda] [--batch-per-rank 64] [--iterations 300]
-                           [--out FILE.json] [train flags after --, e.g. -- --model dcgan --penalty wgan-gp]
+                           [--repeats 1] [--out FILE.json] [train flags after --, e.g. -- --model dcgan]
 
 Each row is one real `ganforge train` run (weak scaling: every rank keeps --batch-per-rank, the global batch grows
 with the ranks), started as a user starts it: the plain command, and `torchrun --standalone --nproc_per_node N`
 for each N. images/s is the median over the run's log intervals after the first (warm-up, graph capture and
-compilation fall in the first). Efficiency = images/s on N ranks / (N x images/s on one rank). On a CPU every
-process gets one thread (OMP_NUM_THREADS=1), so N ranks use N cores.
+compilation fall in the first). With --repeats R every launch runs R times, interleaved (plain, 1 rank, N ranks,
+plain, ...), and each row gives the median over its runs, so a machine whose speed drifts affects all rows alike.
+Efficiency = images/s on N ranks / (N x images/s on one rank). On a CPU every process gets one thread
+(OMP_NUM_THREADS=1), so N ranks use N cores.
 """
 import argparse
 import datetime
@@ -59,15 +61,23 @@ def measure(args, log=print):
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     if args.device == "cpu":
         env["OMP_NUM_THREADS"] = "1"  # one core per process: N ranks on N cores
-    rows = []
+    launches = [("plain", 1)] + [("torchrun", n) for n in args.nproc]
+    runs = {launch: [] for launch in launches}
     with tempfile.TemporaryDirectory(prefix="ganforge-scaling-") as tmp:
-        plain = run_training(1, args, Path(tmp) / "plain", torchrun=False, env=env)
-        rows.append(plain)
-        log(f"  plain process: {plain['images_per_sec']:,.0f} images/s")
-        for n in args.nproc:
-            row = run_training(n, args, Path(tmp) / f"ranks-{n}", env=env)
-            rows.append(row)
-            log(f"  torchrun x{n}: {row['images_per_sec']:,.0f} images/s")
+        for repeat in range(args.repeats):
+            for kind, n in launches:
+                out = Path(tmp) / f"{kind}-{n}-{repeat}"
+                row = run_training(n, args, out, torchrun=kind == "torchrun", env=env)
+                runs[(kind, n)].append(row)
+                log(f"  {kind} x{n} (run {repeat + 1}/{args.repeats}): {row['images_per_sec']:,.0f} images/s")
+    rows = []
+    for launch in launches:
+        row = dict(runs[launch][0])
+        row["images_per_sec_runs"] = [r["images_per_sec"] for r in runs[launch]]
+        row["images_per_sec"] = statistics.median(row["images_per_sec_runs"])
+        row["images_per_sec_intervals"] = [r["images_per_sec_intervals"] for r in runs[launch]]
+        rows.append(row)
+    plain = rows[0]
     one_rank = next((r for r in rows if r["launch"] == "torchrun" and r["nproc"] == 1), None)
     for row in rows:
         if one_rank is not None and row["launch"] == "torchrun":
@@ -93,11 +103,14 @@ def main(argv=None):
     parser.add_argument("--batch-per-rank", type=int, default=64)
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each launch, interleaved (median)")
     parser.add_argument("--out", help="results JSON (default: runs/bench/scaling-<device>.json)")
     parser.add_argument("train_flags", nargs="*", help="more `ganforge train` flags, after --")
     args = parser.parse_args(argv)
     if 1 not in args.nproc:
         args.nproc = (1, *args.nproc)  # efficiency is measured against one rank in the same run
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
     if args.iterations < 2 * args.log_every:
         raise ValueError("--iterations must cover at least two --log-every intervals (the first is warm-up)")
     print(f"bench scaling on {args.device}: ranks {', '.join(map(str, args.nproc))}, {args.batch_per_rank} images "
@@ -108,7 +121,7 @@ def main(argv=None):
               else f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     results = {"schema": SCHEMA, "device": device, "torch": torch.__version__, "date": started,
-               "iterations": args.iterations, "batch_per_rank": args.batch_per_rank,
+               "iterations": args.iterations, "batch_per_rank": args.batch_per_rank, "repeats": args.repeats,
                "train_flags": args.train_flags, "rows": measure(args)}
     out = Path(args.out or f"runs/bench/scaling-{args.device}.json")
     atomic_write_json(out, results)
