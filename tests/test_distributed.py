@@ -25,8 +25,11 @@ from ganforge.engine.trainer import build_session, run_iteration
 
 RUN_FLAGS = ["--batch-size", "16", "--fid-samples", "0", "--log-every", "4", "--ckpt-every", "4",
              "--keep-checkpoints", "5", "--no-progress", "--device", "cpu", "--dist-timeout", "60"]
+# The non-saturating loss without a penalty; WGAN-GP through autograd's double backward; the default R1 through the
+# explicit input gradient.
 OBJECTIVES = {"ns": ["--penalty", "none"],
-              "wgan-gp": ["--loss", "wgan", "--penalty", "wgan-gp", "--n-critic", "2"]}
+              "wgan-gp": ["--loss", "wgan", "--penalty", "wgan-gp", "--n-critic", "2", "--penalty-grad", "autograd"],
+              "r1": ["--penalty", "r1", "--penalty-every", "2", "--penalty-grad", "explicit"]}
 
 
 def child_env():
@@ -99,6 +102,7 @@ def test_two_ranks_train_what_one_process_trains_on_the_concatenated_batch(two_r
     out, cwd, result = two_rank_runs[objective]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["batch_per_rank"] == 8 and summary["global_batch"] == 16
+    assert summary["penalty_grad"] == {"ns": None, "wgan-gp": "autograd", "r1": "explicit"}[objective]
     assert summary["batch_norm_statistics"] == "synced across ranks"
     assert summary["ranks_max_abs_difference"] == 0.0  # G, D and the EMA are the same on both ranks
     saved = load_checkpoint(out / "checkpoint.pt")
