@@ -84,8 +84,9 @@ def load_mnist_classifier(device="cpu", path=None):
         raise FIDError(f"classifier weights {path} have SHA-256 {digest}, expected {MNIST_CLASSIFIER_SHA256}; "
                        f"regenerate them with `{REGENERATE}` and paste the printed SHA-256 into "
                        "MNIST_CLASSIFIER_SHA256 in engine/fid.py")
-    model = MNISTClassifier()
-    model.load_state_dict(torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True))
+    with torch.device("meta"):  # no random initialisation: the weights come from the file, the RNG stays untouched
+        model = MNISTClassifier()
+    model.load_state_dict(torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True), assign=True)
     return model.to(device).eval()
 
 
@@ -163,7 +164,10 @@ class FIDScorer:
         else:
             raise FIDError(f"unknown FID backbone {backbone!r}; expected 'mnist' or 'inception'")
         self.backbone, self.device, self.batch_size = backbone, torch.device(device), int(batch_size)
-        self.metric = FrechetInceptionDistance(reset_real_features=False, **args).to(self.device)
+        # Building a backbone must not draw from the training RNG (Inception initialises before loading its
+        # weights): scoring during or before training would otherwise change the model trained from a seed.
+        with torch.random.fork_rng(devices=[]):
+            self.metric = FrechetInceptionDistance(reset_real_features=False, **args).to(self.device)
         self.metric.eval()
         self.has_real = False
 

@@ -49,3 +49,16 @@ def test_fid_every_needs_images(tmp_path):
 
     with pytest.raises(ValueError, match="2-D points"):
         train(TrainConfig(out=str(tmp_path / "r"), dataset="ring8", **TINY))
+
+
+def test_scoring_never_changes_the_model_trained_and_resume_stays_exact(tmp_path):
+    """Building the FID backbone must not draw from the training RNG: the same seed trains the same G with FID on
+    or off, and a run resumed with --fid-every continues exactly as the uninterrupted one."""
+    settings = dict(TINY, iterations=6, ckpt_every=3, keep_checkpoints=5)
+    train(TrainConfig(out=str(tmp_path / "scored"), **settings))
+    train(TrainConfig(out=str(tmp_path / "unscored"), **dict(settings, fid_samples=0, fid_every=0)))
+    train(TrainConfig(out=str(tmp_path / "resumed"), **settings), resume=tmp_path / "scored" / "checkpoint-000003.pt")
+    whole = torch.load(tmp_path / "scored" / "checkpoint-000006.pt", weights_only=True)["G"]
+    for other in ("unscored", "resumed"):
+        G = torch.load(tmp_path / other / "checkpoint.pt", weights_only=True)["G"]
+        assert all(torch.equal(G[k], whole[k]) for k in whole), other
