@@ -23,17 +23,15 @@ G_STATS = ("g_loss", "g_fake_score")
 
 
 def make_optimizer(kind, params, lr, betas, device):
-    """Adam or RMSprop; on CUDA fused (Adam) and capturable, with a tensor learning rate that graphs can read."""
+    """Adam (one fused kernel over all parameters) or RMSprop (one multi-tensor pass), on every device: the
+    per-tensor path reads each parameter's step count back to the host every step. On CUDA also capturable, with
+    a tensor learning rate that captured graphs read."""
     on_cuda = torch.device(device).type == "cuda"
+    lr = torch.tensor(lr, device=device) if on_cuda else lr
     if kind == "adam":
-        if on_cuda:
-            return torch.optim.Adam(params, lr=torch.tensor(lr, device=device), betas=betas, fused=True,
-                                    capturable=True)
-        return torch.optim.Adam(params, lr=lr, betas=betas)
+        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True, capturable=on_cuda)
     if kind == "rmsprop":
-        if on_cuda:
-            return torch.optim.RMSprop(params, lr=torch.tensor(lr, device=device), capturable=True)
-        return torch.optim.RMSprop(params, lr=lr)
+        return torch.optim.RMSprop(params, lr=lr, foreach=True, capturable=on_cuda)
     raise ValueError(f"unknown optimizer {kind!r}")
 
 
@@ -230,14 +228,15 @@ class TrainState:
         """Mean step statistics since the last call (one device->host copy), then zero the sums. Under torchrun, the
         mean over ranks too (every rank calls this at the same iterations)."""
         self.world.average_([self.d_stats_sum, self.g_stats_sum])
-        d_n, g_n = max(self.d_steps_done.item(), 1), max(self.g_steps_done.item(), 1)
-        d = (self.d_stats_sum / d_n).tolist()
-        g = (self.g_stats_sum / g_n).tolist()
+        sums = [self.d_stats_sum / self.d_steps_done.clamp(min=1), self.g_stats_sum / self.g_steps_done.clamp(min=1)]
+        if self.augment.enabled:
+            sums.append(self.augment.p.reshape(1).float())
+        values = torch.cat(sums).tolist()  # the one read back to the host
         for t in (self.d_stats_sum, self.g_stats_sum, self.d_steps_done, self.g_steps_done):
             t.zero_()
-        out = dict(zip(D_STATS, d)) | dict(zip(G_STATS, g))
+        out = dict(zip(D_STATS + G_STATS, values))
         if self.augment.enabled:
-            out["augment_p"] = self.augment.p.item()
+            out["augment_p"] = values[-1]
         if self.precision == "fp16":
             out["loss_scale_d"] = self.scaler_d.get_scale()
             out["loss_scale_g"] = self.scaler_g.get_scale()
