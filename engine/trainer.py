@@ -193,13 +193,24 @@ class TrainingInterrupted(TrainingStopped):
         self.exit_code = 128 + signum
 
 
-def inject_fault_for_tests(state, iteration, rollbacks, nan_at):
-    """Test hook: GANFORGE_TEST_NAN_AT=N (read once per run into ``nan_at``) poisons one D weight with NaN after
-    iteration N, once per run (never after a rollback), so the divergence guard and rollback are tested on a real
-    non-finite weight."""
-    if nan_at is not None and nan_at == iteration + 1 and rollbacks == 0:
-        with torch.no_grad():
-            next(state.D.parameters()).view(-1)[0] = float("nan")
+class FaultAfter:
+    """Test hook around a runner: GANFORGE_TEST_NAN_AT=N poisons one D weight with NaN once the run has completed
+    iteration N, once per run, so the divergence guard and rollback are tested on a real non-finite weight. It
+    counts G steps (one per iteration) and lives outside the loop; a rollback's new runner does not carry it."""
+
+    def __init__(self, runner, state, start, nan_at):
+        self.runner, self.state, self.iteration, self.nan_at = runner, state, start, nan_at
+
+    def d_step(self, penalize):
+        return self.runner.d_step(penalize)
+
+    def g_step(self):
+        out = self.runner.g_step()
+        self.iteration += 1
+        if self.iteration == self.nan_at:
+            with torch.no_grad():
+                next(self.state.D.parameters()).view(-1)[0] = float("nan")
+        return out
 
 
 def train(cfg, dataset=None, resume=None, overwrite=False):
@@ -222,6 +233,8 @@ def train(cfg, dataset=None, resume=None, overwrite=False):
         session = build_session(cfg, dataset, world)
         references = check_scoring(cfg)  # FID's backbone and held-out split fail here, not after training
         start = restore(session, resume) if resume else 0
+        if "GANFORGE_TEST_NAN_AT" in os.environ:
+            session.runner = FaultAfter(session.runner, session.state, start, int(os.environ["GANFORGE_TEST_NAN_AT"]))
         if run_dir is not None:
             run_dir.clear_previous_run()
         try:
@@ -260,96 +273,154 @@ def restore(session, resume):
 
 
 def train_loop(session, out, start, resumed, signals, references):
-    cfg, state, device, world = session.cfg, session.state, session.device, session.world
-    main = world.is_main  # under torchrun, rank 0 alone writes the log, samples, checkpoints and summary
-    tb = TensorBoardLog(out / "tensorboard") if cfg.tensorboard and main else None
-    log = RunLog(out / "log.jsonl", resume_iteration=start if resumed else None) if main else DiscardLog()
-    if resumed and main:
-        print(session.resume_message, file=sys.stderr)
-    if main:
-        cfg.write_json(out / "config.json")  # `ganforge train --config out/config.json` repeats this run
-    z_fixed, labels_fixed = fixed_latents(cfg, state.num_classes, device)
-    if cfg.on_nan == "rollback" and not resumed:
-        save_checkpoint(session, out, 0)  # something to roll back to before the first periodic checkpoint
-    timer = IntervalTimer(device)
-    nan_at = int(os.environ["GANFORGE_TEST_NAN_AT"]) if "GANFORGE_TEST_NAN_AT" in os.environ else None
-    tracker = FIDTracker(cfg, references, device, world) if cfg.fid_every else None
-    bar = tqdm(total=cfg.iterations, initial=start, disable=not (cfg.progress and main), desc="train", unit="it",
-               dynamic_ncols=True)
-    iteration, logged_at = start, start
-    try:
-        while iteration < cfg.iterations:
-            run_iteration(session, iteration)
-            inject_fault_for_tests(state, iteration, session.rollbacks, nan_at)
-            iteration += 1
-            timer.add_images(cfg.batch_size)
-            bar.update(1)
-            received = stop_signal(session, signals, iteration)
-            stopping = received is not None
-            if iteration % cfg.log_every == 0 or iteration == cfg.iterations or stopping:
-                record = {"iteration": iteration, **state.read_and_reset_stats(), **timer.lap()}
-                bad_at = state.first_nonfinite_iteration(logged_at)
-                logged_at = iteration
-                log.append(record)
-                if tb is not None:
-                    tb.scalars(record)
-                bar.set_postfix(d=f"{record['d_loss']:.3f}", g=f"{record['g_loss']:.3f}",
-                                img_s=f"{record['images_per_sec']:.0f}")
-                if bad_at is not None:
-                    iteration = logged_at = handle_divergence(session, out, log, bad_at, record)
-                    bar.reset(total=cfg.iterations)
-                    bar.update(iteration)
-                    continue
-            fid_due = tracker is not None and iteration % cfg.fid_every == 0 and \
-                world.from_main(tracker.due(iteration, timer.seconds))  # rank 0's clock decides for all
-            seconds_now = timer.so_far() if fid_due else None  # read before the side work pauses the clock
-            with timer.side_work():
-                if fid_due:
-                    track_fid(session, out, log, tb, tracker, iteration, seconds_now)
-                if iteration % cfg.sample_every == 0 and main:
-                    write_samples(session, z_fixed, labels_fixed, out / f"samples_{iteration:06d}.png", tb, iteration)
-                if iteration % cfg.ckpt_every == 0 or stopping:
-                    bad_at = state.first_nonfinite_iteration(logged_at)  # never write a non-finite checkpoint
-                    if bad_at is not None:
-                        iteration = logged_at = handle_divergence(session, out, log, bad_at, None)
-                        continue
-                    save_checkpoint(session, out, iteration)
-            if stopping:
-                name = signal.Signals(received).name
-                write_summary(session, out, timer, iteration, {"status": "interrupted", "signal": name})
-                raise TrainingInterrupted(f"stopped by {name} at iteration {iteration}; checkpoint written; "
-                                          f"continue with --resume {out}", received)
-    except TrainingDiverged as diverged:
-        write_summary(session, out, timer, iteration, {"status": "diverged", "diverged_at": diverged.iteration})
-        raise
-    finally:
-        bar.close()
-        log.close()
+    """Train from iteration ``start`` to the end, then finish the run (final checkpoint, samples, FID, summary)."""
+    loop = TrainLoop(session, out, start, resumed, signals, references)
+    with loop:
+        loop.run(session.cfg.iterations)
+    return loop.finish()
 
-    save_checkpoint(session, out, cfg.iterations)
-    if main:
-        write_samples(session, z_fixed, labels_fixed, out / "samples_final.png", tb, cfg.iterations)
-    losses = [r for r in log.records if "d_loss" in r]  # not the FID points of --fid-every
-    if losses:
-        save_loss_curve(losses, out / "loss_curve.png")
-    in_sync = {}
-    if world.launched:  # G, D and the EMA must be the same on every rank; measured, not assumed
-        models = [m for m in (state.G, state.D, state.G_ema) if m is not None]
-        in_sync = {"ranks_max_abs_difference": world.max_difference(*models)}
-    scores = evaluate_generator(state.sampling_generator(), cfg, state.num_classes, device, cfg.fid_samples,
-                                progress=cfg.progress and main, references=references, world=world)
-    tracked = {}
-    if tracker is not None and tracker.points:
-        tracked = tracker.summary()
-        if main:
-            save_fid_curve(tracker.points, out / "fid_curve.png", scores.get("fid_real_floor"))
-    summary = write_summary(session, out, timer, cfg.iterations, {"status": "finished", **scores, **tracked,
-                                                                   **in_sync})
-    if tb is not None:
-        tb.scalars({"iteration": cfg.iterations, "fid": summary["fid"], "fid_real_floor": summary["fid_real_floor"]},
-                   prefix="eval")
-        tb.close()
-    return summary
+
+class TrainLoop:
+    """One run's loop: ``run`` iterates and does what falls due (a log record, samples, a checkpoint, an FID
+    point, a signal's stop); ``finish`` writes the final outputs.
+
+    Between two log records the host only queues steps and reads nothing back from the device: the log record is
+    the one place the clock is read (one device sync and two host reads), and side work is entered only on the
+    iterations it is due. ``bench.train_bench`` times ``run`` itself, so its figures are the user's."""
+
+    def __init__(self, session, out, start, resumed, signals, references, progress_file=None):
+        cfg, world = session.cfg, session.world
+        self.session, self.out, self.signals, self.references = session, out, signals, references
+        self.main = world.is_main  # under torchrun, rank 0 alone writes the log, samples, checkpoints and summary
+        self.tb = TensorBoardLog(out / "tensorboard") if cfg.tensorboard and self.main else None
+        self.log = RunLog(out / "log.jsonl", resume_iteration=start if resumed else None) if self.main \
+            else DiscardLog()
+        if resumed and self.main:
+            print(session.resume_message, file=sys.stderr)
+        if self.main:
+            cfg.write_json(out / "config.json")  # `ganforge train --config out/config.json` repeats this run
+        self.z_fixed, self.labels_fixed = fixed_latents(cfg, session.state.num_classes, session.device)
+        self.iteration = self.logged_at = start
+        self.checkpointed_at = None
+        if cfg.on_nan == "rollback" and not resumed:
+            self.save_checkpoint()  # something to roll back to before the first periodic checkpoint
+        self.timer = IntervalTimer(session.device)
+        self.tracker = FIDTracker(cfg, references, session.device, world) if cfg.fid_every else None
+        self.bar = tqdm(total=cfg.iterations, initial=start, disable=not (cfg.progress and self.main), desc="train",
+                        unit="it", dynamic_ncols=True, file=progress_file)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.close()
+        self.log.close()
+        return False
+
+    def run(self, until):
+        """Train up to iteration ``until``."""
+        cfg = self.session.cfg
+        while self.iteration < until:
+            run_iteration(self.session, self.iteration)
+            self.iteration += 1
+            self.timer.add_images(cfg.batch_size)
+            self.bar.update(1)
+            received = stop_signal(self.session, self.signals, self.iteration)
+            if self.iteration % cfg.log_every == 0 or self.iteration == cfg.iterations or received is not None:
+                if not self.on_log():
+                    continue  # rolled back: the loop goes on from the restored iteration
+            if self.side_work_due(received):
+                with self.timer.side_work():
+                    if not self.on_side_work(received):
+                        continue
+
+    def side_work_due(self, received):
+        cfg, i = self.session.cfg, self.iteration
+        return received is not None or i % cfg.ckpt_every == 0 or (i % cfg.sample_every == 0 and self.main) or \
+            (self.tracker is not None and i % cfg.fid_every == 0)
+
+    def on_log(self):
+        """One log record: the interval's mean statistics and images/s. False when the run rolled back."""
+        record = {"iteration": self.iteration, **self.session.state.read_and_reset_stats(), **self.timer.lap()}
+        self.log.append(record)
+        if self.tb is not None:
+            self.tb.scalars(record)
+        self.bar.set_postfix(d=f"{record['d_loss']:.3f}", g=f"{record['g_loss']:.3f}",
+                             img_s=f"{record['images_per_sec']:.0f}")
+        return self.check_finite(record)
+
+    def on_side_work(self, received):
+        """Whatever falls due at this iteration: an FID point, a sample grid, a checkpoint, the stop on a signal.
+        False when the run rolled back."""
+        cfg, i = self.session.cfg, self.iteration
+        if self.tracker is not None and i % cfg.fid_every == 0:
+            if self.session.world.from_main(self.tracker.due(i, self.timer.seconds)):  # rank 0's clock decides
+                track_fid(self.session, self.out, self.log, self.tb, self.tracker, i, self.timer.side_work_began)
+        if i % cfg.sample_every == 0 and self.main:
+            write_samples(self.session, self.z_fixed, self.labels_fixed, self.out / f"samples_{i:06d}.png", self.tb, i)
+        if i % cfg.ckpt_every == 0 or received is not None:
+            if not self.check_finite(None):  # never write a non-finite checkpoint
+                return False
+            self.save_checkpoint()
+        if received is not None:
+            name = signal.Signals(received).name
+            self.write_summary({"status": "interrupted", "signal": name})
+            raise TrainingInterrupted(f"stopped by {name} at iteration {i}; checkpoint written; "
+                                      f"continue with --resume {self.out}", received)
+        return True
+
+    def check_finite(self, record):
+        """The one divergence path: when a loss or weight went non-finite since the last log record, stop (summary
+        written, TrainingDiverged raised) or roll back (returns False; the loop continues from the restored
+        iteration). True when all is finite."""
+        bad_at = self.session.state.first_nonfinite_iteration(self.logged_at)
+        if bad_at is None:
+            self.logged_at = self.iteration if record is not None else self.logged_at
+            return True
+        try:
+            self.iteration = self.logged_at = handle_divergence(self.session, self.out, self.log, bad_at, record)
+        except TrainingDiverged as diverged:
+            self.write_summary({"status": "diverged", "diverged_at": diverged.iteration})
+            raise
+        self.bar.reset(total=self.session.cfg.iterations)
+        self.bar.update(self.iteration)
+        return False
+
+    def save_checkpoint(self):
+        save_checkpoint(self.session, self.out, self.iteration)
+        self.checkpointed_at = self.iteration
+
+    def write_summary(self, fields):
+        return write_summary(self.session, self.out, self.timer, self.iteration, fields)
+
+    def finish(self):
+        """The final checkpoint (unless the loop just wrote it), samples, loss curve, FID and summary.json."""
+        session, cfg, out, state = self.session, self.session.cfg, self.out, self.session.state
+        if self.checkpointed_at != cfg.iterations:
+            self.save_checkpoint()
+        if self.main:
+            write_samples(session, self.z_fixed, self.labels_fixed, out / "samples_final.png", self.tb, cfg.iterations)
+        losses = [r for r in self.log.records if "d_loss" in r]  # not the FID points of --fid-every
+        if losses:
+            save_loss_curve(losses, out / "loss_curve.png")
+        in_sync = {}
+        if session.world.launched:  # G, D and the EMA must be the same on every rank; measured, not assumed
+            models = [m for m in (state.G, state.D, state.G_ema) if m is not None]
+            in_sync = {"ranks_max_abs_difference": session.world.max_difference(*models)}
+        scores = evaluate_generator(state.sampling_generator(), cfg, state.num_classes, session.device,
+                                    cfg.fid_samples, progress=cfg.progress and self.main, references=self.references,
+                                    world=session.world)
+        tracked = {}
+        if self.tracker is not None and self.tracker.points:
+            tracked = self.tracker.summary()
+            if self.main:
+                save_fid_curve(self.tracker.points, out / "fid_curve.png", scores.get("fid_real_floor"))
+        summary = self.write_summary({"status": "finished", **scores, **tracked, **in_sync})
+        if self.tb is not None:
+            self.tb.scalars({"iteration": cfg.iterations, "fid": summary["fid"],
+                             "fid_real_floor": summary["fid_real_floor"]}, prefix="eval")
+            self.tb.close()
+        return summary
 
 
 def track_fid(session, out, log, tb, tracker, iteration, seconds):
@@ -454,35 +525,37 @@ def write_summary(session, out, timer, iteration, fields):
 
 
 class IntervalTimer:
-    """Training time per log interval, excluding side work (samples, checkpoints) and waiting for the device."""
+    """Training time per log interval, excluding side work (samples, checkpoints, FID).
+
+    The device is waited for only where a clock is read: at each log record (``lap``) and on entering side work,
+    so queued steps finish inside the timed interval, not the side work. Between those points the host never
+    waits, and on a GPU it runs ahead queueing steps."""
 
     def __init__(self, device):
         self.device = device
         self.seconds, self.images = 0.0, 0
+        self.side_work_began = 0.0  # training seconds when the current (or last) side work began
         self._start, self._images, self._side = time.perf_counter(), 0, 0.0
 
-    def _sync(self):
+    def sync(self):
+        """Wait for the device's queued work (CPU work is synchronous: nothing to wait for)."""
         if self.device.type == "cuda":
-            torch.cuda.synchronize()  # queued steps finish inside the timed interval, not the side work
+            torch.cuda.synchronize()
 
     def add_images(self, n):
         self._images += n
 
     @contextmanager
     def side_work(self):
-        self._sync()
+        self.sync()
         side_start = time.perf_counter()
+        self.side_work_began = self.seconds + side_start - self._start - self._side
         yield
         self._side += time.perf_counter() - side_start
 
-    def so_far(self):
-        """Training seconds up to now, the open interval included (outside side work)."""
-        self._sync()
-        return self.seconds + time.perf_counter() - self._start - self._side
-
     def lap(self):
         """images/s of the interval since the last lap, and training seconds so far."""
-        self._sync()
+        self.sync()
         elapsed = time.perf_counter() - self._start - self._side
         self.seconds += elapsed
         self.images += self._images
