@@ -32,9 +32,11 @@ def _bench_parser():
     parser.add_argument("--models", type=_csv(str),
                         help="train: comma-separated subset of mlp-28,dcgan-28,dcgan-32,dcgan-64")
     parser.add_argument("--batch-sizes", type=_csv(int), help="train: comma-separated batch sizes")
-    parser.add_argument("--columns", type=_csv(str), help="train: subset of eager-fp32,eager-bf16,compile,compile-graphs,ganforge,graphs-ref,"
-                        "eager-explicit")
-    parser.add_argument("--penalties", type=_csv(str), help="train: subset of none,wgan-gp,r1")
+    parser.add_argument("--columns", type=_csv(str),
+                        help="train: subset of eager-fp32,eager-bf16,compile,compile-graphs,ganforge,graphs-ref,"
+                        "eager-explicit,compile-explicit,steps,loop (bench/README.md says what each runs)")
+    parser.add_argument("--penalties", type=_csv(str),
+                        help="train: objectives, a subset of none,wgan-gp,r1,default (default: the train recipe)")
     parser.add_argument("--iters", type=int, help="train: iterations per timed block")
     parser.add_argument("--repeats", type=int, help="train: timed blocks (median and spread over these)")
     return parser

@@ -34,7 +34,7 @@ def kernel_key(row):
 
 
 def train_key(row):
-    return ("train", row["name"], row["penalty"], row["batch_size"], row["column"])
+    return ("train", row["name"], row.get("objective", row["penalty"]), row["batch_size"], row["column"])
 
 
 def _label(key):

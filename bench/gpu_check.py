@@ -6,7 +6,8 @@ One call of at most 8 minutes; the time plan puts the headline rows first, so a 
 Phases, each written to DIR as soon as it ends:
   env.json             GPU, driver, torch, triton, torchmetrics
   gpu_check.json       bench results (schema ganforge-bench/1): ceilings; the headline rows (MLP GAN batch 128,
-                       DCGAN-64 WGAN-GP batch 256) with every column; then a batch sweep 64-512 of both in
+                       DCGAN-64 WGAN-GP batch 256) with every column; the loop rows (`ganforge train`'s own loop
+                       beside its steps: loop efficiency); then a batch sweep 64-512 of both in
                        eager-fp32 / eager-explicit / ganforge; then the kernel rows at 64M elements
   pytest_gpu.txt       `pytest -m gpu tests/` (graphed vs eager steps and FID, fp16 inf skip, kernels on the device)
   quality.json         time to quality: the default recipe with CUDA graphs, FID at 15, 30 and 60 s of training
@@ -27,8 +28,14 @@ import torch
 # The headline end-to-end comparisons: (bench model, objective, batch size), every column.
 TRAIN_CASES = (("dcgan-64", "wgan-gp", 256), ("mlp-28", "none", 128))
 # compile columns last within a case: they cost the most time, and a run cut short loses them first.
-TRAIN_COLUMNS = ("eager-fp32", "ganforge", "graphs-ref", "eager-explicit", "eager-bf16", "compile-graphs",
-                 "compile")
+TRAIN_COLUMNS = ("eager-fp32", "ganforge", "graphs-ref", "eager-explicit", "eager-bf16", "compile-explicit",
+                 "compile-graphs", "compile")
+# The user's command beside its own steps: `ganforge train`'s loop (steps + loop columns) on the headline MLP case and
+# the default recipe, in blocks of 2,000 iterations, so the loop's side work is exactly the default run's (a log
+# record every 100 iterations, a sample grid every 1,000, a checkpoint every 2,000).
+LOOP_CASES = (("mlp-28", "none", 128), ("mlp-28", "default", 64), ("dcgan-28", "default", 64))
+LOOP_COLUMNS = ("steps", "loop")
+LOOP_TIMING = dict(warmup=10, iters=2000, repeats=3)
 # The batch sweep, after the headline rows: fewer columns, the other batch sizes.
 SWEEP_CASES = (("dcgan-64", "wgan-gp"), ("mlp-28", "none"))
 SWEEP_BATCHES = (64, 128, 256, 512)
@@ -74,7 +81,8 @@ def run_gpu_tests(out, timeout_s):
 
 def run_benchmarks(out, deadline, log, device="cuda", cases=TRAIN_CASES, columns=TRAIN_COLUMNS,
                    sweep_cases=SWEEP_CASES, sweep_batches=SWEEP_BATCHES, sweep_columns=SWEEP_COLUMNS,
-                   kernel_numel=KERNEL_NUMEL, timing=TIMING, between=None):
+                   kernel_numel=KERNEL_NUMEL, timing=TIMING, between=None, loop_cases=LOOP_CASES,
+                   loop_timing=LOOP_TIMING):
     """Ceilings, headline rows, then (``between``, e.g. the GPU tests), the sweep and the kernel rows; each phase
     starts only while ``deadline`` (time.monotonic) is ahead, and the file is saved after each."""
     from .kernel_bench import kernel_rows
@@ -93,7 +101,7 @@ def run_benchmarks(out, deadline, log, device="cuda", cases=TRAIN_CASES, columns
         save_results(results, path)
         (out / "gpu_check.md").write_text(report_markdown(results))
 
-    def train_phase(label, name, objective, batch, cols):
+    def train_phase(label, name, objective, batch, cols, timing=timing):
         if time.monotonic() > deadline - 30:
             results["notes"].append(f"{label} {name} {objective} batch {batch} not run: time budget spent")
             return
@@ -108,6 +116,8 @@ def run_benchmarks(out, deadline, log, device="cuda", cases=TRAIN_CASES, columns
     save()
     for name, objective, batch in cases:
         train_phase("headline", name, objective, batch, columns)
+    for name, objective, batch in loop_cases:
+        train_phase("loop", name, objective, batch, LOOP_COLUMNS, loop_timing)
     if between is not None:
         between()
     for name, objective in sweep_cases:

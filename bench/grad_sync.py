@@ -10,7 +10,6 @@ an Adam step; "no sync" is the same step without averaging, the compute floor. T
 cannot hold without DDP's own static-graph mode. Rank 0 writes the results.
 """
 import argparse
-import datetime
 import json
 import os
 import statistics
@@ -18,6 +17,8 @@ import time
 
 import torch
 from torch.nn import functional as F
+
+from ..engine.provenance import provenance
 
 
 def main(argv=None):
@@ -79,8 +80,7 @@ def main(argv=None):
         results = {"schema": "ganforge-grad-sync/1", "model": args.model, "parameters": params,
                    "world_size": world.world_size, "batch_per_rank": args.batch_per_rank,
                    "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {os.cpu_count()} cores",
-                   "threads_per_rank": torch.get_num_threads(), "torch": torch.__version__,
-                   "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                   "threads_per_rank": torch.get_num_threads(), **provenance(),
                    "ms_per_step": ms, "sync_ms": {m: round(ms[m] - ms["no sync"], 3) for m in methods if m != "no sync"},
                    "blocks": args.blocks, "steps_per_block": args.steps}
         atomic_write_json(args.out, results)

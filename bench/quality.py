@@ -29,6 +29,7 @@ from ..engine.data import load_dataset
 from ..engine.evaluate import generate
 from ..engine.fid import FIDScorer, class_shares
 from ..engine.io import atomic_write_text
+from ..engine.provenance import provenance
 from ..engine.trainer import build_session, run_iteration
 from .results import device_name
 
@@ -269,8 +270,7 @@ def run(names, marks_s=MARKS_S, fid_samples=2000, seed=0, device="cpu", progress
     scorer.set_real(load_dataset("mnist5k", split="test").images)
     floor_pool = load_dataset("mnist5k", split="train").images
     perm = torch.randperm(len(floor_pool), generator=torch.Generator().manual_seed(1))[:fid_samples]
-    results = {"schema": SCHEMA, "device": device_name(device), "torch": torch.__version__,
-               "python": sys.version.split()[0], "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    results = {"schema": SCHEMA, "device": device_name(device), **provenance(),
                "marks_s": list(marks_s), "fid_samples": fid_samples, "seed": seed, "threads": torch.get_num_threads(),
                "fid_real_floor": scorer.score_fake(floor_pool[perm]), "curves": []}
     for name in names:

@@ -59,9 +59,9 @@ def ceilings_markdown(results):
 def train_markdown(results):
     rows = []
     for r in results["train"]:
-        config = [r["name"], r["penalty"], r["batch_size"], r["column"], r.get("penalty_grad") or "–"]
+        config = [r["name"], r.get("objective", r["penalty"]), r["batch_size"], r["column"], r.get("penalty_grad") or "–"]
         if r.get("images_per_sec") is None:
-            rows.append(config + ["–"] * 7 + [_why(r)])
+            rows.append(config + ["–"] * 8 + [_why(r)])
             continue
         mem = r.get("peak_mem_mb")
         rows.append(config + [
@@ -71,11 +71,20 @@ def train_markdown(results):
             fmt(r["mfu"] * 100 if r.get("mfu") is not None else None, ".1f"),
             fmt(r.get("speedup_vs_eager_fp32"), ".2f") + "x" if r.get("speedup_vs_eager_fp32") else "–",
             fmt(r.get("speedup_vs_best_other"), ".2f") + "x" if r.get("speedup_vs_best_other") else "–",
-            "",
+            fmt(r.get("loop_efficiency"), ".3f"),
+            _settings(r),
         ])
-    headers = ["model", "penalty", "batch", "column", "penalty grad", "images/s", "ms/D step", "ms/G step", "peak MB", "MFU %",
-               "vs eager-fp32", "vs best other", "note"]
-    return markdown_table(headers, rows, "llrll" + "r" * 7 + "l")
+    headers = ["model", "objective", "batch", "column", "penalty grad", "images/s", "ms/D step", "ms/G step", "peak MB",
+               "MFU %", "vs eager-fp32", "vs best other", "loop / steps", "note"]
+    return markdown_table(headers, rows, "llrll" + "r" * 8 + "l")
+
+
+def _settings(row):
+    """What an "auto" column resolved to on the device (the steps and loop columns)."""
+    if row.get("column") not in ("steps", "loop"):
+        return ""
+    graphs = "graphs" if row.get("graphs") else "eager"
+    return f"{row.get('precision')}, {graphs}, kernels {row.get('kernels')}"
 
 
 def kernels_markdown(results):

@@ -3,23 +3,22 @@
 One JSON object per run:
 
     {"schema": "ganforge-bench/1", "device": ..., "device_type": "cuda" | "cpu", "torch": ..., "triton": ...,
-     "python": ..., "git_commit": ... | null, "date": ISO-8601, "quick": bool, "notes": [str],
+     "python": ..., "git_commit": ... | null, "command": "ganforge bench ...", "date": ISO-8601, "quick": bool, "notes": [str],
      "ceilings": {"copy_gbps", "matmul_tflops_bf16", "matmul_tflops_fp32", ...},
      "kernels": [kernel row], "train": [train row]}
 
 Kernel rows come from bench.kernel_bench.kernel_rows; train rows from bench.train_bench.train_rows. A figure
 may be null when its row was skipped or failed; the row then says why under "skipped" or "error".
 """
-import datetime
 import json
 import platform
-import subprocess
 from numbers import Real
 from pathlib import Path
 
 import torch
 
 from ..engine.io import atomic_write_json
+from ..engine.provenance import provenance
 
 SCHEMA = "ganforge-bench/1"
 
@@ -42,20 +41,6 @@ class ResultsError(ValueError):
     """A results file does not follow the schema; the message lists every problem found."""
 
 
-def _git_commit():
-    """The checkout's HEAD commit (with "-dirty" when files changed), or None outside a git checkout."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
-            return None
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, timeout=10)
-        return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def device_name(device):
     device = torch.device(device)
     if device.type == "cuda":
@@ -74,12 +59,9 @@ def new_results(device, quick):
         "schema": SCHEMA,
         "device": device_name(device),
         "device_type": torch.device(device).type,
-        "torch": torch.__version__,
+        **provenance(),
         "triton": triton_version,
         "cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "git_commit": _git_commit(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "quick": bool(quick),
         "notes": [],
         "ceilings": {},
@@ -121,6 +103,8 @@ def validate_results(data):
             problems.append(f"missing top-level key {key!r}")
         elif not isinstance(data[key], kind):
             problems.append(f"{key}: unexpected type {type(data[key]).__name__}")
+    if "command" in data and not isinstance(data["command"], str):  # files before 2026-12-01 lack it
+        problems.append(f"command: expected the command line as a string, got {data['command']!r}")
     if data.get("schema") not in (None, SCHEMA):
         problems.append(f"schema: expected {SCHEMA!r}, got {data.get('schema')!r}")
     ceilings = data.get("ceilings")

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from ..engine.io import atomic_write_json
+from ..engine.provenance import provenance
 
 SCHEMA = "ganforge-scaling/1"
 
@@ -120,7 +121,7 @@ def main(argv=None):
     device = (torch.cuda.get_device_name() if args.device == "cuda"
               else f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    results = {"schema": SCHEMA, "device": device, "torch": torch.__version__, "date": started,
+    results = {"schema": SCHEMA, "device": device, **provenance(), "date": started,
                "iterations": args.iterations, "batch_per_rank": args.batch_per_rank, "repeats": args.repeats,
                "train_flags": args.train_flags, "rows": measure(args)}
     out = Path(args.out or f"runs/bench/scaling-{args.device}.json")

@@ -1,34 +1,49 @@
 """End-to-end training throughput: images/s, ms per D and G step, peak memory and MFU per execution mode.
 
-Each configuration (model x objective x batch size) runs in up to seven columns:
+Each configuration (model x objective x batch size) runs in any of these columns:
 
-    eager-fp32      plain PyTorch ops (kernels=ref), fp32, no graphs, autograd double backward for a penalty:
-                    the baseline, what users write
-    eager-bf16      the same under bf16 autocast
-    compile         bf16, G and D wrapped in torch.compile (a gradient-penalty D step raises: the error is kept)
-    compile-graphs  bf16, torch.compile(mode="reduce-overhead") of G and D (compiled and CUDA-graphed), autograd
-                    penalty: what a strong user gets without ganforge (the error is kept where compile fails)
-    ganforge        bf16, CUDA-graph-captured steps, the Triton kernels, the explicit penalty gradient (CUDA only)
-    graphs-ref      ganforge with the reference kernels: the difference is the Triton kernels' own share
-    eager-explicit  eager-fp32 with the explicit penalty gradient alone (no graphs, no Triton)
+    eager-fp32        plain PyTorch ops (kernels=ref), fp32, no graphs, autograd double backward for a penalty:
+                      the baseline, what users write
+    eager-bf16        the same under bf16 autocast
+    compile           bf16, G and D wrapped in torch.compile (a gradient-penalty D step raises: the error is kept)
+    compile-graphs    bf16, torch.compile(mode="reduce-overhead") of G and D (compiled and CUDA-graphed), autograd
+                      penalty: what a strong user gets without ganforge (the error is kept where compile fails)
+    ganforge          bf16, CUDA-graph-captured steps, the Triton kernels, the explicit penalty gradient (CUDA only)
+    graphs-ref        ganforge with the reference kernels: the difference is the Triton kernels' own share
+    eager-explicit    eager-fp32 with the explicit penalty gradient alone (no graphs, no Triton)
+    compile-explicit  `ganforge train --compile`: torch.compile of the whole first-order D and G steps (the
+                      penalty through the explicit input gradient), bf16, CUDA graphs where the device has them
+    steps             what `ganforge train` resolves on this device (precision, graphs, kernels, penalty gradient
+                      all "auto"), its steps timed alone
+    loop              the same settings through the trainer's own loop (engine.trainer.TrainLoop.run, what
+                      `ganforge train` runs): progress bar, signal checks, log records, sample grids and
+                      checkpoints, their intervals scaled to the timed block (LOOP_INTERVALS)
 
-ganforge, graphs-ref and eager-explicit are ganforge's own; "vs best other" compares against the best column
-that is not. Every row records which input gradient its penalty used (penalty_grad).
+The loop row's ``loop_efficiency`` is its images/s over the steps row's, measured in the same run: what the
+loop around the steps costs the user. ganforge, graphs-ref, eager-explicit, compile-explicit, steps and loop are
+ganforge's own; "vs best other" compares against the best column that is not. Every row records which input
+gradient its penalty used (penalty_grad) and the precision, graphs and kernels it resolved to.
 
 The data are synthetic random images of the right shape, so the bench needs no data files. One iteration is
-one D step plus one G step (n_critic = 1, the penalty on every D step), i.e. ``batch_size`` images.
+n_critic D steps plus one G step, i.e. ``batch_size`` images; the bench's objectives use n_critic 1 and the
+penalty on every D step, except "default", which is `ganforge train`'s own recipe (lazy R1 on every 4th D step).
 MFU = model FLOPs per iteration (counted by FlopCounterMode on one eager iteration) / time per iteration
 / the bf16 matrix-product rate measured in the same run.
 """
 import gc
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..engine.config import TrainConfig
 from ..engine.data import Dataset
-from ..engine.trainer import build_session, run_iteration
+from .. import kernels
+from ..engine.runlog import SignalGuard
+from ..engine.trainer import TrainLoop, build_session, run_iteration
 
 from .timing import StepClock, quantiles, time_blocks
 
@@ -44,6 +59,7 @@ OBJECTIVES = {
     "none": {"loss": "ns", "penalty": "none"},
     "wgan-gp": {"loss": "wgan", "penalty": "wgan-gp", "penalty_every": 1},
     "r1": {"loss": "ns", "penalty": "r1", "penalty_every": 1},
+    "default": {},  # `ganforge train`'s recipe: TrainConfig's defaults (ns + R1 on every 4th D step)
 }
 COLUMNS = {
     "eager-fp32": {"precision": "fp32", "graphs": "off", "kernels": "ref", "compiled": None,
@@ -58,9 +74,19 @@ COLUMNS = {
     "graphs-ref": {"precision": "bf16", "graphs": "on", "kernels": "ref", "compiled": None, "penalty_grad": "auto"},
     "eager-explicit": {"precision": "fp32", "graphs": "off", "kernels": "ref", "compiled": None,
                        "penalty_grad": "explicit"},
+    "compile-explicit": {"precision": "bf16", "graphs": "auto", "kernels": "ref", "compiled": "steps",
+                         "penalty_grad": "explicit"},
+    "steps": {"precision": "auto", "graphs": "auto", "kernels": "auto", "compiled": None, "penalty_grad": "auto"},
+    "loop": {"precision": "auto", "graphs": "auto", "kernels": "auto", "compiled": None, "penalty_grad": "auto"},
 }
-OWN_COLUMNS = ("ganforge", "graphs-ref", "eager-explicit")  # excluded from "best other"
+OWN_COLUMNS = ("ganforge", "graphs-ref", "eager-explicit", "compile-explicit", "steps", "loop")  # not "other"
 BASELINE = "eager-fp32"
+# The loop column's side work per timed block of B iterations: the mix of a 2,000-iteration stretch of the default
+# run (TrainConfig: a log record every 100 iterations, a sample grid every 1,000, a checkpoint every 2,000), so a
+# block shorter than 2,000 iterations holds more side work per iteration than the user's run does, never less.
+LOOP_INTERVALS = {"log_every": 100, "sample_every": 1000, "ckpt_every": 2000}
+LOOP_STRETCH = 2000
+STEP_SAMPLES = 25  # iterations whose D and G steps are timed apart, per column
 
 
 @dataclass
@@ -86,6 +112,11 @@ def default_plan(device, quick):
                 warmup=2, iters=3, repeats=3)
 
 
+def objective_config(objective):
+    """The TrainConfig of an objective alone (its loss, penalty and intervals; every other field the default)."""
+    return TrainConfig(**OBJECTIVES[objective])
+
+
 def synthetic_dataset(data_shape, n):
     """``n`` random images in [-1, 1] with random labels: right shape, no files."""
     gen = torch.Generator().manual_seed(0)
@@ -99,18 +130,25 @@ def bench_dataset(data_shape, batch_size):
     return synthetic_dataset(data_shape, max(4 * batch_size, 256))
 
 
-def make_config(name, objective, column, batch_size, device):
+def make_config(name, objective, column, batch_size, device, block=None):
+    """The TrainConfig a column trains with; the loop column's side-work intervals scaled to ``block`` iterations."""
     model, data_shape = MODELS[name]
     settings = COLUMNS[column]
-    return TrainConfig(model=model, batch_size=batch_size, device=str(device), precision=settings["precision"],
-                       graphs=settings["graphs"], kernels=settings["kernels"], progress=False, fid_samples=0,
-                       penalty_grad=settings["penalty_grad"], **OBJECTIVES[objective])
+    loop = {}
+    if column == "loop":
+        loop = {key: max(1, round(every * block / LOOP_STRETCH)) for key, every in LOOP_INTERVALS.items()}
+        loop.update(iterations=10**9, progress=True)  # the bar runs as for a user, drawn to os.devnull
+    fields = dict(model=model, batch_size=batch_size, device=str(device), precision=settings["precision"],
+                  graphs=settings["graphs"], kernels=settings["kernels"], progress=False, fid_samples=0,
+                  penalty_grad=settings["penalty_grad"], compile=settings["compiled"] == "steps")
+    return TrainConfig(**{**fields, **OBJECTIVES[objective], **loop})
 
 
 def skip_reason(column, device, quick=False, objective=None):
     """Why ``column`` does not run on ``device`` (None when it does)."""
     on_gpu = torch.device(device).type == "cuda"
-    if column == "eager-explicit" and objective is not None and OBJECTIVES[objective]["penalty"] == "none":
+    penalized = objective is not None and objective_config(objective).penalty != "none"
+    if column == "eager-explicit" and objective is not None and not penalized:
         return "no penalty: the same as eager-fp32"
     if column in ("ganforge", "graphs-ref") and not on_gpu:
         return "CUDA graphs need a CUDA device"
@@ -118,8 +156,10 @@ def skip_reason(column, device, quick=False, objective=None):
         return "mode='reduce-overhead' captures CUDA graphs: it needs a CUDA device"
     if column == "compile" and quick and not on_gpu:
         return "torch.compile's CPU build takes minutes: not in a quick CPU run"
-    if column.startswith("compile") and quick and objective is not None and OBJECTIVES[objective]["penalty"] != "none":
+    if column.startswith("compile") and quick and penalized:
         return "torch.compile raises on the penalty's double backward; a full run records the error"
+    if column == "compile-explicit" and quick:
+        return "torch.compile's build of the whole steps takes minutes: not in a quick run"
     return None
 
 
@@ -145,17 +185,36 @@ def count_flops(session):
     return counter.get_total_flops()
 
 
-def open_session(name, objective, column, batch_size, device, dataset):
+def open_session(name, objective, column, batch_size, device, dataset, block=None):
     """A training session set up as ``column`` runs (compiled columns: fresh caches, then G and D compiled in the
-    column's mode). Drop it, then call ``release(column)``."""
+    column's mode, or the whole steps by `--compile`). Drop it, then call ``release(column)``."""
     compiled = COLUMNS[column]["compiled"]
     if compiled:
         torch._dynamo.reset()  # fresh caches: no recompile limit carried over from earlier sessions
-    session = build_session(make_config(name, objective, column, batch_size, device), dataset=dataset)
-    if compiled:
+    session = build_session(make_config(name, objective, column, batch_size, device, block), dataset=dataset)
+    if compiled and compiled != "steps":
         session.state.G = torch.compile(session.state.G, mode=compiled)
         session.state.D = torch.compile(session.state.D, mode=compiled)
     return session
+
+
+class BenchLoop:
+    """The loop column: the trainer's own TrainLoop over a session, writing its run folder into a temporary
+    directory (removed by ``close``). ``iterations(n)`` trains n more iterations through TrainLoop.run."""
+
+    def __init__(self, session):
+        self.folder = tempfile.TemporaryDirectory(prefix="ganforge-bench-loop-")
+        self.devnull = open(os.devnull, "w")
+        self.loop = TrainLoop(session, Path(self.folder.name), 0, False, SignalGuard(), references=None,
+                              progress_file=self.devnull)
+
+    def iterations(self, n):
+        self.loop.run(self.loop.iteration + n)
+
+    def close(self):
+        self.loop.__exit__(None, None, None)
+        self.devnull.close()
+        self.folder.cleanup()
 
 
 def release(column):
@@ -174,19 +233,24 @@ def warmup_iterations(session, plan):
 
 
 class _Timed:
-    """One column's session in an interleaved measurement: its iteration count and its samples."""
+    """One column's session in an interleaved measurement: its iteration count and its samples. The loop column
+    trains through the trainer's loop (BenchLoop) and has no per-step split."""
 
-    def __init__(self, session):
-        self.session, self.iteration = session, 0
+    def __init__(self, session, loop=None):
+        self.session, self.loop, self.iteration = session, loop, 0
         self.block_ms, self.d_ms, self.g_ms = [], [], []
 
     def iterations(self, n):
+        if self.loop is not None:
+            return self.loop.iterations(n)
         for _ in range(n):
             run_iteration(self.session, self.iteration)
             self.iteration += 1
 
     def steps_once(self):
         """One iteration with D and G steps timed apart (device events between the steps, trainer order)."""
+        if self.loop is not None:
+            return
         session, cfg = self.session, self.session.cfg
         clock, kinds = StepClock(session.device), []
         if session.device.type == "cuda":
@@ -204,13 +268,14 @@ class _Timed:
             (self.d_ms if kind == "d" else self.g_ms).append(ms)
 
 
-def _measure(sessions, plan):
+def _measure(sessions, plan, loops=None):
     """Warm every session up, then time them interleaved: each of ``plan.repeats`` rounds runs one block of
-    ``plan.iters`` iterations per session, then ``plan.iters`` rounds time one iteration's D and G steps per
+    ``plan.iters`` iterations per session, then up to STEP_SAMPLES rounds time one iteration's D and G steps per
     session. Interleaving spreads a shared machine's changing load evenly over the columns compared.
 
-    Returns one _Timed per session and the warm-up iterations used."""
-    timed = [_Timed(session) for session in sessions]
+    loops: per session, its BenchLoop (the loop column) or None. Returns one _Timed per session and the warm-up
+    iterations used."""
+    timed = [_Timed(session, loop) for session, loop in zip(sessions, loops or [None] * len(sessions))]
     warmups = []
     for t in timed:
         warmup = warmup_iterations(t.session, plan)
@@ -219,7 +284,7 @@ def _measure(sessions, plan):
     for _ in range(plan.repeats):
         for t in timed:
             t.block_ms += time_blocks(lambda: t.iterations(plan.iters), t.session.device, repeats=1)
-    for _ in range(plan.iters):
+    for _ in range(min(plan.iters, STEP_SAMPLES)):
         for t in timed:
             t.steps_once()
     return timed, warmups
@@ -233,21 +298,27 @@ def _error_text(exc):
 def _new_row(name, objective, column, batch_size, plan):
     model, data_shape = MODELS[name]
     settings = COLUMNS[column]
-    row = {"name": name, "model": model, "data_shape": list(data_shape), "loss": OBJECTIVES[objective]["loss"],
-           "penalty": OBJECTIVES[objective]["penalty"], "batch_size": batch_size, "column": column,
+    recipe = objective_config(objective)
+    row = {"name": name, "model": model, "data_shape": list(data_shape), "objective": objective, "loss": recipe.loss,
+           "penalty": recipe.penalty, "batch_size": batch_size, "column": column,
            "precision": settings["precision"], "graphs": settings["graphs"] == "on", "kernels": settings["kernels"],
            "compiled": settings["compiled"], "penalty_grad": None, "warmup": plan.warmup, "iters": plan.iters,
            "repeats": plan.repeats, "error": None, "skipped": None}
     row.update({key: None for key in ("images_per_sec", "images_per_sec_p20", "images_per_sec_p80", "spread",
                                       "ms_per_iter", "ms_per_d_step", "ms_per_g_step", "peak_mem_mb",
                                       "flops_per_iter", "tflops", "mfu", "speedup_vs_eager_fp32",
-                                      "speedup_vs_best_other")})
+                                      "speedup_vs_best_other", "loop_efficiency")})
     return row
 
 
-def _open_session(row, objective, device, dataset):
-    session = open_session(row["name"], objective, row["column"], row["batch_size"], device, dataset)
-    row["penalty_grad"] = session.state.penalty_grad
+def _open_session(row, objective, device, dataset, block):
+    """The column's session, and the row records what its settings resolved to on this device."""
+    session = open_session(row["name"], objective, row["column"], row["batch_size"], device, dataset, block)
+    row.update(penalty_grad=session.state.penalty_grad, precision=session.precision, graphs=session.graphs,
+               kernels=kernels.resolve_impl(session.cfg.kernels, session.state.images),
+               penalty=session.cfg.penalty, penalty_every=session.cfg.penalty_interval, n_critic=session.cfg.n_critic)
+    if row["column"] == "loop":
+        row["loop_intervals"] = {key: getattr(session.cfg, key) for key in LOOP_INTERVALS}
     return session
 
 
@@ -255,39 +326,44 @@ def _fill_timing(row, timed, warmup, plan):
     rate = quantiles([row["batch_size"] * plan.iters / (ms * 1e-3) for ms in timed.block_ms])  # images/s
     row.update(images_per_sec=rate.median, images_per_sec_p20=rate.p20, images_per_sec_p80=rate.p80,
                spread=rate.spread, ms_per_iter=quantiles(timed.block_ms).median / plan.iters, warmup=warmup,
-               ms_per_d_step=sum(timed.d_ms) / len(timed.d_ms), ms_per_g_step=sum(timed.g_ms) / len(timed.g_ms))
+               ms_per_d_step=sum(timed.d_ms) / len(timed.d_ms) if timed.d_ms else None,
+               ms_per_g_step=sum(timed.g_ms) / len(timed.g_ms) if timed.g_ms else None)
 
 
 def run_columns(name, objective, columns, batch_size, device, plan, dataset, want_flops=True, quick=False):
     """The rows of one configuration. On CPU (a machine often shared) the plain columns are timed interleaved,
     all their sessions open at once; on a GPU, and for compiled columns (each resets torch.compile's caches),
-    one column at a time, which also keeps each column's peak memory its own. FLOPs are counted once, on the
-    first eager column, and are the same for every column."""
+    one column at a time, which also keeps each column's peak memory its own, except that the loop column is
+    always timed interleaved with the steps column it is compared with. FLOPs are counted once, on the first
+    eager column, and are the same for every column."""
     device = torch.device(device)
     rows = [_new_row(name, objective, column, batch_size, plan) for column in columns]
     for row in rows:
         row["skipped"] = skip_reason(row["column"], device, quick, objective)
     runnable = [row for row in rows if not row["skipped"]]
     if device.type == "cuda":
-        groups = [[row] for row in runnable]
+        groups = [[row] for row in runnable if row["column"] not in ("steps", "loop")]
+        groups.append([row for row in runnable if row["column"] in ("steps", "loop")])
     else:
         groups = [[row for row in runnable if not row["compiled"]]] + [[row] for row in runnable if row["compiled"]]
     for group in groups:
         if not group:
             continue
-        opened = []
+        opened, loops = [], []
         try:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             for row in group:
                 try:
-                    opened.append((row, _open_session(row, objective, device, dataset)))
+                    session = _open_session(row, objective, device, dataset, plan.iters)
+                    loops.append(BenchLoop(session) if row["column"] == "loop" else None)
+                    opened.append((row, session))
                 except Exception as exc:  # noqa: BLE001 -- a failing column is a result
                     row["error"] = _error_text(exc)
             if not opened:
                 continue
             try:
-                timed, warmups = _measure([session for _, session in opened], plan)
+                timed, warmups = _measure([session for _, session in opened], plan, loops)
             except Exception as exc:  # noqa: BLE001 -- e.g. compile + double backward: the error is the result
                 for row, _ in opened:
                     row["error"] = _error_text(exc)
@@ -303,7 +379,10 @@ def run_columns(name, objective, columns, batch_size, device, plan, dataset, wan
                     except Exception as exc:  # noqa: BLE001 -- MFU is missing then, the timing still stands
                         row["flops_error"] = _error_text(exc)
         finally:
-            opened = None
+            for loop in loops:
+                if loop is not None:
+                    loop.close()
+            opened = loops = None
             for row in group:
                 release(row["column"])
     return rows
@@ -313,7 +392,7 @@ def add_derived(rows, matmul_tflops_bf16):
     """Fill FLOPs, achieved TFLOP/s, MFU and speedups across the columns of each configuration."""
     groups = {}
     for row in rows:
-        groups.setdefault((row["name"], row["penalty"], row["batch_size"]), []).append(row)
+        groups.setdefault((row["name"], row.get("objective", row["penalty"]), row["batch_size"]), []).append(row)
     for group in groups.values():
         flops = next((r["flops_per_iter"] for r in group if r["flops_per_iter"]), None)
         timed = [r for r in group if r["images_per_sec"]]
@@ -329,6 +408,10 @@ def add_derived(rows, matmul_tflops_bf16):
             others = [r["images_per_sec"] for r in timed if r is not row and r["column"] not in OWN_COLUMNS]
             if others:
                 row["speedup_vs_best_other"] = row["images_per_sec"] / max(others)
+        steps = next((r for r in timed if r["column"] == "steps"), None)
+        for row in timed:
+            if row["column"] == "loop" and steps is not None:
+                row["loop_efficiency"] = row["images_per_sec"] / steps["images_per_sec"]
     return rows
 
 
@@ -362,7 +445,7 @@ def train_rows(device, quick=False, matmul_tflops_bf16=None, plan=None, log=prin
 
 
 def _progress_line(row):
-    head = f"  train {row['name']:<9} {row['penalty']:<8} batch {row['batch_size']:<4} {row['column']:<11}"
+    head = f"  train {row['name']:<9} {row['objective']:<8} batch {row['batch_size']:<4} {row['column']:<11}"
     if row["skipped"]:
         return f"{head} skipped: {row['skipped']}"
     if row["error"]:

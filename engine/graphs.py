@@ -32,7 +32,8 @@ class GraphRunner:
         self.side_stream = torch.cuda.Stream(device=state.device)
         self.graphs = {}       # step kind -> torch.cuda.CUDAGraph
         self.outputs = {}      # step kind -> the static statistics tensor the graph writes
-        self.calls = {}        # step kind -> calls so far (warm-up counting)
+        self.calls = {}        # step kind -> calls so far (warm-up, capture and replays)
+        self.replays = {}      # step kind -> replays so far (the capturing call's own replay included)
 
     @contextmanager
     def _tuning(self):
@@ -44,13 +45,16 @@ class GraphRunner:
         finally:
             torch.backends.cudnn.benchmark = previous
 
+    def _replay(self, kind):
+        self.graphs[kind].replay()
+        self.replays[kind] = self.replays.get(kind, 0) + 1
+        return self.outputs[kind]
+
     def _run(self, kind, fn):
-        graph = self.graphs.get(kind)
-        if graph is not None:
-            graph.replay()
-            return self.outputs[kind]
         calls = self.calls.get(kind, 0)
         self.calls[kind] = calls + 1
+        if kind in self.graphs:
+            return self._replay(kind)
         if calls < self.warmup:
             # Warm-up steps are real training steps, run eagerly on a side stream as capture requires.
             self.side_stream.wait_stream(torch.cuda.current_stream())
@@ -65,8 +69,7 @@ class GraphRunner:
         with self._tuning(), torch.cuda.graph(graph):
             self.outputs[kind] = fn()
         self.graphs[kind] = graph
-        graph.replay()
-        return self.outputs[kind]
+        return self._replay(kind)
 
     def d_step(self, penalize):
         kind = "d_penalty" if penalize else "d"

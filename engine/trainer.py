@@ -21,6 +21,7 @@ from .data import Dataset, load_dataset, require_labels
 from .evaluate import FIDTracker, check_scoring, evaluate_generator, run_generator
 from .images import save_fid_curve, save_loss_curve, save_samples
 from .io import atomic_write_json, strict_json
+from .provenance import provenance
 from .rundir import RunDir
 from .runlog import DiscardLog, RunLog, SignalGuard
 from .tensorboard import TensorBoardLog
@@ -513,7 +514,7 @@ def write_summary(session, out, timer, iteration, fields):
         "graphs": session.graphs,
         "penalty_grad": session.state.penalty_grad,  # the input gradient the penalty used: explicit, autograd or None
         "kernels": kernels.resolve_impl(cfg.kernels, session.state.images),  # what "auto" became here
-        "torch": torch.__version__,
+        **provenance(),  # commit, command, date, torch and python versions
         "rollbacks": session.rollbacks,
         **world_fields(session),
         **session.resume_note,

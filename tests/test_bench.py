@@ -4,6 +4,8 @@ No wall-clock figure is asserted: only structure, and the decisions compare and 
 """
 import copy
 import json
+import sys
+import types
 
 import pytest
 import torch
@@ -14,6 +16,9 @@ from ganforge.bench.compare import compare_results, kernel_key, parse_threshold
 from ganforge.bench.profiling import STEP_RANGES
 from ganforge.bench.results import ResultsError, validate_results
 from ganforge.bench.timing import quantiles
+from ganforge.kernels import resolve_impl
+from ganforge.engine.provenance import command_line
+from ganforge.engine.trainer import resolve_precision
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +85,30 @@ def test_quick_run_train_rows(quick_run):
     assert {r["penalty_grad"] for r in by_column["eager-fp32"] if r["penalty"] != "none"} == {"autograd"}
     explicit = [r for r in by_column["eager-explicit"] if not r["skipped"]]
     assert explicit and all(r["penalty_grad"] == "explicit" and r["images_per_sec"] > 0 for r in explicit)
+    # the trainer's own loop beside the steps of the same settings: what `ganforge train` resolves on this device
+    precision = resolve_precision("auto", torch.device("cpu"))
+    assert len(by_column["loop"]) == len(by_column["steps"]) == len(configs)
+    for r in by_column["loop"] + by_column["steps"]:
+        assert r["error"] is None and r["images_per_sec"] > 0, r["error"]
+        assert (r["precision"], r["graphs"], r["kernels"]) == (precision, False, resolve_impl("auto", torch.ones(1)))
+    for r in by_column["loop"]:
+        assert r["loop_efficiency"] == pytest.approx(
+            r["images_per_sec"] / next(s["images_per_sec"] for s in by_column["steps"] if s["name"] == r["name"]
+                                       and s["objective"] == r["objective"]))
+        # a 2-iteration block holds the side work of 2,000 default iterations: a log record every iteration, a
+        # sample grid every iteration, a checkpoint every second one
+        assert r["loop_intervals"] == {"log_every": 1, "sample_every": 1, "ckpt_every": 2}
+
+
+def test_results_record_the_commit_and_the_command(quick_run, monkeypatch):
+    data = _load(quick_run)
+    assert "git_commit" in data and data["command"] and not data["command"].startswith("/")
+    monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(__spec__=None))
+    assert command_line(["/opt/venv/bin/ganforge", "bench", "train", "--out", "a b.json"]) == \
+        "ganforge bench train --out 'a b.json'"
+    monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(
+        __spec__=types.SimpleNamespace(name="ganforge.bench.gpu_check")))
+    assert command_line(["/somewhere/gpu_check.py", "--out", "d"]) == "python -m ganforge.bench.gpu_check --out d"
 
 
 def test_validate_rejects_broken_results(quick_run):
@@ -229,7 +258,12 @@ def test_best_other_leaves_out_ganforge_own_columns():
                 "images_per_sec": images_per_sec, "ms_per_iter": 1.0}
 
     rows = add_derived([row("eager-fp32", 100.0), row("compile-graphs", 200.0), row("eager-explicit", 150.0),
-                        row("graphs-ref", 500.0), row("ganforge", 600.0)], None)
+                        row("graphs-ref", 500.0), row("ganforge", 600.0), row("compile-explicit", 700.0),
+                        row("steps", 640.0), row("loop", 608.0)], None)
     best_other = {r["column"]: r["speedup_vs_best_other"] for r in rows}
     assert best_other["ganforge"] == pytest.approx(3.0) and best_other["graphs-ref"] == pytest.approx(2.5)
     assert best_other["compile-graphs"] == pytest.approx(2.0) and best_other["eager-fp32"] == pytest.approx(0.5)
+    assert best_other["compile-explicit"] == pytest.approx(3.5)  # ours too: not "other"
+    efficiency = {r["column"]: r.get("loop_efficiency") for r in rows}
+    assert efficiency["loop"] == pytest.approx(0.95)  # the loop against the steps of the same settings
+    assert all(efficiency[c] is None for c in efficiency if c != "loop")

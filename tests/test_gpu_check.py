@@ -28,14 +28,17 @@ def test_benchmark_phases_run_on_cpu_in_plan_order(tmp_path):
         tmp_path, deadline=float("inf"), log=log, device="cpu", cases=(("mlp-28", "wgan-gp", 4),),
         columns=("eager-fp32", "eager-explicit", "ganforge"), sweep_cases=(("mlp-28", "wgan-gp"),),
         sweep_batches=(4, 8), sweep_columns=("eager-explicit",), kernel_numel=None,
-        timing=dict(warmup=1, iters=1, repeats=1), between=lambda: order.append("between"))
+        timing=dict(warmup=1, iters=1, repeats=1), between=lambda: order.append("between"),
+        loop_cases=(("mlp-28", "default", 4),), loop_timing=dict(warmup=1, iters=4, repeats=1))
     columns = [(r["column"], r["batch_size"]) for r in results["train"]]
-    assert columns == [("eager-fp32", 4), ("eager-explicit", 4), ("ganforge", 4), ("eager-explicit", 8)]
-    assert order.index("between") == 4  # the ceilings line and three headline rows come first
-    rows = {r["column"]: r for r in results["train"]}
+    assert columns == [("eager-fp32", 4), ("eager-explicit", 4), ("ganforge", 4), ("steps", 4), ("loop", 4),
+                       ("eager-explicit", 8)]
+    assert order.index("between") == 6  # the ceilings line, three headline rows and the loop rows come first
+    rows = {r["column"]: r for r in results["train"][:5]}
     assert rows["ganforge"]["skipped"] and rows["eager-explicit"]["penalty_grad"] == "explicit"
+    assert rows["loop"]["loop_efficiency"] > 0 and rows["loop"]["objective"] == "default"
     saved = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert len(saved["train"]) == 4 and (tmp_path / "gpu_check.md").is_file()
+    assert len(saved["train"]) == 6 and (tmp_path / "gpu_check.md").is_file()
 
 
 def test_quality_and_torchrun_phases_run_on_cpu(tmp_path, monkeypatch):

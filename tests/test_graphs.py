@@ -1,10 +1,15 @@
-"""The CUDA-graph runner against the eager reference (GPU only; skipped without CUDA)."""
+"""The CUDA-graph runner against the eager reference (GPU only; skipped without CUDA).
+
+Seeds are fixed integers (never Python's salted string hash), so a failure reproduces."""
+import os
+
 import pytest
 import torch
 
 from ganforge.engine.config import TrainConfig
 from ganforge.engine.data import Dataset
-from ganforge.engine.trainer import build_session, run_iteration
+from ganforge.engine.runlog import SignalGuard
+from ganforge.engine.trainer import TrainLoop, build_session, run_iteration
 
 pytestmark = pytest.mark.gpu
 
@@ -123,3 +128,56 @@ def test_graphed_explicit_penalty_matches_eager_double_backward():
     eager, graphed = sessions
     assert (eager.state.penalty_grad, graphed.state.penalty_grad) == ("autograd", "explicit")
     assert relative_drift(eager.state.G, graphed.state.G, initial) < 0.05
+
+
+# What users run: the default recipe (MLP GAN, R1 through the explicit input gradient on every 4th D step, bf16
+# on CUDA) and WGAN-GP with 5 critic steps, each step kind warmed up, captured once and then replayed.
+USER_RECIPES = {
+    "default": ((1, 28, 28), dict(model="mlp", batch_size=64), {"d", "d_penalty", "g"}),
+    "wgan-gp-n5": ((1, 28, 28), dict(model="mlp", batch_size=64, loss="wgan", penalty="wgan-gp", n_critic=5),
+                   {"d_penalty", "g"}),
+    "dcgan-wgan-gp-n5": ((3, 32, 32), dict(model="dcgan", width=16, batch_size=32, loss="wgan", penalty="wgan-gp",
+                                           n_critic=5), {"d_penalty", "g"}),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(USER_RECIPES))
+def test_every_step_kind_of_the_users_recipes_is_captured_and_replayed(recipe):
+    shape, fields, kinds = USER_RECIPES[recipe]
+    iterations = 28  # the default's penalised D step: 7 calls = 3 warm-up + the capture + 3 more replays
+    (eager, graphed), initial = train_both_ways(iterations, shape, **fields)
+    runner = graphed.runner
+    assert set(runner.graphs) == kinds
+    assert graphed.state.penalty_grad == eager.state.penalty_grad == "explicit"
+    for kind in kinds:
+        # every call after the warm-up replays the one captured graph (the capturing call replays it once)
+        assert runner.replays[kind] == runner.calls[kind] - runner.warmup >= 4, (kind, runner.calls, runner.replays)
+    expected_calls = {"g": iterations}
+    d_calls = [p for i in range(iterations) for p in graphed.cfg.penalized_d_steps(i)]
+    expected_calls.update(d=d_calls.count(False), d_penalty=d_calls.count(True))
+    assert runner.calls == {k: v for k, v in expected_calls.items() if v}
+    assert relative_drift(eager.state.G, graphed.state.G, initial) < 0.05
+    a, b = eager.state.read_and_reset_stats(), graphed.state.read_and_reset_stats()
+    for key in a:
+        assert b[key] == pytest.approx(a[key], rel=5e-2, abs=5e-3), key
+
+
+def test_the_loop_queues_replays_without_a_host_sync(tmp_path):
+    """Between log records the trainer's own loop only queues graph replays: with CUDA's sync debug mode set to
+    raise, 40 iterations of TrainLoop.run after the capture pass."""
+    cfg = TrainConfig(device="cuda", graphs="on", progress=False, seed=7, batch_size=64, iterations=10**6,
+                      log_every=10**5, sample_every=10**6, ckpt_every=10**6, fid_samples=0, out=str(tmp_path))
+    session = build_session(cfg, dataset=random_images((1, 28, 28)))
+    with TrainLoop(session, tmp_path, 0, False, SignalGuard(), references=None,
+                   progress_file=open(os.devnull, "w")) as loop:
+        loop.run(24)  # warm-up and capture of every step kind (the penalised D step every 4th iteration)
+        assert set(session.runner.graphs) == {"d", "d_penalty", "g"}
+        replays = dict(session.runner.replays)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            loop.run(64)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        torch.cuda.synchronize()
+    assert session.runner.replays["g"] == replays["g"] + 40
