@@ -41,11 +41,19 @@ class ResultsError(ValueError):
     """A results file does not follow the schema; the message lists every problem found."""
 
 
+def cpu_bf16_units():
+    """The CPU's native bf16 units as torch itself reports them (AMX tiles, AVX512-BF16), e.g. ["AMX", ...]."""
+    probes = {"AMX": "_is_amx_tile_supported", "AVX512-BF16": "_is_avx512_bf16_supported"}
+    return [name for name, probe in probes.items() if getattr(torch.cpu, probe, lambda: False)()]
+
+
 def device_name(device):
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu: {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    units = cpu_bf16_units()
+    bf16 = f", native bf16: {' + '.join(units)}" if units else ", no native bf16"
+    return f"cpu: {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads{bf16})"
 
 
 def new_results(device, quick):
