@@ -10,7 +10,7 @@ from setuptools import find_packages, setup
 SUBPACKAGES = ("engine", "kernels", "models", "bench")
 
 package_dir = {"ganforge": "ganforge"}
-packages = ["ganforge"]
+packages = ["ganforge", "ganforge.commands"]
 for folder in SUBPACKAGES:
     for name in [folder] + [f"{folder}.{sub}" for sub in find_packages(where=folder)]:
         packages.append(f"ganforge.{name}")
@@ -25,7 +25,7 @@ setup(
     python_requires=">=3.10",
     packages=packages,
     package_dir=package_dir,
-    package_data={"ganforge.engine": ["assets/*"]},
+    package_data={"ganforge.engine.metrics": ["assets/*"]},
     install_requires=[
         "torch>=2.4",
         "triton>=3.0; platform_system == 'Linux'",

@@ -17,8 +17,7 @@ import contextlib
 import torch
 
 from .timing import copy_bandwidth_gbps, time_fn
-from ..kernels import bias_act, bias_act_ref, gradient_penalty, gradient_penalty_ref
-from ..kernels._dispatch import interpreter_on
+from ..kernels import bias_act, bias_act_ref, gradient_penalty, gradient_penalty_ref, interpreter_on
 
 PASSES = ("forward", "backward", "both")
 IMPLS = ("eager", "compile", "ganforge")

@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from ..engine.config import TrainConfig
 from ..engine.data import load_dataset
-from ..engine.evaluate import generate
-from ..engine.fid import FIDScorer, class_shares
+from ..engine.metrics.evaluate import generate
+from ..engine.metrics.fid import FIDScorer, class_shares
 from ..engine.io import atomic_write_text
 from ..engine.provenance import provenance
 from ..engine.trainer import build_session, run_iteration

@@ -7,7 +7,7 @@ import dataclasses
 
 from .checkpoint import load_checkpoint, load_generator
 from .config import TrainConfig
-from .evaluate import generate, requested_labels, score_checkpoint
+from .metrics.evaluate import generate, requested_labels, score_checkpoint
 
 __all__ = ["TrainConfig", "train", "sample", "score", "load_generator", "load_checkpoint"]
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 
 from .io import atomic_write, fsync_dir
-from .steps import set_lr
 
 FORMAT = "ganforge-checkpoint/1"
 
@@ -74,19 +73,17 @@ def numbered_checkpoints(folder):
     return [path for _, path in sorted(found, reverse=True)]
 
 
-def save_run_checkpoint(folder, train_state, iteration, data_shape, num_classes, keep, protect=(), extra=None):
+def save_run_checkpoint(folder, train_state, iteration, data_shape, num_classes, keep, extra=None):
     """Write checkpoint-NNNNNN.pt, point checkpoint.pt at it, and delete numbered ones beyond the newest ``keep``.
 
     checkpoint.pt is a hard link to the newest numbered file (a copy where links are not supported), swapped in
-    by an atomic rename, so readers always find a whole file. ``protect``: paths never deleted (the best-FID
-    checkpoint, once FID is tracked during training).
+    by an atomic rename, so readers always find a whole file. checkpoint-best.pt (--fid-every) is not numbered,
+    so pruning never touches it.
     """
     path = save_checkpoint(numbered_path(folder, iteration), train_state, iteration, data_shape, num_classes, extra)
     _replace_with_link(path, Path(folder) / LATEST)
-    protected = {Path(p).resolve() for p in protect}
     for old in numbered_checkpoints(folder)[keep:]:
-        if old.resolve() not in protected:
-            old.unlink(missing_ok=True)
+        old.unlink(missing_ok=True)
     return path
 
 
@@ -187,7 +184,8 @@ def restore_training_state(train_state, state, path="checkpoint"):
 
     Hyperparameters the live config changes are applied: learning rates and betas into the restored optimizers
     (the rest are read from the config by the steps); an EMA the checkpoint lacks starts from the restored G.
-    Returns the checkpoint's iteration.
+    A checkpoint of another architecture is refused before anything is loaded. Returns the checkpoint's
+    iteration and the hyperparameter changes applied ({field: (was, now)}).
     """
     saved = state["config"]
     cfg = train_state.cfg
@@ -201,9 +199,9 @@ def restore_training_state(train_state, state, path="checkpoint"):
     train_state.scaler_g.load_state_dict(state["scaler_g"])
     train_state.scaler_d.load_state_dict(state["scaler_d"])
     changes = hyperparameter_changes(saved, cfg)
-    for optimizer, lr_name in ((train_state.opt_g, "lr_g"), (train_state.opt_d, "lr_d")):
-        if lr_name in changes:
-            set_lr(optimizer, getattr(cfg, lr_name))
+    train_state.set_learning_rates(lr_g=cfg.lr_g if "lr_g" in changes else None,
+                                   lr_d=cfg.lr_d if "lr_d" in changes else None)
+    for optimizer in (train_state.opt_g, train_state.opt_d):
         if "beta1" in changes or "beta2" in changes:
             for group in optimizer.param_groups:
                 if "betas" in group:
@@ -215,7 +213,7 @@ def restore_training_state(train_state, state, path="checkpoint"):
     if "ema_images" in state:
         train_state.ema_images.copy_(state["ema_images"])
     restore_rng_state(state["rng"])
-    return state["iteration"]
+    return state["iteration"], changes
 
 
 def load_generator(path, device="cpu", use_ema=True, kernels="auto"):

@@ -137,12 +137,12 @@ class TrainConfig:
         return self
 
     @property
-    def penalty_strength(self):
+    def resolved_penalty_weight(self):
         """--penalty-weight, or the penalty's default (PENALTY_DEFAULTS)."""
         return self.penalty_weight if self.penalty_weight is not None else PENALTY_DEFAULTS[self.penalty][0]
 
     @property
-    def penalty_interval(self):
+    def resolved_penalty_every(self):
         """--penalty-every, or the penalty's default (PENALTY_DEFAULTS)."""
         return self.penalty_every if self.penalty_every is not None else PENALTY_DEFAULTS[self.penalty][1]
 
@@ -150,7 +150,7 @@ class TrainConfig:
         """For each of the n_critic D steps of ``iteration``: whether it adds the penalty (every
         penalty_every-th D step counted over the whole run, the lazy regularisation interval)."""
         first = iteration * self.n_critic
-        return [self.penalty != "none" and d_index % self.penalty_interval == 0
+        return [self.penalty != "none" and d_index % self.resolved_penalty_every == 0
                 for d_index in range(first, first + self.n_critic)]
 
     def to_dict(self):

@@ -73,7 +73,7 @@ def save_loss_curve(records, path):
 
 
 def save_fid_curve(points, path, floor=None):
-    """FID against training time (the points of engine.evaluate.FIDTracker), log scale, with the iterations."""
+    """FID against training time (the points of engine.metrics.evaluate.FIDTracker), log scale, with the iterations."""
     import matplotlib
 
     matplotlib.use("Agg")

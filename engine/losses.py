@@ -8,8 +8,6 @@ from torch.nn import functional as F
 
 from .. import kernels
 
-from .config import PENALTY_GRADS
-
 
 def d_loss(kind, real_logits, fake_logits):
     """The discriminator's (critic's) loss, averaged over the batch."""
@@ -42,9 +40,8 @@ def supports_explicit_input_grad(D):
 def resolve_penalty_grad(D, choice):
     """How the penalty's input gradient is computed: "explicit" or "autograd" (double backward).
 
-    "auto" picks explicit when D supports it; "explicit" on a critic that cannot raises ValueError."""
-    if choice not in PENALTY_GRADS:
-        raise ValueError(f"--penalty-grad must be one of {PENALTY_GRADS}, got {choice!r}")
+    "auto" picks explicit when D supports it; "explicit" on a critic that cannot raises ValueError. The choice
+    itself was checked by TrainConfig.validate."""
     if choice == "autograd":
         return "autograd"
     if supports_explicit_input_grad(D):

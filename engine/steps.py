@@ -74,12 +74,12 @@ class TrainState:
         # Running sums of the step statistics, read by the trainer every log interval, never inside a step.
         self.d_stats_sum = torch.zeros(len(D_STATS), device=self.device)
         self.g_stats_sum = torch.zeros(len(G_STATS), device=self.device)
-        self.d_steps_done = torch.zeros((), device=self.device)
-        self.g_steps_done = torch.zeros((), device=self.device)
+        self.d_steps_done = torch.zeros((), device=self.device)  # since the last stats reset; G steps: / n_critic
         # Divergence guard: the iteration (counted from the last stats reset) of the first non-finite loss or
         # parameter, -1 while all is finite; set by torch ops inside the steps, read by the trainer.
         self.nonfinite_at = torch.full((), -1, dtype=torch.long, device=self.device)
-        self.penalty_weight = cfg.penalty_strength * cfg.penalty_interval  # lazy regularisation: same strength
+        # Lazy regularisation: a penalty applied on every k-th D step weighs k times as much (the same strength).
+        self.penalty_step_weight = cfg.resolved_penalty_weight * cfg.resolved_penalty_every
         # Differentiable augmentation of every image D sees (none by default); its strength p lives on the device.
         self.augment = Augment(cfg.augment, cfg.augment_p, cfg.ada_target, cfg.batch_size, self.device)
         # "explicit" or "autograd" (None without a penalty); explicit asked of a critic that cannot raises here.
@@ -143,7 +143,7 @@ class TrainState:
             penalty = torch.zeros((), device=self.device)
             if penalize and cfg.penalty == "r1":
                 with record_function("penalty"):
-                    penalty, real_scores = losses.r1_penalty(self.D, real, real_labels, self.penalty_weight,
+                    penalty, real_scores = losses.r1_penalty(self.D, real, real_labels, self.penalty_step_weight,
                                                              impl=cfg.kernels, grad_method=self.penalty_grad)
             else:
                 with record_function("D forward"):
@@ -154,7 +154,7 @@ class TrainState:
             if penalize and cfg.penalty == "wgan-gp":
                 with record_function("penalty"):
                     penalty = losses.wgan_gp_penalty(self.D, real, fake.to(real.dtype), real_labels,
-                                                     self.penalty_weight, alpha=self.draw.rand(dtype=real.dtype),
+                                                     self.penalty_step_weight, alpha=self.draw.rand(dtype=real.dtype),
                                                      impl=cfg.kernels, grad_method=self.penalty_grad)
         with record_function("D backward"):
             self.opt_d.zero_grad(set_to_none=True)
@@ -196,8 +196,7 @@ class TrainState:
                 self.update_ema()
         stats = torch.stack([loss.detach(), fake_scores.detach().float().mean()])
         self.g_stats_sum += stats
-        self.watch_finite(stats[0], self.G, self.g_steps_done)
-        self.g_steps_done += 1
+        self.watch_finite(stats[0], self.G, self.d_steps_done // self.cfg.n_critic - 1)  # after this iteration's D steps
         return stats
 
     @torch.no_grad()
@@ -228,11 +227,12 @@ class TrainState:
         """Mean step statistics since the last call (one device->host copy), then zero the sums. Under torchrun, the
         mean over ranks too (every rank calls this at the same iterations)."""
         self.world.average_([self.d_stats_sum, self.g_stats_sum])
-        sums = [self.d_stats_sum / self.d_steps_done.clamp(min=1), self.g_stats_sum / self.g_steps_done.clamp(min=1)]
+        g_steps = self.d_steps_done / self.cfg.n_critic  # one G step after every n_critic D steps
+        sums = [self.d_stats_sum / self.d_steps_done.clamp(min=1), self.g_stats_sum / g_steps.clamp(min=1)]
         if self.augment.enabled:
             sums.append(self.augment.p.reshape(1).float())
         values = torch.cat(sums).tolist()  # the one read back to the host
-        for t in (self.d_stats_sum, self.g_stats_sum, self.d_steps_done, self.g_steps_done):
+        for t in (self.d_stats_sum, self.g_stats_sum, self.d_steps_done):
             t.zero_()
         out = dict(zip(D_STATS + G_STATS, values))
         if self.augment.enabled:

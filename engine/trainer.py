@@ -18,7 +18,7 @@ from . import checkpoint as ckpt
 from . import distributed
 from .config import TrainConfig
 from .data import Dataset, load_dataset, require_labels
-from .evaluate import FIDTracker, check_scoring, evaluate_generator, run_generator
+from .metrics.evaluate import FIDTracker, check_scoring, evaluate_generator, run_generator
 from .images import save_fid_curve, save_loss_curve, save_samples
 from .io import atomic_write_json, strict_json
 from .provenance import provenance
@@ -34,10 +34,7 @@ SAMPLE_GRID = 64  # images in each sample grid written during training
 class Session:
     """Everything one training run holds: resolved settings, data on the device, the train state and its runner."""
     cfg: TrainConfig
-    device: torch.device
-    precision: str
     graphs: bool
-    channels_last: bool
     dataset: Dataset
     state: TrainState
     runner: object  # EagerRunner or engine.graphs.GraphRunner: d_step(penalize), g_step()
@@ -45,6 +42,15 @@ class Session:
     rollbacks: int = 0  # --on-nan rollback: how many so far (carried in checkpoints)
     resume_note: dict = field(default_factory=dict)  # where a resumed run came from and what it changed
     resume_message: str = ""
+
+    # The train state holds what the steps run with; the session reads it from there.
+    @property
+    def device(self):
+        return self.state.device
+
+    @property
+    def precision(self):
+        return self.state.precision
 
 
 class EagerRunner:
@@ -146,7 +152,7 @@ def build_session(cfg, dataset=None, world=None):
         runner = GraphRunner(state)
     else:
         runner = EagerRunner(state)
-    return Session(cfg, device, precision, graphs, channels_last, dataset, state, runner, world=world)
+    return Session(cfg, graphs, dataset, state, runner, world=world)
 
 
 def run_iteration(session, iteration):
@@ -262,12 +268,10 @@ def restore(session, resume):
     path, state, skipped = load_resume_state(session, resume)
     for bad, reason in skipped if session.world.is_main else ():
         print(f"skipping {bad}: {reason}", file=sys.stderr)
-    ckpt.check_same_architecture(state, session.cfg, path)
-    if state["iteration"] >= session.cfg.iterations:
+    start, changes = ckpt.restore_training_state(session.state, state, path)  # the architecture checked first
+    if start >= session.cfg.iterations:
         raise ValueError(f"--iterations {session.cfg.iterations} is not above the iteration of {path} "
-                         f"({state['iteration']}): nothing left to train; ask for more iterations")
-    start = ckpt.restore_training_state(session.state, state, path)
-    changes = ckpt.hyperparameter_changes(state["config"], session.cfg)
+                         f"({start}): nothing left to train; ask for more iterations")
     session.rollbacks = state.get("rollbacks", 0)
     session.resume_note = {"resumed_from": str(path), "resumed_at": start,
                            "changes": {ckpt.flag(k): {"was": a, "now": b} for k, (a, b) in changes.items()}}
@@ -440,13 +444,12 @@ def track_fid(session, out, log, tb, tracker, iteration, seconds):
 
 
 def save_checkpoint(session, out, iteration):
-    """Checkpoint into the run folder, keeping the newest --keep-checkpoints. Hook for FID tracked during
-    training: pass the best-FID checkpoint's path as ``protect`` so pruning keeps it."""
+    """Checkpoint into the run folder, keeping the newest --keep-checkpoints (rank 0 alone writes)."""
     state = session.state
     if not session.world.is_main:
         return None
     return ckpt.save_run_checkpoint(out, state, iteration, session.dataset.data_shape, state.num_classes,
-                                    keep=session.cfg.keep_checkpoints, protect=(),
+                                    keep=session.cfg.keep_checkpoints,
                                     extra={"rollbacks": session.rollbacks, **world_fields(session)})
 
 
@@ -464,7 +467,7 @@ def handle_divergence(session, out, log, bad_at, record):
                                bad_at)
     path, saved, _ = load_resume_state(session, out)
     lr_g, lr_d = (group["lr"] for group in (state.opt_g.param_groups[0], state.opt_d.param_groups[0]))
-    ckpt.restore_training_state(state, saved, path)
+    ckpt.restore_training_state(state, saved, path)  # the same config: no changes to apply
     if session.graphs:  # the restored optimizer state is new tensors: capture the steps again over them
         from .graphs import GraphRunner
         session.runner = GraphRunner(state)

@@ -9,16 +9,16 @@ import sys
 
 # subcommand -> (module, function taking argv and returning an exit code)
 COMMANDS = {
-    "train": ("ganforge.engine.cli", "train_command"),
-    "sample": ("ganforge.engine.cli", "sample_command"),
-    "fid": ("ganforge.engine.cli", "fid_command"),
-    "interpolate": ("ganforge.engine.cli", "interpolate_command"),
-    "augment": ("ganforge.engine.cli", "augment_command"),
-    "train-encoder": ("ganforge.engine.cli", "train_encoder_command"),
-    "edit": ("ganforge.engine.cli", "edit_command"),
-    "augment-study": ("ganforge.engine.cli", "augment_study_command"),
-    "bench": ("ganforge.bench.cli", "bench_command"),
-    "profile": ("ganforge.bench.cli", "profile_command"),
+    "train": ("ganforge.commands.training", "train_command"),
+    "sample": ("ganforge.commands.training", "sample_command"),
+    "fid": ("ganforge.commands.training", "fid_command"),
+    "interpolate": ("ganforge.commands.training", "interpolate_command"),
+    "augment": ("ganforge.commands.training", "augment_command"),
+    "train-encoder": ("ganforge.commands.training", "train_encoder_command"),
+    "edit": ("ganforge.commands.training", "edit_command"),
+    "augment-study": ("ganforge.commands.training", "augment_study_command"),
+    "bench": ("ganforge.commands.bench", "bench_command"),
+    "profile": ("ganforge.commands.bench", "profile_command"),
 }
 USAGE = f"usage: ganforge {{{','.join(COMMANDS)}}} [options]   (ganforge COMMAND --help for each)"
 

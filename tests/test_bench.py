@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ganforge.bench import report
-from ganforge.bench.cli import bench_command, profile_command
+from ganforge.commands.bench import bench_command, profile_command
 from ganforge.bench.compare import compare_results, kernel_key, parse_threshold
 from ganforge.bench.profiling import STEP_RANGES
 from ganforge.bench.results import ResultsError, validate_results
@@ -75,8 +75,10 @@ def test_quick_run_train_rows(quick_run):
         assert r["images_per_sec"] > 0 and r["ms_per_d_step"] > 0 and r["ms_per_g_step"] > 0
         assert r["flops_per_iter"] > 0 and r["mfu"] > 0
         assert r["peak_mem_mb"] is None  # no device allocator on CPU
-    for r in by_column["eager-fp32"]:
-        assert r["speedup_vs_eager_fp32"] == pytest.approx(1.0)
+    baseline = {(r["name"], r["objective"]): r["images_per_sec"] for r in by_column["eager-fp32"]}
+    for r in rows:  # every timed row against the eager-fp32 row of its own configuration
+        if r["images_per_sec"] is not None and r["column"] != "eager-fp32":
+            assert r["speedup_vs_eager_fp32"] == pytest.approx(r["images_per_sec"] / baseline[(r["name"], r["objective"])])
     # the penalty's double backward costs FLOPs: more per iteration than without it
     flops = {(r["name"], r["penalty"]): r["flops_per_iter"] for r in by_column["eager-fp32"]}
     assert flops[("mlp-28", "wgan-gp")] > flops[("mlp-28", "none")]
@@ -214,6 +216,17 @@ def profile_dir(tmp_path_factory):
             "--steps-to-profile", "2", "--warmup", "1"]
     assert profile_command(argv) == 0
     return out
+
+
+def test_profile_honours_a_config_file_and_the_flags_beside_it(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('model = "mlp"\nloss = "hinge"\npenalty = "none"\nbatch-size = 8\nz-dim = 16\n')
+    out = tmp_path / "profile"
+    assert profile_command(["--config", str(config), "--z-dim", "24", "--synthetic-data", "--kernels", "ref",
+                            "--device", "cpu", "--out", str(out), "--steps-to-profile", "1", "--warmup", "0"]) == 0
+    used = json.loads((out / "kernels.json").read_text())["config"]
+    assert (used["loss"], used["penalty"], used["batch_size"]) == ("hinge", "none", 8)  # from the file
+    assert used["z_dim"] == 24  # the flag beside --config overrides the file
 
 
 def test_profile_writes_trace_with_named_ranges(profile_dir):

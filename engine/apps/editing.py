@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .data import DataError, load_dataset
-from .evaluate import DIGIT_DATASETS
-from .images import image_grid
-from .io import atomic_write, atomic_write_json
+from ..data import DataError, load_dataset
+from ..metrics.evaluate import DIGIT_DATASETS
+from ..images import image_grid
+from ..io import atomic_write, atomic_write_json
 
 ENCODER_FORMAT = "ganforge-encoder/1"
 ENCODER_NAME = "encoder.pt"  # written beside the generator's checkpoint
@@ -73,7 +73,7 @@ ATTRIBUTES = {"thickness": stroke_thickness, "slant": slant}
 
 def load_conditional_generator(ckpt_path, device="cpu", use_ema=True, kernels="auto"):
     """(G with frozen weights, TrainConfig, num_classes); refuses unconditional and non-image models."""
-    from .checkpoint import load_generator
+    from ..checkpoint import load_generator
 
     G, cfg, num_classes = load_generator(ckpt_path, device, use_ema, kernels)
     if not num_classes:
@@ -152,7 +152,7 @@ def load_encoder(path, G, device="cpu"):
 
 def feature_model(device="cpu"):
     """The project's digit classifier, frozen: its features give the perceptual term of the encoding loss."""
-    from .fid import load_mnist_classifier
+    from ..metrics.fid import load_mnist_classifier
 
     return load_mnist_classifier(device).requires_grad_(False)
 

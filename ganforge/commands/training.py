@@ -9,7 +9,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from .config import TrainConfig, field_type, load_config_file
+from ..engine.config import TrainConfig, field_type, load_config_file
 
 # Flags whose value is a boolean switch rather than a typed value.
 _BOOL_FLAGS = {"conditional": "train a conditional GAN (class labels into G and D)",
@@ -104,7 +104,7 @@ def train_command(argv):
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run already in --out (without it, a used --out is refused)")
     args = parse_train_args(parser, argv)
-    from .trainer import TrainingStopped, train
+    from ..engine.trainer import TrainingStopped, train
 
     try:
         summary = train(config_from_args(args), resume=args.resume, overwrite=args.overwrite)
@@ -136,7 +136,7 @@ def sample_command(argv):
     if args.num < 1:
         raise ValueError(f"--num must be >= 1, got {args.num}")
     check_output_file("--out", args.out)
-    from .evaluate import sample_grid
+    from ..engine.metrics.evaluate import sample_grid
 
     path = sample_grid(args.ckpt, args.out, args.num, args.label, not args.no_ema, args.seed, args.device)
     return wrote(path)
@@ -154,8 +154,8 @@ def fid_command(argv):
         raise ValueError(f"--samples must be >= 2 (FID compares two sets' covariances), got {args.samples}")
     if args.json_out:
         check_output_file("--json-out", args.json_out)
-    from .evaluate import score_checkpoint
-    from .io import atomic_write_json, strict_json
+    from ..engine.metrics.evaluate import score_checkpoint
+    from ..engine.io import atomic_write_json, strict_json
 
     scores = score_checkpoint(args.ckpt, args.samples, not args.no_ema, args.device)
     print(strict_json(scores, indent=2))
@@ -194,7 +194,7 @@ def interpolate_command(argv):
     parser.add_argument("--per-row", "--steps", dest="per_row", type=int, default=10, help="images per row")
     args = parser.parse_args(argv)
     check_output_file("--out", args.out)
-    from .evaluate import latent_walk
+    from ..engine.metrics.evaluate import latent_walk
 
     path = latent_walk(args.ckpt, args.out, args.rows, args.per_row, not args.no_ema, args.seed, args.device)
     return wrote(path)
@@ -208,7 +208,7 @@ def augment_command(argv):
     parser.add_argument("--label", type=int, default=None, help="only this class (default: classes in turn)")
     args = parser.parse_args(argv)
     check_output_file("--out", args.out)
-    from .evaluate import export_samples
+    from ..engine.metrics.evaluate import export_samples
 
     path, arrays = export_samples(args.ckpt, args.out, args.count, args.label, not args.no_ema, args.seed,
                                   args.device)
@@ -242,7 +242,7 @@ def train_encoder_command(argv):
     args = parser.parse_args(argv)
     if args.iterations < 1 or args.batch_size < 1:
         raise ValueError(f"--iterations and --batch-size must be >= 1, got {args.iterations}, {args.batch_size}")
-    from .editing import train_encoder
+    from ..engine.apps.editing import train_encoder
 
     _, path, info = train_encoder(args.ckpt, args.iterations, args.batch_size, args.lr, args.feature_weight,
                                   args.real_weight, not args.no_ema, args.seed, args.device, args.kernels,
@@ -271,7 +271,7 @@ def edit_command(argv):
     parser.add_argument("--kernels", default="auto", help="fused ops: auto, triton, ref")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    from .editing import run_edit
+    from ..engine.apps.editing import run_edit
 
     report = run_edit(args.ckpt, args.out, args.input, args.label, args.split, args.count,
                       None if args.no_encoder else args.encoder, args.steps, args.strengths, args.rows,
@@ -283,7 +283,7 @@ def edit_command(argv):
 
 
 def augment_study_command(argv):
-    from .augment_study import VARIANTS, StudyConfig
+    from ..engine.apps.augment_study import VARIANTS, StudyConfig
 
     d = StudyConfig()
     parser = argparse.ArgumentParser(prog="ganforge augment-study",
@@ -320,7 +320,7 @@ def augment_study_command(argv):
     if args.quick:
         cfg.shots, cfg.seeds, cfg.classifier_steps, cfg.gan_iterations = (2,), (0,), 20, 20
         cfg.gan_samples_per_class, cfg.test_limit, cfg.gan_model = 20, cfg.test_limit or 200, "mlp"
-    from .augment_study import run_study
+    from ..engine.apps.augment_study import run_study
 
     report = run_study(cfg)
     for k, entry in report["summary"].items():

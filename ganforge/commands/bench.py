@@ -10,7 +10,7 @@ import argparse
 import datetime
 from pathlib import Path
 
-from .suite import WHAT
+from ..bench.suite import WHAT
 
 
 def _csv(kind):
@@ -59,7 +59,7 @@ def _compare_parser():
 
 
 def _compare(argv):
-    from .compare import compare_files
+    from ..bench.compare import compare_files
 
     args = _compare_parser().parse_args(argv)
     return compare_files(args.base, args.new, args.threshold, args.only_changes)
@@ -71,14 +71,14 @@ def bench_command(argv):
     if argv[:1] == ["compare"]:
         return _compare(argv[1:])
     if argv[:1] == ["scaling"]:
-        from .scaling import main
+        from ..bench.scaling import main
 
         return main(argv[1:])
 
     args = _bench_parser().parse_args(argv)
-    from .report import report_markdown
-    from .results import save_results, validate_results
-    from .suite import resolve_device, run_suite
+    from ..bench.report import report_markdown
+    from ..bench.results import save_results, validate_results
+    from ..bench.suite import resolve_device, run_suite
 
     device = resolve_device(args.device)
     results = run_suite(args.what, device, args.quick, models=args.models, batch_sizes=args.batch_sizes,
@@ -94,7 +94,7 @@ def bench_command(argv):
 
 
 def _profile_parser():
-    from ..engine.cli import add_train_args
+    from .training import add_train_args
 
     parser = argparse.ArgumentParser(
         prog="ganforge profile",
@@ -121,8 +121,8 @@ def _diff_parser():
 def profile_command(argv):
     """Entry point of `ganforge profile`; returns the exit code."""
     argv = list(argv)
-    from .compare import parse_threshold
-    from .profiling import diff_profiles, format_diff, load_profile, profile_training, synthetic_dataset_for
+    from ..bench.compare import parse_threshold
+    from ..bench.profiling import diff_profiles, format_diff, load_profile, profile_training, synthetic_dataset_for
 
     if argv and argv[0] == "diff":
         args = _diff_parser().parse_args(argv[1:])
@@ -131,9 +131,9 @@ def profile_command(argv):
         print(format_diff(entries, a, b))
         return 1 if args.fail_on_slower and any(e["status"] == "slower" for e in entries) else 0
 
-    from ..engine.cli import config_from_args
+    from .training import config_from_args, parse_train_args
 
-    args = _profile_parser().parse_args(argv)
+    args = parse_train_args(_profile_parser(), argv)  # --config FILE becomes the defaults the flags override
     if args.steps_to_profile < 1 or args.warmup < 0:
         raise ValueError("--steps-to-profile must be >= 1 and --warmup >= 0")
     cfg = config_from_args(args)

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .data import DataError, Dataset, load_dataset, require_labels
-from .io import atomic_write, atomic_write_text
+from ..data import DataError, Dataset, load_dataset, require_labels
+from ..io import atomic_write, atomic_write_text
 
 VARIANTS = {  # name -> (shift, gan samples, confidence filter)
     "real": (False, False, False),
@@ -154,7 +154,7 @@ def k_shot(data, k, seed):
 
 def new_classifier(data, seed):
     """The study's classifier (the project's small CNN, shaped for the data), initialised from ``seed``."""
-    from .fid import MNISTClassifier
+    from ..metrics.fid import MNISTClassifier
 
     torch.manual_seed(seed)
     _, c, h, _ = data.images.shape
@@ -163,7 +163,7 @@ def new_classifier(data, seed):
 
 def fit(cfg, data, seed, shift, extra=None, desc="classifier"):
     """One classifier of the study, trained deterministically from ``seed``."""
-    from .train_classifier import fit_classifier
+    from ..metrics.train_classifier import fit_classifier
 
     model = new_classifier(data, seed)
     return fit_classifier(model, data.images, data.labels, cfg.classifier_steps, cfg.batch_size, cfg.lr, seed,
@@ -173,9 +173,9 @@ def fit(cfg, data, seed, shift, extra=None, desc="classifier"):
 
 def train_gan(cfg, kshot, seed, out_dir):
     """A conditional GAN trained on the k-shot set alone; returns its G (eval mode) and its run summary."""
-    from .checkpoint import load_generator
-    from .config import TrainConfig
-    from .trainer import train
+    from ..checkpoint import load_generator
+    from ..config import TrainConfig
+    from ..trainer import train
 
     run = TrainConfig(model=cfg.gan_model, dataset=cfg.dataset, data_path=cfg.data_path, conditional=True,
                       width=cfg.gan_width, iterations=cfg.gan_iterations, batch_size=min(64, len(kshot)),
@@ -191,7 +191,7 @@ def train_gan(cfg, kshot, seed, out_dir):
 
 
 def gan_samples(G, num_classes, per_class, seed):
-    from .evaluate import generate
+    from ..metrics.evaluate import generate
 
     labels = torch.arange(num_classes).repeat(per_class)
     images, labels = generate(G, len(labels), G.z_dim, "cpu", num_classes, seed=seed, labels=labels)
@@ -207,7 +207,7 @@ def confident(model, images, labels, threshold, batch_size=500):
 
 def run_study(cfg):
     """Run every (k, seed, variant); write study.json and study.png into cfg.out; return the report."""
-    from .fid import class_accuracy
+    from ..metrics.fid import class_accuracy
 
     cfg.validate()
     start = time.perf_counter()

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .data import MIXTURE_STD, MIXTURES, DataError, load_dataset, mixture_centers
-from .images import save_samples
-from .io import atomic_write
+from ..data import MIXTURE_STD, MIXTURES, DataError, load_dataset, mixture_centers
+from ..images import save_samples
+from ..io import atomic_write
 
 DIGIT_DATASETS = ("mnist5k", "mnist-idx")  # where the embedded digit classifier can judge classes
 
@@ -135,7 +135,7 @@ def evaluate_generator(G, cfg, num_classes, device, n_samples, progress=False, r
     world: under torchrun, every rank calls this: each generates and featurises its part of the images and the
     FID metric gathers the features' statistics (torchmetrics' own sync); class counts are gathered too.
     """
-    from .distributed import World
+    from ..distributed import World
 
     world = world or World()
     if n_samples == 0:
@@ -162,7 +162,7 @@ def evaluate_generator(G, cfg, num_classes, device, n_samples, progress=False, r
 
 
 def sample_grid(ckpt_path, out_path, n=64, label=None, use_ema=True, seed=0, device="cpu"):
-    from .checkpoint import load_generator
+    from ..checkpoint import load_generator
 
     G, cfg, num_classes = load_generator(ckpt_path, device, use_ema)
     labels = requested_labels(label, n, num_classes, ckpt_path)
@@ -175,7 +175,7 @@ def sample_grid(ckpt_path, out_path, n=64, label=None, use_ema=True, seed=0, dev
 
 
 def score_checkpoint(ckpt_path, n_samples=2000, use_ema=True, device="cpu"):
-    from .checkpoint import load_generator
+    from ..checkpoint import load_generator
 
     G, cfg, num_classes = load_generator(ckpt_path, device, use_ema)
     return evaluate_generator(G, cfg, num_classes, device, n_samples)
@@ -201,7 +201,7 @@ def slerp(a, b, t):
 def latent_walk(ckpt_path, out_path, rows=8, per_row=10, use_ema=True, seed=0, device="cpu"):
     """A grid whose rows walk G's latent space between two random codes: smooth rows mean G has learned a
     continuous space, not a lookup of training images. A conditional model keeps each row's class fixed."""
-    from .checkpoint import load_generator
+    from ..checkpoint import load_generator
 
     if rows < 1 or per_row < 2:
         raise ValueError(f"--rows must be >= 1 and --per-row >= 2, got {rows} and {per_row}")
@@ -220,7 +220,7 @@ def latent_walk(ckpt_path, out_path, rows=8, per_row=10, use_ema=True, seed=0, d
 def export_samples(ckpt_path, out_path, count, label=None, use_ema=True, seed=0, device="cpu"):
     """Write ``count`` generated images (uint8 NHWC) and, for conditional models, their labels to an .npz —
     synthetic training data for a classifier, readable back with ``--dataset npy --data-path FILE``."""
-    from .checkpoint import load_generator
+    from ..checkpoint import load_generator
 
     if count < 1:
         raise ValueError(f"--count must be >= 1, got {count}")
@@ -248,7 +248,7 @@ class FIDTracker:
     """
 
     def __init__(self, cfg, references, device, world=None):
-        from .distributed import World
+        from ..distributed import World
         from .fid import FIDScorer
 
         self.cfg, self.device, self.world = cfg, device, world or World()

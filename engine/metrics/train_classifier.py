@@ -1,9 +1,9 @@
 """Train the digit classifier behind the default FID backbone and write its weights.
 
-    python -m ganforge.engine.train_classifier --out engine/assets/mnist_classifier.pt
+    python -m ganforge.engine.metrics.train_classifier --out engine/metrics/assets/mnist_classifier.pt
 
 Trains on the MNIST-5k train split only (the test split stays unseen), reports test accuracy, writes the
-weights atomically and prints the SHA-256 to paste into MNIST_CLASSIFIER_SHA256 in engine/fid.py.
+weights atomically and prints the SHA-256 to paste into MNIST_CLASSIFIER_SHA256 in engine/metrics/fid.py.
 Deterministic: fixed seed, deterministic algorithms, one CPU thread.
 """
 import argparse
@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .data import load_dataset
+from ..data import load_dataset
 from .fid import MNIST_CLASSIFIER_PATH, MNISTClassifier, class_accuracy
-from .io import atomic_write_bytes
+from ..io import atomic_write_bytes
 
 
 def random_shift(x, gen, max_shift=2):

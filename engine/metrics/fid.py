@@ -1,7 +1,7 @@
 """FID through torchmetrics' FrechetInceptionDistance, with two feature backbones.
 
 "mnist" (default): the penultimate features of a small digit classifier trained on the MNIST-5k train split,
-    whose weights ship in engine/assets/ (about 400 KB). Works offline, fast on a CPU; numbers are comparable
+    whose weights ship in engine/metrics/assets/ (about 400 KB). Works offline, fast on a CPU; numbers are comparable
     between runs of this project, not with published Inception FIDs.
 "inception": the standard Inception-v3 pool features (2048-d). Needs the torch-fidelity package and a local
     copy of its weights file; nothing is downloaded.
@@ -20,9 +20,9 @@ from torch import nn
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 MNIST_CLASSIFIER_PATH = ASSETS / "mnist_classifier.pt"
-# printed by `python -m ganforge.engine.train_classifier`; any other file is refused
+# printed by `python -m ganforge.engine.metrics.train_classifier`; any other file is refused
 MNIST_CLASSIFIER_SHA256 = "1885cb575467aae8b692666c1f837b439778151d408dfc6702dc9e6087f141fa"
-REGENERATE = "python -m ganforge.engine.train_classifier --out engine/assets/mnist_classifier.pt"
+REGENERATE = "python -m ganforge.engine.metrics.train_classifier --out engine/metrics/assets/mnist_classifier.pt"
 INCEPTION_WEIGHTS_HINT = (
     "the Inception-v3 FID weights torch-fidelity uses, weights-inception-2015-12-05-6726825d.pth "
     "(release v0.2.0 of github.com/toshas/torch-fidelity), copied onto this machine")
@@ -83,7 +83,7 @@ def load_mnist_classifier(device="cpu", path=None):
     if digest != MNIST_CLASSIFIER_SHA256:
         raise FIDError(f"classifier weights {path} have SHA-256 {digest}, expected {MNIST_CLASSIFIER_SHA256}; "
                        f"regenerate them with `{REGENERATE}` and paste the printed SHA-256 into "
-                       "MNIST_CLASSIFIER_SHA256 in engine/fid.py")
+                       "MNIST_CLASSIFIER_SHA256 in engine/metrics/fid.py")
     with torch.device("meta"):  # no random initialisation: the weights come from the file, the RNG stays untouched
         model = MNISTClassifier()
     model.load_state_dict(torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True), assign=True)
@@ -150,7 +150,7 @@ class FIDScorer:
     def __init__(self, backbone="mnist", inception_weights=None, device="cpu", batch_size=500, world=None):
         from torchmetrics.image.fid import FrechetInceptionDistance
 
-        from .distributed import World
+        from ..distributed import World
 
         # Under torchrun every rank scores its part of the images; torchmetrics sums the feature statistics of
         # all ranks when the metric is computed, so each rank gets the FID of all images.
