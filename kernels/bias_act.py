@@ -80,7 +80,7 @@ if triton is not None:
         return 1.0 / (1.0 + tl.exp(-z))
 
     @triton.jit
-    def _act_and_slope(z, ALPHA: tl.constexpr, ACT: tl.constexpr):
+    def _act_and_slope(z, alpha, ACT: tl.constexpr):
         """Return (act(z), act'(z)) for the activation code ACT (kernels._activations.ACTIVATION_TABLE)."""
         # Slopes are built with z's dtype: a bare Python constant would be an fp32 scalar, inexact in fp64.
         one = tl.full(z.shape, 1.0, z.dtype)
@@ -91,8 +91,8 @@ if triton is not None:
             a = tl.where(z > 0, z, 0.0)
             d = tl.where(z > 0, one, 0.0)
         elif ACT == _LRELU:
-            a = tl.where(z > 0, z, z * ALPHA)
-            d = tl.where(z > 0, one, tl.full(z.shape, ALPHA, z.dtype))
+            a = tl.where(z > 0, z, z * alpha)
+            d = tl.where(z > 0, one, one * alpha)
         elif ACT == _TANH:  # through sigmoid: libdevice tanh is unavailable in the interpreter
             a = 2.0 * _sigmoid(2.0 * z) - 1.0
             d = 1.0 - a * a
@@ -146,8 +146,8 @@ if triton is not None:
         return z
 
     @triton.jit
-    def _bias_act_fwd_kernel(x_ptr, b_ptr, y_ptr, R, K, C, ALPHA: tl.constexpr, GAIN: tl.constexpr,
-                             CLAMP: tl.constexpr, ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr,
+    def _bias_act_fwd_kernel(x_ptr, b_ptr, y_ptr, R, K, C, alpha, gain, clamp, ACT: tl.constexpr,
+                             HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr,
                              CH_ON_ROWS: tl.constexpr, IS_F64: tl.constexpr, INT64: tl.constexpr,
                              EVEN: tl.constexpr, EVICT: tl.constexpr, BLOCK_R: tl.constexpr,
                              BLOCK_K: tl.constexpr):
@@ -155,16 +155,16 @@ if triton is not None:
                                                              BLOCK_R, BLOCK_K, INT64)
         z = _load_pre_activation(x_ptr, b_ptr, offs, mask, rows, cols, rmask, cmask, C,
                                  HAS_BIAS, CH_ON_ROWS, IS_F64, EVEN, EVICT)
-        a, _ = _act_and_slope(z, ALPHA, ACT)
-        y = a * GAIN
+        a, _ = _act_and_slope(z, alpha, ACT)
+        y = a * gain
         if HAS_CLAMP:
-            lim = tl.full(y.shape, CLAMP, y.dtype)  # in y's dtype: a bare constant would be fp32
+            lim = tl.zeros_like(y) + clamp  # in y's dtype
             y = tl.minimum(tl.maximum(y, -lim), lim)
         _store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask, EVEN)
 
     @triton.jit
-    def _grad_tile(dy_ptr, x_ptr, b_ptr, pid_r, pid_k, R, K, C, ALPHA: tl.constexpr, GAIN: tl.constexpr,
-                   CLAMP: tl.constexpr, ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr,
+    def _grad_tile(dy_ptr, x_ptr, b_ptr, pid_r, pid_k, R, K, C, alpha, gain, clamp, ACT: tl.constexpr,
+                   HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr,
                    CH_ON_ROWS: tl.constexpr, IS_F64: tl.constexpr, INT64: tl.constexpr, EVEN: tl.constexpr,
                    EVICT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
         """dx for one tile: dy * gain * act'(x + b), zero where the clamp was active."""
@@ -174,16 +174,16 @@ if triton is not None:
                                  HAS_BIAS, CH_ON_ROWS, IS_F64, EVEN, EVICT)
         # other=0 makes masked lanes contribute exactly zero to the bias partial sums.
         dy = _load(dy_ptr + offs, mask, EVEN, EVICT).to(cdt)
-        a, d = _act_and_slope(z, ALPHA, ACT)
-        g = dy * d * GAIN
+        a, d = _act_and_slope(z, alpha, ACT)
+        g = dy * d * gain
         if HAS_CLAMP:
             # torch.clamp passes the gradient where -clamp <= value <= clamp.
-            g = tl.where(tl.abs(a * GAIN) <= CLAMP, g, 0.0)
+            g = tl.where(tl.abs(a * gain) <= clamp, g, 0.0)
         return g, offs, mask, rows, cols, rmask, cmask
 
     @triton.jit
-    def _bias_act_bwd_kernel(dy_ptr, x_ptr, b_ptr, dx_ptr, part_ptr, R, K, C, ALPHA: tl.constexpr,
-                             GAIN: tl.constexpr, CLAMP: tl.constexpr, ROW_ITERS: tl.constexpr,
+    def _bias_act_bwd_kernel(dy_ptr, x_ptr, b_ptr, dx_ptr, part_ptr, R, K, C, alpha, gain, clamp,
+                             ROW_ITERS: tl.constexpr,
                              ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr,
                              CH_ON_ROWS: tl.constexpr, IS_F64: tl.constexpr, INT64: tl.constexpr,
                              EVEN: tl.constexpr, EVICT: tl.constexpr, NEED_DB: tl.constexpr,
@@ -193,7 +193,7 @@ if triton is not None:
         if CH_ON_ROWS or not NEED_DB:
             # One tile per program; with NCHW each row is one channel plane, so its sum is the partial.
             g, offs, mask, rows, cols, rmask, cmask = _grad_tile(
-                dy_ptr, x_ptr, b_ptr, pid_r, pid_k, R, K, C, ALPHA, GAIN, CLAMP,
+                dy_ptr, x_ptr, b_ptr, pid_r, pid_k, R, K, C, alpha, gain, clamp,
                 ACT, HAS_BIAS, HAS_CLAMP, CH_ON_ROWS, IS_F64, INT64, EVEN, EVICT, BLOCK_R, BLOCK_K)
             _store(dx_ptr + offs, g.to(dx_ptr.dtype.element_ty), mask, EVEN)
             if NEED_DB:
@@ -206,7 +206,7 @@ if triton is not None:
             acc = tl.zeros([BLOCK_K], dtype=tl.float64 if IS_F64 else tl.float32)
             for i in range(ROW_ITERS):
                 g, offs, mask, rows, cols, rmask, cmask = _grad_tile(
-                    dy_ptr, x_ptr, b_ptr, pid_r * ROW_ITERS + i, pid_k, R, K, C, ALPHA, GAIN, CLAMP,
+                    dy_ptr, x_ptr, b_ptr, pid_r * ROW_ITERS + i, pid_k, R, K, C, alpha, gain, clamp,
                     ACT, HAS_BIAS, HAS_CLAMP, CH_ON_ROWS, IS_F64, INT64, EVEN, EVICT, BLOCK_R, BLOCK_K)
                 _store(dx_ptr + offs, g.to(dx_ptr.dtype.element_ty), mask, EVEN)
                 acc += tl.sum(g, axis=0)
@@ -236,12 +236,16 @@ def _tiles(R, K):
     return block_r, block_k
 
 
-def _consts(x, b, act, alpha, gain, clamp):
-    # alpha, gain and clamp are compile-time constants: a run uses one or two values, the compiler folds
-    # them, and constants are exact in fp64 (runtime float arguments would be rounded to fp32).
+def _consts(x, b, act, clamp):
+    """The compile-time switches: which activation, which branches, which dtype. The scalars alpha, gain and
+    clamp are runtime arguments (fp32: an fp64 input sees them rounded to fp32, 1e-8 relative), so a new value
+    reuses the compiled kernel instead of compiling another."""
     return dict(ACT=ACTIVATION_TABLE[act].code, HAS_BIAS=b is not None, HAS_CLAMP=clamp is not None,
-                IS_F64=x.dtype == torch.float64, INT64=x.numel() >= 2**31, EVICT=EVICT,
-                ALPHA=float(alpha), GAIN=float(gain), CLAMP=float(clamp if clamp is not None else 0.0))
+                IS_F64=x.dtype == torch.float64, INT64=x.numel() >= 2**31, EVICT=EVICT)
+
+
+def _scalars(alpha, gain, clamp):
+    return float(alpha), float(gain), float(clamp if clamp is not None else 0.0)
 
 
 def _launch_fwd(x, b, act, alpha, gain, clamp):
@@ -252,9 +256,9 @@ def _launch_fwd(x, b, act, alpha, gain, clamp):
     block_r, block_k = _tiles(R, K)
     grid = (triton.cdiv(R, block_r), triton.cdiv(K, block_k))
     _bias_act_fwd_kernel[grid](
-        x, b if b is not None else x, y, R, K, x.shape[1], CH_ON_ROWS=ch_on_rows,
+        x, b if b is not None else x, y, R, K, x.shape[1], *_scalars(alpha, gain, clamp), CH_ON_ROWS=ch_on_rows,
         EVEN=R % block_r == 0 and K % block_k == 0, BLOCK_R=block_r,
-        BLOCK_K=block_k, num_warps=NUM_WARPS, **_consts(x, b, act, alpha, gain, clamp))
+        BLOCK_K=block_k, num_warps=NUM_WARPS, **_consts(x, b, act, clamp))
     return y
 
 
@@ -284,9 +288,9 @@ def _launch_bwd(dy, x, b, need_db, act, alpha, gain, clamp):
     else:
         part = dx  # never touched: NEED_DB=False compiles the store away
     _bias_act_bwd_kernel[(grid_r, grid_k)](
-        dy, x, b if b is not None else x, dx, part, R, K, x.shape[1], ROW_ITERS=row_iters, CH_ON_ROWS=ch_on_rows,
-        EVEN=even, NEED_DB=need_db, BLOCK_R=block_r, BLOCK_K=block_k, num_warps=NUM_WARPS,
-        **_consts(x, b, act, alpha, gain, clamp))
+        dy, x, b if b is not None else x, dx, part, R, K, x.shape[1], *_scalars(alpha, gain, clamp),
+        ROW_ITERS=row_iters, CH_ON_ROWS=ch_on_rows, EVEN=even, NEED_DB=need_db, BLOCK_R=block_r, BLOCK_K=block_k,
+        num_warps=NUM_WARPS, **_consts(x, b, act, clamp))
     if not need_db:
         return dx, None
     # Second stage of the bias reduction: a fixed-order torch sum, deterministic run to run.

@@ -76,8 +76,7 @@ if triton is not None:
         tl.store(part_ptr + n * SPLIT + s, tl.sum(acc, axis=0))
 
     @triton.jit
-    def _gp_finalize_kernel(part_ptr, norm_ptr, out_ptr, N, SPLIT, WEIGHT: tl.constexpr, CENTER: tl.constexpr,
-                            R1: tl.constexpr, N_ITERS: tl.constexpr, BLOCK_N: tl.constexpr,
+    def _gp_finalize_kernel(part_ptr, norm_ptr, out_ptr, N, SPLIT, weight, center, R1: tl.constexpr, N_ITERS: tl.constexpr, BLOCK_N: tl.constexpr,
                             BLOCK_S: tl.constexpr, IS_F64: tl.constexpr):
         """One program: per-sample norms (kept for the backward) and the mean penalty, in a fixed order."""
         cdt = tl.float64 if IS_F64 else tl.float32
@@ -94,26 +93,25 @@ if triton is not None:
             else:
                 norm = tl.sqrt(sq + 1e-12)
                 tl.store(norm_ptr + rows, norm, mask=rmask)
-                term = (norm - CENTER) * (norm - CENTER)
+                term = (norm - center) * (norm - center)
             total += tl.where(rmask, term, 0.0)
         if R1:
             total = total * 0.5
-        tl.store(out_ptr, tl.sum(total, axis=0) * WEIGHT / N)
+        tl.store(out_ptr, tl.sum(total, axis=0) * weight / N)
 
     @triton.jit
-    def _gp_bwd_kernel(g_ptr, norm_ptr, dout_ptr, dg_ptr, N, D, WEIGHT: tl.constexpr, CENTER: tl.constexpr,
-                       R1: tl.constexpr, ITERS: tl.constexpr, BLOCK: tl.constexpr, IS_F64: tl.constexpr,
+    def _gp_bwd_kernel(g_ptr, norm_ptr, dout_ptr, dg_ptr, N, D, weight, center, R1: tl.constexpr, ITERS: tl.constexpr, BLOCK: tl.constexpr, IS_F64: tl.constexpr,
                        EVEN: tl.constexpr, EVICT: tl.constexpr):
         """dg[n] = coef_n * g[n]; r1: coef = dL * w / N; wgan-gp: coef = dL * 2w/N * (||g_n|| - c) / ||g_n||.
 
-        weight and center are compile-time constants (exact in fp64; runtime floats would be fp32)."""
+        weight and center are runtime arguments: a new penalty weight reuses the compiled kernel."""
         n = tl.program_id(0)
         s = tl.program_id(1)
         cdt = tl.float64 if IS_F64 else tl.float32
-        coef = tl.load(dout_ptr).to(cdt) * WEIGHT / N
+        coef = tl.load(dout_ptr).to(cdt) * weight / N
         if not R1:
             norm = tl.load(norm_ptr + n).to(cdt)  # >= 1e-6 thanks to EPS, so no 0/0 at g = 0
-            coef = coef * 2.0 * (norm - CENTER) / norm
+            coef = coef * 2.0 * (norm - center) / norm
         row = n.to(tl.int64) * D
         start = s * (ITERS * BLOCK)
         for i in range(ITERS):
@@ -157,8 +155,7 @@ def _launch_fwd(grad, kind, weight, center):
     block_s = triton.next_power_of_2(split)
     block_n = min(max(1, 4096 // block_s), triton.next_power_of_2(n))
     n_iters = triton.next_power_of_2(triton.cdiv(n, block_n))
-    _gp_finalize_kernel[(1,)](part, norms, out, n, split, WEIGHT=float(weight), CENTER=float(center),
-                              R1=kind == "r1",
+    _gp_finalize_kernel[(1,)](part, norms, out, n, split, float(weight), float(center), R1=kind == "r1",
                               N_ITERS=n_iters, BLOCK_N=block_n, BLOCK_S=block_s,
                               IS_F64=grad.dtype == torch.float64, num_warps=4)
     return out, norms
@@ -170,8 +167,7 @@ def _launch_bwd(grad, norms, dout, kind, weight, center):
     split, iters = _split(n, d, grad.device)
     dg = torch.empty_like(grad)  # same strides as grad: the kernel writes in grad's memory order
     dout = dout.to(_acc_dtype(grad)).reshape(1).contiguous()
-    _gp_bwd_kernel[(n, split)](grad, norms, dout, dg, n, d, WEIGHT=float(weight), CENTER=float(center),
-                               R1=kind == "r1",
+    _gp_bwd_kernel[(n, split)](grad, norms, dout, dg, n, d, float(weight), float(center), R1=kind == "r1",
                                ITERS=iters, BLOCK=BLOCK, IS_F64=grad.dtype == torch.float64,
                                EVEN=split * iters * BLOCK == d, EVICT=EVICT_BWD,
                                num_warps=NUM_WARPS)
