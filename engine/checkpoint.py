@@ -3,6 +3,7 @@
 Written atomically (engine.io.atomic_write), so a crash mid-write never leaves a truncated checkpoint
 behind; read with ``weights_only=True``, so loading never runs code from the file.
 """
+import io
 import os
 import pickle
 import uuid
@@ -52,7 +53,11 @@ def save_checkpoint(path, train_state, iteration, data_shape, num_classes, extra
         "ema_images": train_state.ema_images.detach().cpu(),
         **(extra or {}),  # e.g. the trainer's rollback count
     }
-    return atomic_write(path, lambda f: torch.save(state, f))
+    # Serialised in memory first: torch's own writer turns a failed write (a full disk) into an opaque
+    # RuntimeError; written as bytes, the failure is an OSError naming the file and its cause.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 # -- a run folder's checkpoints: checkpoint-NNNNNN.pt, the last K kept, checkpoint.pt the newest -------------------
@@ -61,6 +66,11 @@ LATEST = "checkpoint.pt"
 
 def numbered_path(folder, iteration):
     return Path(folder) / f"checkpoint-{iteration:06d}.pt"
+
+
+def checkpoint_number(path):
+    """The iteration in a checkpoint-NNNNNN.pt name."""
+    return int(Path(path).stem.removeprefix("checkpoint-"))
 
 
 def numbered_checkpoints(folder):
@@ -158,7 +168,8 @@ ARCHITECTURE_FIELDS = ("model", "dataset", "image_size", "channels", "conditiona
                        "penalty")
 # Fields a resumed run may change: applied to the restored state and reported (trainer logs them).
 TUNABLE_FIELDS = ("lr_g", "lr_d", "beta1", "beta2", "loss", "n_critic", "penalty_weight", "penalty_every", "clip",
-                  "ema", "batch_size")
+                  "ema", "ema_rampup", "batch_size", "precision", "augment", "augment_p", "ada_target", "penalty_grad",
+                  "kernels", "graphs", "compile")
 
 
 def flag(name):
@@ -171,10 +182,14 @@ def hyperparameter_changes(saved_config, cfg):
             if name in saved_config and saved_config[name] != getattr(cfg, name)}
 
 
-def check_same_architecture(state, cfg, path):
+def check_same_architecture(state, cfg, path, data_shape=None):
+    """Refuse a checkpoint of another architecture, or of data of another shape (``data_shape``, when known)."""
     saved = state["config"]
     mismatched = [f"{flag(name)} {saved.get(name)!r} in the checkpoint, {getattr(cfg, name)!r} now"
                   for name in ARCHITECTURE_FIELDS if saved.get(name) != getattr(cfg, name)]
+    if data_shape is not None and list(state.get("data_shape", data_shape)) != list(data_shape):
+        shape = "x".join(map(str, state["data_shape"]))
+        mismatched.append(f"its data are {shape}, the data now are {'x'.join(map(str, data_shape))}")
     if mismatched:
         raise ValueError(f"cannot resume from {path}: " + "; ".join(mismatched))
 
@@ -189,7 +204,7 @@ def restore_training_state(train_state, state, path="checkpoint"):
     """
     saved = state["config"]
     cfg = train_state.cfg
-    check_same_architecture(state, cfg, path)
+    check_same_architecture(state, cfg, path, data_shape=tuple(train_state.images.shape[1:]))
     train_state.G.load_state_dict(state["G"])
     train_state.D.load_state_dict(state["D"])
     if train_state.G_ema is not None:

@@ -60,6 +60,10 @@ class RunDir:
         return self
 
     def _check_reuse(self, resume, overwrite):
+        for name in RUN_FILES:
+            if (self.path / name).is_dir():
+                raise RunDirError(f"--out {self.path}: {name} is a folder, where the run keeps a file of that name; "
+                                  "move it away or choose another --out")
         existing = sorted(p.name for p in self.path.iterdir() if p.name in RUN_FILES or p.match("checkpoint-*.pt"))
         if not existing or resume:
             return

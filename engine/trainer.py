@@ -1,6 +1,7 @@
 """The training loop: build a session (data, models, train state, runner), iterate, log, sample, checkpoint, score."""
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -197,6 +198,11 @@ class RanksLost(TrainingStopped):
     hard_exit = True
 
 
+class TrainingFailed(TrainingStopped):
+    """An I/O failure during the run (a full disk, no permission, a vanished folder): the newest checkpoint stays
+    whole, summary.json says "failed" where it could still be written."""
+
+
 class TrainingInterrupted(TrainingStopped):
     def __init__(self, message, signum):
         super().__init__(message)
@@ -223,15 +229,17 @@ class FaultAfter:
         return out
 
 
-def train(cfg, dataset=None, resume=None, overwrite=False):
+def train(cfg, dataset=None, resume=None, overwrite=False, discard_newer=False):
     """Train per ``cfg``; write samples, log, checkpoints, loss curve and summary.json into cfg.out.
 
     resume: a checkpoint file or a run folder (its newest loadable checkpoint) to continue from.
     overwrite: replace a finished or started run in cfg.out instead of refusing.
+    discard_newer: resuming into its own folder from a checkpoint older than the folder's newest, move the newer
+    checkpoints and the log aside (into OUT/abandoned-NNNNNN/) instead of refusing.
     """
     cfg.validate()
     out = Path(cfg.out)
-    resuming_here = bool(resume) and out.resolve() in (Path(resume).resolve(), Path(resume).resolve().parent)
+    resuming_here = bool(resume) and out.resolve() == resume_folder(resume)
     # Under torchrun: join the other ranks first (rank 0 alone touches the run folder and writes outputs).
     world = distributed.from_environment(cfg.dist_timeout)
     world.local_batch(cfg.batch_size)
@@ -242,13 +250,17 @@ def train(cfg, dataset=None, resume=None, overwrite=False):
                                                                                overwrite=overwrite)))
         session = build_session(cfg, dataset, world)
         references = check_scoring(cfg)  # FID's backbone and held-out split fail here, not after training
-        start = restore(session, resume) if resume else 0
+        start = restore(session, resume, out if resuming_here else None, discard_newer) if resume else 0
         if "GANFORGE_TEST_NAN_AT" in os.environ:
             session.runner = FaultAfter(session.runner, session.state, start, int(os.environ["GANFORGE_TEST_NAN_AT"]))
         if run_dir is not None:
             run_dir.clear_previous_run()
         try:
             summary = train_loop(session, out, start, resume is not None, signals, references)
+        except OSError as exc:  # a full disk, a folder made read-only or removed: one line, the checkpoints intact
+            raise TrainingFailed(f"{describe_os_error(exc)}; the last good checkpoint is "
+                                 f"{newest_checkpoint(out)}; free the space or fix the folder, then continue with "
+                                 f"--resume {out}") from exc
         except RuntimeError as exc:
             if not (world.launched and distributed.is_collective_failure(exc)):
                 raise
@@ -258,34 +270,101 @@ def train(cfg, dataset=None, resume=None, overwrite=False):
     return summary
 
 
+def resume_folder(resume):
+    """The run folder a --resume path belongs to: the folder itself, or a checkpoint file's folder."""
+    path = Path(resume).resolve()
+    return path if path.is_dir() else path.parent
+
+
+def describe_os_error(exc):
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"cannot write the run's files: {where}{exc.strerror or exc}"
+
+
+def newest_checkpoint(out):
+    found = ckpt.numbered_checkpoints(out) if Path(out).is_dir() else []
+    return found[0] if found else "none (no checkpoint was written)"
+
+
 def load_resume_state(session, source):
     """(path, checkpoint, skipped) of the checkpoint to resume from: read by rank 0 (the only rank sure to see the
     run folder) and sent to the others under torchrun."""
     return session.world.main_does(lambda: ckpt.find_resume_checkpoint(source, "cpu"), share=True)
 
 
-def restore(session, resume):
+def restore(session, resume, run_folder=None, discard_newer=False):
+    """Load the checkpoint to resume from into the session; returns its iteration.
+
+    run_folder: set when resuming into the checkpoint's own folder. Unloadable checkpoints skipped there are moved
+    aside (NAME.unloadable), so they neither count toward --keep-checkpoints nor get picked again; checkpoints
+    newer than the one resumed from are refused (another history would be mixed in) unless ``discard_newer``
+    moves them aside; and a run whose training is complete (its iteration equals --iterations) is finished: the
+    final evaluation and summary are written, nothing is trained."""
+    cfg, main = session.cfg, session.world.is_main
     path, state, skipped = load_resume_state(session, resume)
-    for bad, reason in skipped if session.world.is_main else ():
-        print(f"skipping {bad}: {reason}", file=sys.stderr)
+    for bad, reason in skipped if main else ():
+        moved = ""
+        if run_folder is not None:
+            bad.rename(bad.with_name(bad.name + ".unloadable"))
+            moved = f"; moved to {bad.name}.unloadable"
+        print(f"skipping {bad}: {reason}{moved}", file=sys.stderr)
+    if run_folder is not None:
+        newer = [p for p in ckpt.numbered_checkpoints(run_folder) if ckpt.checkpoint_number(p) > state["iteration"]]
+        if newer and not discard_newer:
+            names = ", ".join(p.name for p in newer[:3]) + (" ..." if len(newer) > 3 else "")
+            raise ValueError(f"{run_folder} holds checkpoints newer than {path} ({names}): resuming from it would "
+                             f"mix two histories in one folder; resume from {run_folder} itself, or pass "
+                             "--discard-newer to move the newer checkpoints and the log into "
+                             f"{run_folder}/abandoned-{state['iteration']:06d}/")
+        if newer and main:
+            abandon(run_folder, newer, state["iteration"])
+    saved_seed = state["config"].get("seed", cfg.seed)
+    seed_note = {}
+    if saved_seed != cfg.seed:  # the random streams continue from the checkpoint: record what is used
+        seed_note = {"--seed": {"was": saved_seed, "now": saved_seed, "asked": cfg.seed,
+                                "ignored": "the random streams continue from the checkpoint"}}
+        cfg.seed = saved_seed
     start, changes = ckpt.restore_training_state(session.state, state, path)  # the architecture checked first
-    if start >= session.cfg.iterations:
-        raise ValueError(f"--iterations {session.cfg.iterations} is not above the iteration of {path} "
+    finishing = run_folder is not None and start == cfg.iterations
+    if start >= cfg.iterations and not finishing:
+        raise ValueError(f"--iterations {cfg.iterations} is not above the iteration of {path} "
                          f"({start}): nothing left to train; ask for more iterations")
     session.rollbacks = state.get("rollbacks", 0)
     session.resume_note = {"resumed_from": str(path), "resumed_at": start,
-                           "changes": {ckpt.flag(k): {"was": a, "now": b} for k, (a, b) in changes.items()}}
+                           "changes": {**{ckpt.flag(k): {"was": a, "now": b} for k, (a, b) in changes.items()},
+                                       **seed_note}}
     changed = ", ".join(f"{ckpt.flag(k)} {a!r} -> {b!r}" for k, (a, b) in changes.items())
+    if seed_note:
+        changed += (", " if changed else "") + f"--seed {seed_note['--seed']['asked']} ignored (continuing seed " \
+                                               f"{saved_seed}'s random streams)"
     session.resume_message = f"resuming from {path} at iteration {start}" + (f"; changed: {changed}" if changed else "")
+    if finishing:
+        session.resume_message += "; training is complete: finishing the evaluation and summary"
     return start
+
+
+def abandon(run_folder, newer, iteration):
+    """--discard-newer: the abandoned history's checkpoints and log go into run_folder/abandoned-NNNNNN/."""
+    aside = Path(run_folder) / f"abandoned-{iteration:06d}"
+    aside.mkdir(exist_ok=True)
+    for path in newer:
+        path.rename(aside / path.name)
+    for name in ("log.jsonl", "summary.json"):
+        if (Path(run_folder) / name).is_file():
+            shutil.copy2(Path(run_folder) / name, aside / name)  # the folder's own copy is cut back on resume
+    print(f"moved {len(newer)} newer checkpoint(s) and the log into {aside}", file=sys.stderr)
 
 
 def train_loop(session, out, start, resumed, signals, references):
     """Train from iteration ``start`` to the end, then finish the run (final checkpoint, samples, FID, summary)."""
     loop = TrainLoop(session, out, start, resumed, signals, references)
-    with loop:
-        loop.run(session.cfg.iterations)
-    return loop.finish()
+    try:
+        with loop:
+            loop.run(session.cfg.iterations)
+        return loop.finish()
+    except OSError as exc:
+        loop.record_failure(exc)
+        raise
 
 
 class TrainLoop:
@@ -309,7 +388,7 @@ class TrainLoop:
             cfg.write_json(out / "config.json")  # `ganforge train --config out/config.json` repeats this run
         self.z_fixed, self.labels_fixed = fixed_latents(cfg, session.state.num_classes, session.device)
         self.iteration = self.logged_at = start
-        self.checkpointed_at = None
+        self.checkpointed_at = start if resumed else None  # a resumed run's checkpoint at ``start`` exists
         if cfg.on_nan == "rollback" and not resumed:
             self.save_checkpoint()  # something to roll back to before the first periodic checkpoint
         self.timer = IntervalTimer(session.device)
@@ -401,11 +480,31 @@ class TrainLoop:
     def write_summary(self, fields):
         return write_summary(self.session, self.out, self.timer, self.iteration, fields)
 
+    def record_failure(self, exc):
+        """summary.json with status "failed" and the cause, if the folder still takes a write."""
+        try:
+            self.write_summary({"status": "failed", "error": describe_os_error(exc)})
+        except OSError:
+            pass  # the disk that failed the run may fail this too; the one-line message still says why
+
+    def stop_if_signalled(self):
+        """A signal during the final outputs: the checkpoint is already written; stop with the signal's code."""
+        received = self.signals.received
+        if self.session.world.launched:  # every rank stops, or none: they agree (a collective)
+            received = self.session.world.max(received or 0) or None
+        if received is not None:
+            name = signal.Signals(received).name
+            self.write_summary({"status": "interrupted", "signal": name})
+            raise TrainingInterrupted(f"stopped by {name} during the final evaluation at iteration "
+                                      f"{self.iteration}; checkpoint written; finish with --resume {self.out}",
+                                      received)
+
     def finish(self):
         """The final checkpoint (unless the loop just wrote it), samples, loss curve, FID and summary.json."""
         session, cfg, out, state = self.session, self.session.cfg, self.out, self.session.state
         if self.checkpointed_at != cfg.iterations:
             self.save_checkpoint()
+        self.stop_if_signalled()
         if self.main:
             write_samples(session, self.z_fixed, self.labels_fixed, out / "samples_final.png", self.tb, cfg.iterations)
         losses = [r for r in self.log.records if "d_loss" in r]  # not the FID points of --fid-every
@@ -418,6 +517,7 @@ class TrainLoop:
         scores = evaluate_generator(state.sampling_generator(), cfg, state.num_classes, session.device,
                                     cfg.fid_samples, progress=cfg.progress and self.main, references=self.references,
                                     world=session.world)
+        self.stop_if_signalled()
         tracked = {}
         if self.tracker is not None and self.tracker.points:
             tracked = self.tracker.summary()

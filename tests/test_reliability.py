@@ -3,6 +3,7 @@
 Subprocesses run without TRITON_INTERPRET (the runs use the reference kernels anyway) and with one thread, so
 their arithmetic is identical from run to run and resumed runs can be compared bit for bit.
 """
+import errno
 import functools
 import json
 import os
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -277,8 +279,10 @@ def test_resume_applies_and_reports_changed_hyperparameters(tmp_path):
     summary = train(changed, dataset=digits(), resume=str(out))
     assert summary["changes"]["--lr-g"] == {"was": 2e-4, "now": 0.05}
     assert ckpt.load_checkpoint(out / "checkpoint.pt")["opt_g"]["param_groups"][0]["lr"] == 0.05
-    with pytest.raises(ValueError, match=r"--iterations 5 is not above the iteration of .* \(5\)"):
-        train(changed, dataset=digits(), resume=str(out))
+    fewer = TrainConfig(iterations=4, **{**base, "loss": "hinge", "ema": 0.999, "lr_g": 0.05, "beta1": 0.9,
+                                         "n_critic": 2})
+    with pytest.raises(ValueError, match=r"--iterations 4 is not above the iteration of .* \(5\)"):
+        train(fewer, dataset=digits(), resume=str(out))
 
 
 def test_partial_last_log_line_is_dropped_on_resume(tmp_path, capsys):
@@ -366,3 +370,174 @@ def test_read_only_out_fails_with_one_line(tmp_path, capsys):
         assert "cannot be written" in capsys.readouterr().err
     finally:
         tmp_path.chmod(0o700)
+
+
+# -- second pass: one history per folder, finishing a finished run, I/O failures, inputs, what resume records ----------
+def short_run(out, iterations=6, **overrides):
+    cfg = dict(iterations=iterations, log_every=2, ckpt_every=2, keep_checkpoints=5, out=str(out), **TINY_CFG)
+    return train(TrainConfig(**{**cfg, **overrides}), dataset=digits())
+
+
+def numbered(out):
+    return [p.name for p in ckpt.numbered_checkpoints(out)]
+
+
+def test_resuming_an_older_checkpoint_into_its_folder_refuses_or_moves_the_newer_history_aside(tmp_path, capsys):
+    out = tmp_path / "run"
+    short_run(out)
+    older = out / "checkpoint-000002.pt"
+    resumed = TrainConfig(iterations=4, log_every=2, ckpt_every=2, keep_checkpoints=1, out=str(out), **TINY_CFG)
+    with pytest.raises(ValueError, match="holds checkpoints newer than .*checkpoint-000006.pt.*--discard-newer"):
+        train(resumed, dataset=digits(), resume=str(older))
+    assert numbered(out) == ["checkpoint-000006.pt", "checkpoint-000004.pt", "checkpoint-000002.pt"]
+    summary = train(resumed, dataset=digits(), resume=str(older), discard_newer=True)
+    assert summary["status"] == "finished" and summary["resumed_at"] == 2
+    aside = out / "abandoned-000002"
+    assert sorted(p.name for p in aside.iterdir()) == ["checkpoint-000004.pt", "checkpoint-000006.pt", "log.jsonl",
+                                                      "summary.json"]
+    assert numbered(out) == ["checkpoint-000004.pt"]  # --keep-checkpoints 1 kept the new branch's own checkpoint
+    assert logged_iterations(out) == [2, 4]  # one history: the new branch's
+    capsys.readouterr()
+    again = train(TrainConfig(iterations=6, log_every=2, ckpt_every=2, out=str(out), **TINY_CFG), dataset=digits(),
+                  resume=str(out))
+    assert again["resumed_from"] == str(out / "checkpoint-000004.pt") and logged_iterations(out) == [2, 4, 6]
+
+
+def test_the_refusal_happens_before_the_folder_changes(tmp_path):
+    out = tmp_path / "run"
+    short_run(out)
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    code = cli_main(["train", *TINY, "--iterations", "4", "--resume", str(out / "checkpoint-000002.pt"),
+                     "--out", str(out)])
+    assert code == 2
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "run.lock"} == \
+        {k: v for k, v in before.items() if k != "run.lock"}
+
+
+def test_resume_from_a_subfolder_is_refused_where_out_holds_another_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    short_run(out, iterations=4)
+    short_run(out / "sub", iterations=2)
+    before = (out / "summary.json").read_text()
+    code = cli_main(["train", *TINY, "--iterations", "6", "--resume", str(out / "sub"), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "already holds a run" in err, err
+    assert (out / "summary.json").read_text() == before and numbered(out)[0] == "checkpoint-000004.pt"
+
+
+def test_a_run_killed_before_its_summary_is_finished_by_resume_and_each_checkpoint_is_written_once(
+        tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    written = []
+    save = ckpt.save_checkpoint
+
+    def counted(path, *args, **kwargs):
+        written.append(Path(path).name)
+        return save(path, *args, **kwargs)
+    monkeypatch.setattr(ckpt, "save_checkpoint", counted)
+    short_run(out, iterations=4)
+    assert written == ["checkpoint-000002.pt", "checkpoint-000004.pt"]  # the final one once, not twice
+    final = (out / "checkpoint-000004.pt").stat().st_mtime_ns
+    for name in ("summary.json", "samples_final.png", "loss_curve.png"):  # killed after the final checkpoint
+        (out / name).unlink()
+    written.clear()
+    summary = train(TrainConfig(iterations=4, log_every=2, ckpt_every=2, out=str(out), **TINY_CFG), dataset=digits(),
+                    resume=str(out))
+    assert "training is complete: finishing the evaluation" in capsys.readouterr().err
+    assert summary["status"] == "finished" and summary["iterations"] == 4 and written == []
+    assert (out / "samples_final.png").is_file() and (out / "loss_curve.png").is_file()
+    assert (out / "checkpoint-000004.pt").stat().st_mtime_ns == final and logged_iterations(out) == [2, 4]
+
+
+def test_a_full_disk_at_a_checkpoint_ends_with_one_line_and_a_failed_summary(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    write = ckpt.atomic_write
+
+    def full_disk_at_4(path, writer):
+        if Path(path).name == "checkpoint-000004.pt":
+            def no_space(f):
+                f.write(b"partial")
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return write(path, no_space)
+        return write(path, writer)
+    monkeypatch.setattr(ckpt, "atomic_write", full_disk_at_4)
+    code = cli_main(["train", *TINY, "--iterations", "6", "--log-every", "2", "--ckpt-every", "2", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert "checkpoint-000004.pt: No space left on device" in err and "checkpoint-000002.pt" in err
+    summary = strict_load(out / "summary.json")
+    assert summary["status"] == "failed" and "No space left on device" in summary["error"]
+    assert ckpt.load_checkpoint(out / "checkpoint.pt")["iteration"] == 2  # the last good checkpoint, whole
+    assert not list(out.glob(".*.tmp"))
+
+
+def npz_digits(path, shape, labels=None, n=32):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(n, shape[1], shape[2], shape[0]), dtype=np.uint8)
+    np.savez(path, x=images, y=np.arange(n) % 10 if labels is None else labels)
+    return path
+
+
+def test_inputs_that_crashed_fail_before_training_with_one_line(tmp_path, capsys):
+    grey, colour = npz_digits(tmp_path / "grey.npz", (1, 28, 28)), npz_digits(tmp_path / "colour.npz", (3, 32, 32))
+    run = tmp_path / "run"
+    base = ["train", *TINY, "--dataset", "npy", "--iterations", "2", "--log-every", "1"]
+    assert cli_main(base + ["--data-path", str(grey), "--out", str(run)]) == 0
+    capsys.readouterr()
+    huge = npz_digits(tmp_path / "huge.npz", (1, 28, 28), labels=np.full(32, 10**9))
+    logdir = tmp_path / "logdir"
+    logdir.mkdir()
+    (logdir / "log.jsonl").mkdir()
+    cases = [
+        (base + ["--data-path", str(colour), "--iterations", "4", "--resume", str(run), "--out", str(run)],
+         "its data are 1x28x28, the data now are 3x32x32"),
+        (base + ["--data-path", str(huge), "--conditional", "--out", str(tmp_path / "huge")],
+         "labels must be class indices 0..K-1"),
+        (base + ["--data-path", str(grey), "--out", str(logdir)], "log.jsonl is a folder"),
+    ]
+    for argv, expected in cases:
+        code = cli_main(argv)
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and expected in err, (expected, err)
+
+
+def test_resume_reports_every_change_and_records_the_seed_it_uses(tmp_path, capsys):
+    out = tmp_path / "run"
+    short_run(out, iterations=2)
+    summary = train(TrainConfig(iterations=4, log_every=2, ckpt_every=2, out=str(out),
+                                **{**TINY_CFG, "seed": 7, "precision": "bf16"}, augment="translation"),
+                    dataset=digits(), resume=str(out))
+    changes = summary["changes"]
+    assert changes["--precision"] == {"was": "auto", "now": "bf16"} and changes["--augment"]["now"] == "translation"
+    assert changes["--seed"]["asked"] == 7 and changes["--seed"]["now"] == TINY_CFG["seed"]
+    assert "--seed 7 ignored" in capsys.readouterr().err
+    assert json.loads((out / "config.json").read_text())["seed"] == TINY_CFG["seed"]  # what the run used
+    assert summary["config"]["seed"] == TINY_CFG["seed"]
+
+
+def test_an_unloadable_checkpoint_skipped_on_resume_is_moved_aside(tmp_path, capsys):
+    out = tmp_path / "run"
+    short_run(out, keep_checkpoints=3)
+    (out / "checkpoint-000007.pt").write_bytes(b"not a checkpoint")  # newest by number, never rewritten
+    train(TrainConfig(iterations=10, log_every=2, ckpt_every=2, keep_checkpoints=3, out=str(out), **TINY_CFG),
+          dataset=digits(), resume=str(out))
+    assert "moved to checkpoint-000007.pt.unloadable" in capsys.readouterr().err
+    assert (out / "checkpoint-000007.pt.unloadable").is_file()
+    assert numbered(out) == ["checkpoint-000010.pt", "checkpoint-000008.pt", "checkpoint-000006.pt"]  # three good
+
+
+def test_a_signal_during_the_final_evaluation_ends_interrupted(tmp_path, monkeypatch, capsys):
+    from ganforge.engine import trainer
+
+    evaluate = trainer.evaluate_generator
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # the run's SignalGuard records it; evaluation goes on
+        return evaluate(*args, **kwargs)
+    monkeypatch.setattr(trainer, "evaluate_generator", signalled)
+    out = tmp_path / "run"
+    code = cli_main(["train", *TINY, "--iterations", "2", "--log-every", "1", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 143 and "during the final evaluation" in err, err
+    assert strict_load(out / "summary.json")["status"] == "interrupted"
+    assert ckpt.load_checkpoint(out / "checkpoint.pt")["iteration"] == 2

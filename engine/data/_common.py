@@ -51,6 +51,9 @@ def num_classes(labels):
     return 0 if labels is None or len(labels) == 0 else int(labels.max()) + 1
 
 
+MAX_CLASSES = 100_000  # ImageNet-21k has 21,841; beyond this a label is a mistake, not a class
+
+
 def check_labels(labels, n_images, source):
     """Labels must be one non-negative integer per image."""
     labels = np.asarray(labels)
@@ -67,6 +70,9 @@ def check_labels(labels, n_images, source):
     labels = labels.astype(np.int64)
     if labels.size and labels.min() < 0:
         raise DataError(f"{source}: labels must be class indices >= 0, found {labels.min()}")
+    if labels.size and labels.max() >= max(MAX_CLASSES, 1):
+        raise DataError(f"{source}: labels must be class indices 0..K-1 with K at most {MAX_CLASSES:,}, found "
+                        f"{labels.max():,} (a conditional model holds one embedding row per class)")
     return labels
 
 

@@ -103,11 +103,15 @@ def train_command(argv):
                         help="continue from a checkpoint file, or from a run folder's newest loadable checkpoint")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run already in --out (without it, a used --out is refused)")
+    parser.add_argument("--discard-newer", action="store_true",
+                        help="resuming into its own folder from an older checkpoint: move the newer checkpoints and "
+                             "the log into OUT/abandoned-NNNNNN/ (without it, such a resume is refused)")
     args = parse_train_args(parser, argv)
     from ..engine.trainer import TrainingStopped, train
 
     try:
-        summary = train(config_from_args(args), resume=args.resume, overwrite=args.overwrite)
+        summary = train(config_from_args(args), resume=args.resume, overwrite=args.overwrite,
+                        discard_newer=args.discard_newer)
     except TrainingStopped as stop:  # diverged or interrupted: the outputs are consistent; one line, no traceback
         print(f"ganforge train: {stop}", file=sys.stderr)
         if getattr(stop, "hard_exit", False):  # torchrun's other ranks are gone: do not wait on the process group
