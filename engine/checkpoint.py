@@ -138,23 +138,29 @@ REQUIRED_KEYS = ("iteration", "config", "data_shape", "num_classes", "G", "D", "
                  "scaler_g", "scaler_d", "rng")
 
 
-def load_checkpoint(path, map_location="cpu"):
-    """Read a checkpoint safely; a missing, empty, foreign or incomplete file raises ValueError naming it."""
+def read_torch_file(path, what="checkpoint", map_location="cpu"):
+    """torch.load with weights_only=True; a missing, empty, foreign or object-holding file raises ValueError with
+    one line naming it (``what``: "checkpoint", "encoder", ...), never torch's own advice to load unsafely."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"checkpoint not found: {path}")
+        raise ValueError(f"{what} not found: {path}")
     if path.stat().st_size == 0:
-        raise ValueError(f"checkpoint {path} is empty (0 bytes): it was never written completely")
+        raise ValueError(f"{what} {path} is empty (0 bytes): it was never written completely")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:  # weights_only refused an object; torch's advice to disable it is not ours
         if not zipfile.is_zipfile(path):  # torch also reads arbitrary bytes as a legacy pickle, and fails
-            raise ValueError(f"{path} is not a ganforge checkpoint: it is not a readable torch file") from None
-        raise ValueError(f"{path} is not a ganforge checkpoint: it holds objects other than tensors and plain "
+            raise ValueError(f"{path} is not a ganforge {what}: it is not a readable torch file") from None
+        raise ValueError(f"{path} is not a ganforge {what}: it holds objects other than tensors and plain "
                          "containers, which are not loaded (loading them could run code)") from None
     except Exception:  # torch raises several types for truncated or foreign files; its text is no help here
-        raise ValueError(f"{path} is not a ganforge checkpoint: it is not a readable torch file (truncated or "
+        raise ValueError(f"{path} is not a ganforge {what}: it is not a readable torch file (truncated or "
                          "another format)") from None
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Read a checkpoint safely; a missing, empty, foreign or incomplete file raises ValueError naming it."""
+    state = read_torch_file(path, "checkpoint", map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a ganforge checkpoint (expected format {FORMAT!r})")
     missing = [key for key in REQUIRED_KEYS if key not in state]

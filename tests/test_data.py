@@ -436,6 +436,16 @@ def test_npy_bad_files(tmp_path):
     with pytest.raises(DataError, match=">= 0"):
         load_dataset("npy", tmp_path / "neg.npz")
 
+    text = tmp_path / "notes.npy"
+    text.write_text("these are not pixels\n")
+    with pytest.raises(DataError, match="not a NumPy array file") as err:
+        load_dataset("npy", text)
+    assert "pickled" not in str(err.value)
+
+    np.savez(tmp_path / "huge.npz", x=images, y=np.array([0, 1, 2, 10**9]))
+    with pytest.raises(DataError, match="0..K-1 with K at most 100,000"):
+        load_dataset("npy", tmp_path / "huge.npz")
+
     truncated = tmp_path / "truncated.npy"
     np.save(truncated, images)
     truncated.write_bytes(truncated.read_bytes()[:-20])

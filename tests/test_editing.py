@@ -1,6 +1,7 @@
 """Editing real images through a conditional G, and the k-shot augmentation study."""
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,6 +133,13 @@ def test_edit_errors_are_one_clear_line(cgan, tmp_path, capsys):
     assert code == 2 and "3x28x28" in err
     code, err = main(["train-encoder", "--ckpt", str(unconditional), "--iterations", "1"]), capsys.readouterr().err
     assert code == 2 and "unconditional" in err
+    (tmp_path / "empty.pt").write_bytes(b"")
+    code, err = run("--ckpt", str(cgan), "--encoder", str(tmp_path / "empty.pt"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "is empty (0 bytes)" in err, err
+    torch.save({"format": "x", "obj": Path(".")}, tmp_path / "object.pt")  # an object weights_only refuses
+    code, err = run("--ckpt", str(cgan), "--encoder", str(tmp_path / "object.pt"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "holds objects other than tensors" in err, err
+    assert "weights_only" not in err
     with pytest.raises(EditError, match="out of range"):
         check_class(-1, 10)
     with pytest.raises(EditError, match="generator makes"):

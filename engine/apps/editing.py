@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..checkpoint import read_torch_file
 from ..data import DataError, load_dataset
 from ..metrics.evaluate import DIGIT_DATASETS
 from ..images import image_grid
@@ -136,9 +137,9 @@ def load_encoder(path, G, device="cpu"):
     if not path.is_file():
         raise EditError(f"encoder not found: {path} (train one with ganforge train-encoder --ckpt ...)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise EditError(f"cannot read encoder {path}: {exc}") from exc
+        state = read_torch_file(path, "encoder")
+    except ValueError as exc:
+        raise EditError(str(exc)) from None
     if not isinstance(state, dict) or state.get("format") != ENCODER_FORMAT:
         raise EditError(f"{path} is not a ganforge encoder (expected format {ENCODER_FORMAT!r})")
     if (tuple(state["data_shape"]), state["z_dim"], state["num_classes"]) != (G.data_shape, G.z_dim, G.num_classes):

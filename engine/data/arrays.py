@@ -1,4 +1,5 @@
 """Arrays: .npy (images) or .npz (images/x, optional labels/y), never unpickled."""
+import contextlib
 import zipfile
 import zlib
 
@@ -14,6 +15,11 @@ def load_arrays(path):
     """(images (N, H, W, C), labels or None) from an .npy or .npz file."""
     if path.suffix not in (".npy", ".npz"):
         raise DataError(f"dataset 'npy': {path} should end in .npy or .npz")
+    with contextlib.suppress(OSError), open(path, "rb") as f:
+        head = f.read(6)
+        if head[:6] != b"\x93NUMPY" and head[:4] != b"PK\x03\x04":  # NumPy's signature, or a zip (.npz)
+            raise DataError(f"{path}: not a NumPy array file (it starts with neither NumPy's signature nor a zip "
+                            "archive's); save it with numpy.save or numpy.savez")
     try:
         loaded = np.load(path, allow_pickle=False)
     except _ARRAY_FILE_ERRORS as err:
