@@ -111,9 +111,15 @@ def build_session(cfg, dataset=None, world=None):
 
     world: under torchrun, this process's place (engine.distributed.World, its process group started); the
     session then holds this rank's shard of the data and its part of the batch."""
-    cfg.validate()
     world = world or distributed.World()
+    cfg.validate()
     world.local_batch(cfg.batch_size)  # the global batch must split evenly
+    return assemble_session(cfg, dataset, world)
+
+
+def assemble_session(cfg, dataset, world):
+    """build_session after its checks (train makes them earlier, before it locks the run folder): data on the
+    device, G and D, their train state and runner."""
     device = world.device(resolve_device(cfg.device))
     precision = resolve_precision(cfg.precision, device)
     graphs = resolve_graphs(cfg.graphs, device)
@@ -242,13 +248,13 @@ def train(cfg, dataset=None, resume=None, overwrite=False, discard_newer=False):
     resuming_here = bool(resume) and out.resolve() == resume_folder(resume)
     # Under torchrun: join the other ranks first (rank 0 alone touches the run folder and writes outputs).
     world = distributed.from_environment(cfg.dist_timeout)
-    world.local_batch(cfg.batch_size)
+    world.local_batch(cfg.batch_size)  # the global batch must split evenly
     world.start(world.device(resolve_device(cfg.device)))
     # The folder is locked first, so a second run into it fails at once; nothing in it changes before training.
     with ExitStack() as stack, SignalGuard() as signals:
         run_dir = world.main_does(lambda: stack.enter_context(RunDir(out).open(resume=resuming_here,
                                                                                overwrite=overwrite)))
-        session = build_session(cfg, dataset, world)
+        session = assemble_session(cfg, dataset, world)  # the config was checked above
         references = check_scoring(cfg)  # FID's backbone and held-out split fail here, not after training
         start = restore(session, resume, out if resuming_here else None, discard_newer) if resume else 0
         if "GANFORGE_TEST_NAN_AT" in os.environ:
