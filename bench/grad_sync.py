@@ -86,6 +86,10 @@ def main(argv=None):
         atomic_write_json(args.out, results)
         print(json.dumps(results["ms_per_step"]), json.dumps(results["sync_ms"]))
         print(f"results written to {args.out}")
+    # DDP's reducer holds the process group: release it, and let every rank arrive, before the group goes (a rank
+    # that tore the group down under a live reducer was seen to abort at exit).
+    del ddp
+    dist.barrier()
     world.stop()
     return 0
 
