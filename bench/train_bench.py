@@ -59,6 +59,7 @@ OBJECTIVES = {
     "none": {"loss": "ns", "penalty": "none"},
     "wgan-gp": {"loss": "wgan", "penalty": "wgan-gp", "penalty_every": 1},
     "r1": {"loss": "ns", "penalty": "r1", "penalty_every": 1},
+    "rpgan-r1r2": {"loss": "rpgan", "penalty": "r1+r2", "penalty_every": 1},  # R3GAN's objective
     "default": {},  # `ganforge train`'s recipe: TrainConfig's defaults (ns + R1 on every 4th D step)
 }
 COLUMNS = {
@@ -268,7 +269,7 @@ class _Timed:
             (self.d_ms if kind == "d" else self.g_ms).append(ms)
 
 
-def _measure(sessions, plan, loops=None):
+def measure_interleaved(sessions, plan, loops=None):
     """Warm every session up, then time them interleaved: each of ``plan.repeats`` rounds runs one block of
     ``plan.iters`` iterations per session, then up to STEP_SAMPLES rounds time one iteration's D and G steps per
     session. Interleaving spreads a shared machine's changing load evenly over the columns compared.
@@ -364,7 +365,7 @@ def run_columns(name, objective, columns, batch_size, device, plan, dataset, wan
             if not opened:
                 continue
             try:
-                timed, warmups = _measure([session for _, session in opened], plan, loops)
+                timed, warmups = measure_interleaved([session for _, session in opened], plan, loops)
             except Exception as exc:  # noqa: BLE001 -- e.g. compile + double backward: the error is the result
                 for row, _ in opened:
                     row["error"] = _error_text(exc)

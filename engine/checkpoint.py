@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .config import TrainConfig
 from .io import atomic_write, fsync_dir
 
 FORMAT = "ganforge-checkpoint/1"
@@ -51,6 +52,7 @@ def save_checkpoint(path, train_state, iteration, data_shape, num_classes, extra
         # device-side training counters: the adaptive augmentation strength and the EMA ramp-up's image count
         "augment_p": train_state.augment.p.detach().cpu(),
         "ema_images": train_state.ema_images.detach().cpu(),
+        "lecam_ema": train_state.lecam_ema.detach().cpu(),  # LeCam's moving averages of D's scores
         **(extra or {}),  # e.g. the trainer's rollback count
     }
     # Serialised in memory first: torch's own writer turns a failed write (a full disk) into an opaque
@@ -171,11 +173,11 @@ def load_checkpoint(path, map_location="cpu"):
 
 # Fields that shape the models or the optimizer state: a resumed run must agree with its checkpoint on them.
 ARCHITECTURE_FIELDS = ("model", "dataset", "image_size", "channels", "conditional", "z_dim", "width", "optimizer",
-                       "penalty")
+                       "penalty", "spectral_norm")
 # Fields a resumed run may change: applied to the restored state and reported (trainer logs them).
 TUNABLE_FIELDS = ("lr_g", "lr_d", "beta1", "beta2", "loss", "n_critic", "penalty_weight", "penalty_every", "clip",
                   "ema", "ema_rampup", "batch_size", "precision", "augment", "augment_p", "ada_target", "penalty_grad",
-                  "kernels", "graphs", "compile")
+                  "kernels", "graphs", "compile", "feature_matching", "lecam")
 
 
 def flag(name):
@@ -190,9 +192,10 @@ def hyperparameter_changes(saved_config, cfg):
 
 def check_same_architecture(state, cfg, path, data_shape=None):
     """Refuse a checkpoint of another architecture, or of data of another shape (``data_shape``, when known)."""
-    saved = state["config"]
-    mismatched = [f"{flag(name)} {saved.get(name)!r} in the checkpoint, {getattr(cfg, name)!r} now"
-                  for name in ARCHITECTURE_FIELDS if saved.get(name) != getattr(cfg, name)]
+    defaults = TrainConfig()  # a field newer than the checkpoint had its default there
+    saved = {name: state["config"].get(name, getattr(defaults, name)) for name in ARCHITECTURE_FIELDS}
+    mismatched = [f"{flag(name)} {saved[name]!r} in the checkpoint, {getattr(cfg, name)!r} now"
+                  for name in ARCHITECTURE_FIELDS if saved[name] != getattr(cfg, name)]
     if data_shape is not None and list(state.get("data_shape", data_shape)) != list(data_shape):
         shape = "x".join(map(str, state["data_shape"]))
         mismatched.append(f"its data are {shape}, the data now are {'x'.join(map(str, data_shape))}")
@@ -233,6 +236,8 @@ def restore_training_state(train_state, state, path="checkpoint"):
         train_state.augment.p.copy_(state["augment_p"])
     if "ema_images" in state:
         train_state.ema_images.copy_(state["ema_images"])
+    if "lecam_ema" in state:
+        train_state.lecam_ema.copy_(state["lecam_ema"])
     restore_rng_state(state["rng"])
     return state["iteration"], changes
 
@@ -240,8 +245,6 @@ def restore_training_state(train_state, state, path="checkpoint"):
 def load_generator(path, device="cpu", use_ema=True, kernels="auto"):
     """Rebuild G from a checkpoint for sampling or scoring: returns (G in eval mode, TrainConfig, num_classes)."""
     from ..models import build_models
-
-    from .config import TrainConfig
 
     state = load_checkpoint(path)
     cfg = TrainConfig.from_dict(state["config"])

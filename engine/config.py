@@ -8,14 +8,19 @@ import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-LOSSES = ("ns", "minimax", "wgan", "hinge")
-PENALTIES = ("none", "wgan-gp", "r1")
+LOSSES = ("ns", "minimax", "wgan", "hinge", "rpgan", "lsgan")
+PENALTIES = ("none", "wgan-gp", "r1", "r2", "r1+r2")
 OPTIMIZERS = ("adam", "rmsprop")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SWITCHES = ("auto", "on", "off")
 # (weight, interval) of each penalty when not given: WGAN-GP's lambda 10 on every D step; R1 with gamma 1 on every
-# 4th D step (lazy, StyleGAN2), which bench/results/recipe-search-cpu-2026-11-29.json found best on MNIST-5k.
-PENALTY_DEFAULTS = {"none": (0.0, 1), "wgan-gp": (10.0, 1), "r1": (1.0, 4)}
+# 4th D step (lazy, StyleGAN2), which bench/results/recipe-search-cpu-2026-11-29.json found best on MNIST-5k; R2
+# (on fakes) and R1 + R2 with gamma 1 on every D step, as R3GAN applies them (its author warns that lazy
+# intervals void the convergence argument).
+PENALTY_DEFAULTS = {"none": (0.0, 1), "wgan-gp": (10.0, 1), "r1": (1.0, 4), "r2": (1.0, 1), "r1+r2": (1.0, 1)}
+# Penalties on D's input gradient at real samples, and at generated ones.
+PENALIZES_REAL = ("r1", "r1+r2")
+PENALIZES_FAKE = ("r2", "r1+r2")
 PENALTY_GRADS = ("auto", "explicit", "autograd")  # how a penalty gets its input gradient (engine.losses)
 ON_NAN = ("stop", "rollback")
 
@@ -32,12 +37,15 @@ class TrainConfig:
     z_dim: int = 100
     width: int = 64                    # DCGAN base channel count
     # objective
-    loss: str = "ns"                   # non-saturating, minimax, wasserstein critic, hinge
-    penalty: str = "r1"
+    loss: str = "ns"                   # non-saturating, minimax, wasserstein critic, hinge, rpgan, lsgan
+    penalty: str = "r1"                # none, wgan-gp, r1 (reals), r2 (fakes), r1+r2
     penalty_weight: float | None = None  # lambda of WGAN-GP, gamma of R1; None: PENALTY_DEFAULTS
     penalty_every: int | None = None     # lazy regularisation: penalise every k-th D step, weight scaled by k
     penalty_grad: str = "auto"         # D's input gradient: explicit (first-order) | autograd (double backward)
     clip: float | None = None          # WGAN weight clipping of D's parameters
+    spectral_norm: bool = False        # D's layers spectrally normalised (one power iteration per D step)
+    feature_matching: float = 0.0      # > 0: G's loss adds this times ||E f(x) - E f(G(z))||^2, f = D's features
+    lecam: float = 0.0                 # > 0: D's loss adds this times the LeCam regulariser
     # optimisation
     optimizer: str = "adam"
     lr_g: float = 2e-4
@@ -125,6 +133,10 @@ class TrainConfig:
             raise ValueError(f"--ema-rampup must be >= 0 and needs --ema > 0, got {self.ema_rampup}")
         if self.clip is not None and self.clip <= 0:
             raise ValueError(f"--clip must be > 0, got {self.clip}")
+        for name in ("feature_matching", "lecam"):
+            value = getattr(self, name)
+            if not (value >= 0 and value < float("inf")):
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite weight >= 0, got {value}")
         if self.max_rollbacks < 0:
             raise ValueError(f"--max-rollbacks must be >= 0, got {self.max_rollbacks}")
         if self.fid_every < 0 or self.fid_every_samples < 2 or not 0 < self.fid_budget <= 1:

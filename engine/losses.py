@@ -2,6 +2,11 @@
 
 Non-saturating and minimax losses use softplus, so that log(sigmoid(x)) never under- or overflows:
 log D(x) = -softplus(-x), log(1 - D(x)) = -softplus(x).
+
+Relativistic pairing (rpgan, Jolicoeur-Martineau 2019; R3GAN's loss) compares each real sample's score with the
+fake sample's at the same batch position, so both batches must be the same size; the generator's loss reads the
+real scores too (as constants: G's step holds D fixed). Least squares (lsgan, Mao et al. 2017) is the
+a-b-c = 0-1-1 form: D pulls real scores to 1 and fake ones to 0, G pulls fake scores to 1.
 """
 import torch
 from torch.nn import functional as F
@@ -17,18 +22,48 @@ def d_loss(kind, real_logits, fake_logits):
         return fake_logits.mean() - real_logits.mean()
     if kind == "hinge":
         return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+    if kind == "rpgan":  # -log sigmoid(D(x_i) - D(G(z_i)))
+        return F.softplus(fake_logits - real_logits).mean()
+    if kind == "lsgan":
+        return 0.5 * (real_logits - 1).square().mean() + 0.5 * fake_logits.square().mean()
     raise ValueError(f"unknown loss {kind!r}")
 
 
-def g_loss(kind, fake_logits):
-    """The generator's loss on D's logits for generated samples."""
+# Losses whose generator term reads D's scores of a real batch as well as of the generated one.
+G_LOSSES_READING_REAL = ("rpgan",)
+
+
+def g_loss(kind, fake_logits, real_logits=None):
+    """The generator's loss on D's logits for generated samples (and, for rpgan, for a real batch)."""
     if kind == "ns":  # maximise log D(G(z))
         return F.softplus(-fake_logits).mean()
     if kind == "minimax":  # minimise log(1 - D(G(z))), the original saturating objective
         return -F.softplus(fake_logits).mean()
     if kind in ("wgan", "hinge"):
         return -fake_logits.mean()
+    if kind == "rpgan":  # -log sigmoid(D(G(z_i)) - D(x_i))
+        if real_logits is None:
+            raise ValueError("the rpgan generator loss needs D's scores of a real batch")
+        return F.softplus(real_logits.detach() - fake_logits).mean()
+    if kind == "lsgan":
+        return 0.5 * (fake_logits - 1).square().mean()
     raise ValueError(f"unknown loss {kind!r}")
+
+
+def feature_matching_loss(real_features, fake_features):
+    """|| mean_b f(x_b) - mean_b f(G(z_b)) ||^2 over D's penultimate features f (Salimans et al. 2016); the real
+    side is a constant."""
+    dtype = torch.promote_types(fake_features.dtype, torch.float32)  # at least fp32 under autocast
+    return (real_features.detach().to(dtype).mean(0) - fake_features.to(dtype).mean(0)).square().sum()
+
+
+def lecam_regularizer(real_logits, fake_logits, ema_real, ema_fake):
+    """LeCam regularisation (Tseng et al. 2021), in the form of the authors' code:
+    mean relu(D(x) - ema_fake)^2 + mean relu(ema_real - D(G(z)))^2, where ema_real and ema_fake are moving
+    averages of D's mean real and fake scores (constants here). It keeps real scores from running above the
+    fakes' average and fake scores below the reals', which bounds how far D can separate them."""
+    return (F.relu(real_logits - ema_fake.detach()).square().mean()
+            + F.relu(ema_real.detach() - fake_logits).square().mean())
 
 
 def supports_explicit_input_grad(D):
@@ -88,6 +123,13 @@ def r1_penalty(D, real, labels=None, gamma=10.0, impl="auto", grad_method="autog
     """
     grad, scores = input_gradient(D, real, labels, grad_method)
     return kernels.gradient_penalty(grad, kind="r1", weight=gamma, impl=impl), scores
+
+
+def r2_penalty(D, fake, labels=None, gamma=10.0, impl="auto", grad_method="autograd"):
+    """gamma / 2 * mean_b ||grad_x D(x_b)||^2 on generated samples, detached from G (R2; R3GAN pairs it with R1).
+
+    Returns (penalty, fake_scores), the fake scores of the same forward pass."""
+    return r1_penalty(D, fake.detach(), labels, gamma, impl, grad_method)
 
 
 @torch.no_grad()

@@ -13,12 +13,15 @@ from contextlib import nullcontext
 import torch
 from torch.profiler import record_function
 
+from .. import models
 from . import losses
 from .augment import Augment
+from .config import PENALIZES_FAKE, PENALIZES_REAL
 from .distributed import BatchDraw, World
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-D_STATS = ("d_loss", "penalty", "real_score", "fake_score")
+D_STATS = ("d_loss", "penalty", "real_score", "fake_score")  # penalty: the gradient penalties plus LeCam
+LECAM_EMA_DECAY = 0.99  # the LeCam authors' decay of the moving averages of D's scores
 G_STATS = ("g_loss", "g_fake_score")
 
 
@@ -54,7 +57,11 @@ class TrainState:
         self.world = world or World()
         self.draw = BatchDraw(cfg.batch_size, self.world, self.device)
         # BatchNorm running statistics (G's; D's when it has BatchNorm), averaged across ranks with the gradients.
-        self.norm_buffers = [b for m in (G, D) for b in m.buffers() if b.is_floating_point()]
+        self.norm_buffers = [b for m in (G, D) for module in m.modules()
+                             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+                             for b in module.buffers() if b.is_floating_point()]
+        # D's spectrally normalised layers (--spectral-norm): each D step refines their singular vectors first.
+        self.spectral_layers = models.spectral_norm_layers(D)
         self.images, self.labels, self.num_classes = images, labels, num_classes
         self.conditional = cfg.conditional
         self.amp_dtype = AMP_DTYPES[precision]
@@ -71,6 +78,8 @@ class TrainState:
         if cfg.ema > 0:
             self.G_ema = copy.deepcopy(G).eval().requires_grad_(False)
         self.ema_images = torch.zeros((), device=self.device)  # images G has trained on, for the EMA ramp-up
+        # LeCam's moving averages of D's mean (real, fake) scores, kept on the device and in checkpoints.
+        self.lecam_ema = torch.zeros(2, device=self.device)
         # Running sums of the step statistics, read by the trainer every log interval, never inside a step.
         self.d_stats_sum = torch.zeros(len(D_STATS), device=self.device)
         self.g_stats_sum = torch.zeros(len(G_STATS), device=self.device)
@@ -131,9 +140,14 @@ class TrainState:
 
     # -- the steps --------------------------------------------------------------------------------------------------
     def d_step(self, penalize=False):
-        """One discriminator (critic) update; ``penalize`` adds the gradient penalty / R1 on this step."""
+        """One discriminator (critic) update; ``penalize`` adds the gradient penalty (WGAN-GP, R1 and/or R2) on this
+        step. A penalty at real (R1) or generated (R2) samples takes its scores from its own forward pass."""
         cfg = self.cfg
         self.D.requires_grad_(True)
+        if self.spectral_layers:
+            with record_function("spectral norm"):
+                for layer in self.spectral_layers:
+                    layer.power_iteration_()
         real, real_labels = self.real_batch()
         z, fake_labels = self.latent_batch()
         with record_function("G forward"), torch.no_grad(), self.autocast():
@@ -141,21 +155,31 @@ class TrainState:
         real, fake = self.augment(real, self.draw), self.augment(fake, self.draw)
         with self.autocast():
             penalty = torch.zeros((), device=self.device)
-            if penalize and cfg.penalty == "r1":
+            if penalize and cfg.penalty in PENALIZES_REAL:
                 with record_function("penalty"):
-                    penalty, real_scores = losses.r1_penalty(self.D, real, real_labels, self.penalty_step_weight,
-                                                             impl=cfg.kernels, grad_method=self.penalty_grad)
+                    r1, real_scores = losses.r1_penalty(self.D, real, real_labels, self.penalty_step_weight,
+                                                        impl=cfg.kernels, grad_method=self.penalty_grad)
+                    penalty = penalty + r1
             else:
                 with record_function("D forward"):
                     real_scores = self.D(real, real_labels)
-            with record_function("D forward"):
-                fake_scores = self.D(fake, fake_labels)
-                loss = losses.d_loss(cfg.loss, real_scores.float(), fake_scores.float())
+            if penalize and cfg.penalty in PENALIZES_FAKE:
+                with record_function("penalty"):
+                    r2, fake_scores = losses.r2_penalty(self.D, fake.to(real.dtype), fake_labels,
+                                                        self.penalty_step_weight, impl=cfg.kernels,
+                                                        grad_method=self.penalty_grad)
+                    penalty = penalty + r2
+            else:
+                with record_function("D forward"):
+                    fake_scores = self.D(fake, fake_labels)
+            loss = losses.d_loss(cfg.loss, real_scores.float(), fake_scores.float())
             if penalize and cfg.penalty == "wgan-gp":
                 with record_function("penalty"):
                     penalty = losses.wgan_gp_penalty(self.D, real, fake.to(real.dtype), real_labels,
                                                      self.penalty_step_weight, alpha=self.draw.rand(dtype=real.dtype),
                                                      impl=cfg.kernels, grad_method=self.penalty_grad)
+            if cfg.lecam > 0:
+                penalty = penalty + cfg.lecam * self.lecam_step(real_scores.float(), fake_scores.float())
         with record_function("D backward"):
             self.opt_d.zero_grad(set_to_none=True)
             self.scaler_d.scale(loss + penalty).backward()
@@ -173,16 +197,37 @@ class TrainState:
         self.d_steps_done += 1
         return stats
 
+    def lecam_step(self, real_scores, fake_scores):
+        """The LeCam regulariser against the moving averages so far, then the averages take this step's means."""
+        reg = losses.lecam_regularizer(real_scores, fake_scores, self.lecam_ema[0], self.lecam_ema[1])
+        with torch.no_grad():
+            means = torch.stack([real_scores.detach().mean(), fake_scores.detach().mean()])
+            self.lecam_ema.lerp_(means, 1 - LECAM_EMA_DECAY)
+        return reg
+
     def g_step(self):
-        """One generator update through a frozen D, then the EMA of G's weights."""
+        """One generator update through a frozen D, then the EMA of G's weights. rpgan and feature matching also
+        read D on a real batch, without gradients (constants of G's loss)."""
+        cfg = self.cfg
         self.D.requires_grad_(False)  # no weight gradients for D in G's step
         z, labels = self.latent_batch()
+        real_scores = real_features = None
+        if cfg.loss in losses.G_LOSSES_READING_REAL or cfg.feature_matching > 0:
+            real, real_labels = self.real_batch()
+            with record_function("D forward"), torch.no_grad(), self.autocast():
+                real_scores, real_features = self.D.scores_and_features(self.augment(real, self.draw), real_labels)
         with record_function("G forward"), self.autocast():
             fake = self.augment(self.G(z, labels), self.draw)  # gradients flow through the augmentation into G
             if self.channels_last:
                 fake = fake.contiguous(memory_format=torch.channels_last)
-            fake_scores = self.D(fake, labels)
-            loss = losses.g_loss(self.cfg.loss, fake_scores.float())
+            if cfg.feature_matching > 0:
+                fake_scores, fake_features = self.D.scores_and_features(fake, labels)
+            else:
+                fake_scores = self.D(fake, labels)
+            loss = losses.g_loss(cfg.loss, fake_scores.float(),
+                                 None if real_scores is None else real_scores.float())
+            if cfg.feature_matching > 0:
+                loss = loss + cfg.feature_matching * losses.feature_matching_loss(real_features, fake_features)
         with record_function("G backward"):
             self.opt_g.zero_grad(set_to_none=True)
             self.scaler_g.scale(loss).backward()
@@ -196,7 +241,7 @@ class TrainState:
                 self.update_ema()
         stats = torch.stack([loss.detach(), fake_scores.detach().float().mean()])
         self.g_stats_sum += stats
-        self.watch_finite(stats[0], self.G, self.d_steps_done // self.cfg.n_critic - 1)  # after this iteration's D steps
+        self.watch_finite(stats[0], self.G, self.d_steps_done // cfg.n_critic - 1)  # after this iteration's D steps
         return stats
 
     @torch.no_grad()

@@ -136,7 +136,7 @@ def assemble_session(cfg, dataset, world):
     num_classes = dataset.num_classes if cfg.conditional else 0
     # BatchNorm mixes samples, which a per-sample gradient penalty must not see: D has none then.
     G, D = build_models(cfg.model, dataset.data_shape, cfg.z_dim, num_classes, cfg.width,
-                        d_batch_norm=cfg.penalty == "none", impl=cfg.kernels)
+                        d_batch_norm=cfg.penalty == "none", impl=cfg.kernels, spectral_norm=cfg.spectral_norm)
     is_conv = cfg.model == "dcgan"
     channels_last = is_conv and (cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda"))
     memory_format = torch.channels_last if channels_last else torch.contiguous_format

@@ -17,9 +17,25 @@ def set_kernel_impl(module, impl):
     return module
 
 
-def build_models(name, data_shape, z_dim=100, num_classes=0, width=64, d_batch_norm=False, impl="auto"):
+def enable_spectral_norm(module):
+    """Spectrally normalise the weight of every fused layer in ``module`` (Miyato et al. 2018); returns the
+    layers, whose ``power_iteration_()`` the D step calls. A label embedding is left as it is."""
+    layers = [layer for layer in module.modules() if isinstance(layer, (FusedLinear, FusedConv2d))]
+    for layer in layers:
+        layer.enable_spectral_norm()
+    return layers
+
+
+def spectral_norm_layers(module):
+    """The fused layers of ``module`` that normalise their weight spectrally."""
+    return [layer for layer in module.modules()
+            if isinstance(layer, (FusedLinear, FusedConv2d)) and layer.spectral is not None]
+
+
+def build_models(name, data_shape, z_dim=100, num_classes=0, width=64, d_batch_norm=False, impl="auto",
+                 spectral_norm=False):
     """Return (G, D) for ``name`` in MODEL_NAMES; ``num_classes > 0`` makes both conditional; ``impl`` is the
-    kernel choice of every fused layer."""
+    kernel choice of every fused layer; ``spectral_norm`` normalises D's layers."""
     if name == "mlp":
         out_act = "tanh" if len(data_shape) == 3 else "linear"  # images live in [-1, 1]; 2-D points do not
         G = MLPGenerator(data_shape, z_dim, num_classes=num_classes, out_act=out_act)
@@ -31,8 +47,10 @@ def build_models(name, data_shape, z_dim=100, num_classes=0, width=64, d_batch_n
         D = DCGANDiscriminator(data_shape, width, num_classes, batch_norm=d_batch_norm)
     else:
         raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
+    if spectral_norm:
+        enable_spectral_norm(D)
     return set_kernel_impl(G, impl), set_kernel_impl(D, impl)
 
 
 __all__ = ["MLPGenerator", "MLPDiscriminator", "DCGANGenerator", "DCGANDiscriminator", "build_models",
-           "MODEL_NAMES", "set_kernel_impl"]
+           "MODEL_NAMES", "set_kernel_impl", "enable_spectral_norm", "spectral_norm_layers"]

@@ -65,15 +65,20 @@ class ProjectionCritic(nn.Module):
         return x
 
     def forward(self, x, labels=None):
+        return self.scores_and_features(x, labels)[0]
+
+    def scores_and_features(self, x, labels=None):
+        """(scores (N,), the flattened features h (N, F) the head reads): feature matching's f(x)."""
         h = self.features(self.features_input(x)).flatten(1)
         logit = self.head(h).squeeze(1)
         if self.label_embed is not None:
             logit = logit + (self.label_embed(labels) * h).sum(dim=1)
-        return logit
+        return logit, h
 
     def supports_input_grad(self):
         """Whether scores_and_input_grad is exact here (no BatchNorm, piecewise-linear activations only)."""
-        return critic_supports_input_grad(self, ProjectionCritic.forward)
+        return (critic_supports_input_grad(self, ProjectionCritic.forward)
+                and type(self).scores_and_features is ProjectionCritic.scores_and_features)
 
     def scores_and_input_grad(self, x, labels=None):
         """(scores, d scores / d x) without double backward; both differentiable in the weights.

@@ -1,8 +1,9 @@
 """The explicit input gradient (first-order ops) equals autograd's double backward exactly, and falls back safely.
 
 fp64, assert_close's fp64 tolerances: the penalty value, the scores and every weight gradient, for the MLP and
-DCGAN critics (28/32/64, conditional or not), WGAN-GP and R1, on the reference kernels and on the Triton kernels
-(through the interpreter on CPU: tiny widths and batches keep each launch to one or two programs).
+DCGAN critics (28/32/64, conditional or not), WGAN-GP, R1, R2 and R1 + R2, with and without spectral norm, on the
+reference kernels and on the Triton kernels (through the interpreter on CPU: tiny widths and batches keep each
+launch to one or two programs).
 """
 import zlib
 
@@ -14,7 +15,8 @@ from ganforge.engine import losses
 from ganforge.engine.config import TrainConfig
 from ganforge.engine.data import Dataset
 from ganforge.engine.trainer import build_session, run_iteration
-from ganforge.models import DCGANDiscriminator, MLPDiscriminator, build_models, set_kernel_impl
+from ganforge.models import (DCGANDiscriminator, MLPDiscriminator, build_models, set_kernel_impl,
+                             spectral_norm_layers)
 
 CRITICS = {  # name -> (model, data shape, conditional)
     "mlp": ("mlp", (1, 28, 28), False),
@@ -25,14 +27,19 @@ CRITICS = {  # name -> (model, data shape, conditional)
 }
 
 
-def make_critic(name, impl, seed=0):
+def make_critic(name, impl, seed=0, spectral_norm=False):
     model, shape, conditional = CRITICS[name]
     torch.manual_seed(seed)
-    _, D = build_models(model, shape, num_classes=10 if conditional else 0, width=2, impl=impl)
+    _, D = build_models(model, shape, num_classes=10 if conditional else 0, width=2, impl=impl,
+                        spectral_norm=spectral_norm)
     for p in D.parameters():  # DCGAN's N(0, 0.02) init makes tiny gradients; larger weights test more digits
         with torch.no_grad():
             p.normal_(0.0, 0.3)
-    return D.double(), shape, conditional
+    D = D.double()
+    for layer in spectral_norm_layers(D):  # singular vectors of the new weights, as the D steps keep them
+        for _ in range(3):
+            layer.power_iteration_()
+    return D, shape, conditional
 
 
 def penalty_and_grads(D, method, kind, real, fake, labels, alpha, impl):
@@ -41,15 +48,21 @@ def penalty_and_grads(D, method, kind, real, fake, labels, alpha, impl):
         value = losses.wgan_gp_penalty(D, real, fake, labels, weight=10.0, alpha=alpha, impl=impl,
                                        grad_method=method)
         scores = torch.zeros(())
-    else:
+    elif kind == "r1":
         value, scores = losses.r1_penalty(D, real, labels, gamma=10.0, impl=impl, grad_method=method)
+    elif kind == "r2":
+        value, scores = losses.r2_penalty(D, fake, labels, gamma=10.0, impl=impl, grad_method=method)
+    else:  # r1+r2, as the D step adds them
+        r1, real_scores = losses.r1_penalty(D, real, labels, gamma=10.0, impl=impl, grad_method=method)
+        r2, fake_scores = losses.r2_penalty(D, fake, labels, gamma=10.0, impl=impl, grad_method=method)
+        value, scores = r1 + r2, torch.cat([real_scores, fake_scores])
     params = list(D.parameters())
     grads = torch.autograd.grad(value + 0.1 * scores.sum(), params, allow_unused=True)
     return value, scores, [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
 
 
-def check_equal(name, kind, impl, batch=3):
-    D, shape, conditional = make_critic(name, impl)
+def check_equal(name, kind, impl, batch=3, spectral_norm=False):
+    D, shape, conditional = make_critic(name, impl, spectral_norm=spectral_norm)
     gen = torch.Generator().manual_seed(zlib.crc32(f"{name}/{kind}".encode()) % 1000)  # not the salted hash()
     real = torch.randn(batch, *shape, generator=gen, dtype=torch.float64)
     fake = torch.randn(batch, *shape, generator=gen, dtype=torch.float64)
@@ -66,16 +79,17 @@ def check_equal(name, kind, impl, batch=3):
         torch.testing.assert_close(ge, ga, msg=lambda m: f"{pname}: {m}")
 
 
-@pytest.mark.parametrize("kind", ("wgan-gp", "r1"))
+@pytest.mark.parametrize("spectral_norm", (False, True), ids=("plain", "spectral-norm"))
+@pytest.mark.parametrize("kind", ("wgan-gp", "r1", "r2", "r1+r2"))
 @pytest.mark.parametrize("name", tuple(CRITICS))
-def test_explicit_equals_double_backward_reference_kernels(name, kind):
-    check_equal(name, kind, "ref")
+def test_explicit_equals_double_backward_reference_kernels(name, kind, spectral_norm):
+    check_equal(name, kind, "ref", spectral_norm=spectral_norm)
 
 
-@pytest.mark.parametrize("kind", ("wgan-gp", "r1"))
+@pytest.mark.parametrize("kind,spectral_norm", (("wgan-gp", False), ("r1", False), ("r1+r2", True)))
 @pytest.mark.parametrize("name", ("mlp-cond", "dcgan-28"))
-def test_explicit_equals_double_backward_triton_kernels(name, kind):
-    check_equal(name, kind, "triton", batch=2)
+def test_explicit_equals_double_backward_triton_kernels(name, kind, spectral_norm):
+    check_equal(name, kind, "triton", batch=2, spectral_norm=spectral_norm)
 
 
 def test_layers_input_grad_matches_autograd_including_odd_sizes_and_transposed():

@@ -37,10 +37,45 @@ def test_wasserstein_and_hinge_d_loss_by_hand():
     assert losses.d_loss("hinge", REAL, FAKE).item() == pytest.approx(hinge)
 
 
+def test_relativistic_pairing_and_least_squares_by_hand():
+    real, fake = torch.randn(7, dtype=torch.float64), torch.randn(7, dtype=torch.float64)  # fresh each run
+    pairs = list(zip(real.tolist(), fake.tolist()))
+    rp_d = sum(-math.log(sigmoid(r - f)) for r, f in pairs) / 7
+    rp_g = sum(-math.log(sigmoid(f - r)) for r, f in pairs) / 7
+    assert losses.d_loss("rpgan", real, fake).item() == pytest.approx(rp_d, rel=1e-12)
+    assert losses.g_loss("rpgan", fake, real).item() == pytest.approx(rp_g, rel=1e-12)
+    ls_d = sum(0.5 * (r - 1) ** 2 for r in real.tolist()) / 7 + sum(0.5 * f ** 2 for f in fake.tolist()) / 7
+    ls_g = sum(0.5 * (f - 1) ** 2 for f in fake.tolist()) / 7
+    assert losses.d_loss("lsgan", real, fake).item() == pytest.approx(ls_d, rel=1e-12)
+    assert losses.g_loss("lsgan", fake).item() == pytest.approx(ls_g, rel=1e-12)
+    with pytest.raises(ValueError, match="real batch"):
+        losses.g_loss("rpgan", fake)
+
+
+def test_rpgan_generator_loss_treats_real_scores_as_constants():
+    real = torch.randn(5, requires_grad=True)
+    fake = torch.randn(5, requires_grad=True)
+    losses.g_loss("rpgan", fake, real).backward()
+    assert real.grad is None and fake.grad.abs().sum() > 0
+
+
+def test_feature_matching_and_lecam_by_hand():
+    real_f, fake_f = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+    mean_r = [sum(real_f[b, j].item() for b in range(6)) / 6 for j in range(4)]
+    mean_f = [sum(fake_f[b, j].item() for b in range(6)) / 6 for j in range(4)]
+    fm = sum((a - b) ** 2 for a, b in zip(mean_r, mean_f))
+    assert losses.feature_matching_loss(real_f, fake_f).item() == pytest.approx(fm, rel=1e-12)
+    real, fake = torch.randn(5, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    ema_real, ema_fake = torch.tensor(0.3, dtype=torch.float64), torch.tensor(-0.2, dtype=torch.float64)
+    lecam = (sum(max(0.0, r - (-0.2)) ** 2 for r in real.tolist()) / 5
+             + sum(max(0.0, 0.3 - f) ** 2 for f in fake.tolist()) / 3)
+    assert losses.lecam_regularizer(real, fake, ema_real, ema_fake).item() == pytest.approx(lecam, rel=1e-12)
+
+
 def test_losses_stay_finite_for_huge_logits():
     big = torch.tensor([1e4, -1e4])
-    for kind in ("ns", "minimax", "wgan", "hinge"):
-        assert torch.isfinite(losses.d_loss(kind, big, big)) and torch.isfinite(losses.g_loss(kind, big))
+    for kind in ("ns", "minimax", "wgan", "hinge", "rpgan", "lsgan"):
+        assert torch.isfinite(losses.d_loss(kind, big, big)) and torch.isfinite(losses.g_loss(kind, big, big))
 
 
 class LinearCritic(torch.nn.Module):
@@ -90,6 +125,17 @@ def test_r1_penalty_by_hand_and_reuses_real_scores():
     expected = 4.0 / 2 * real.flatten(1).square().sum(1).mean()
     assert penalty.item() == pytest.approx(expected.item(), rel=1e-5)
     torch.testing.assert_close(scores.detach(), D(real))
+
+
+def test_r2_penalty_by_hand_on_detached_fakes():
+    D = SquareCritic()
+    source = torch.randn(4, 1, 2, 2, requires_grad=True)
+    fake = source * 2  # as if from G: the penalty must not reach it
+    penalty, scores = losses.r2_penalty(D, fake, gamma=3.0)
+    expected = 3.0 / 2 * fake.detach().flatten(1).square().sum(1).mean()
+    assert penalty.item() == pytest.approx(expected.item(), rel=1e-5)
+    torch.testing.assert_close(scores.detach(), D(fake.detach()))
+    assert not penalty.requires_grad or torch.autograd.grad(penalty, source, allow_unused=True)[0] is None
 
 
 def test_penalty_gradient_reaches_d_weights():

@@ -3,6 +3,7 @@
     ganforge bench kernels|train|all [--quick] [--out FILE.json] [--device cuda|cpu]
     ganforge bench compare BASE.json NEW.json [--threshold 10%]
     ganforge bench scaling [--nproc 1,2] [--device cpu|cuda] [-- train flags]   (torchrun data-parallel scaling)
+    ganforge bench penalty-cost [--model dcgan-28] [--batch-size 64]   (RpGAN + R1 + R2: explicit vs double backward)
     ganforge profile [train flags] [--out DIR] [--steps-to-profile N] [--synthetic-data]
     ganforge profile diff A/kernels.json B/kernels.json [--threshold 10%]
 """
@@ -24,7 +25,8 @@ def _bench_parser():
         prog="ganforge bench",
         description="Measure the device ceilings, kernel bandwidth and training throughput; compare two runs.",
         epilog="ganforge bench compare BASE.json NEW.json [--threshold 10%]: flag regressions between runs. "
-               "ganforge bench scaling [--nproc 1,2]: images/s on N torchrun ranks against N x one rank.")
+               "ganforge bench scaling [--nproc 1,2]: images/s on N torchrun ranks against N x one rank. "
+               "ganforge bench penalty-cost: RpGAN + R1 + R2's D step, explicit gradient vs double backward.")
     parser.add_argument("what", choices=WHAT, help="kernels, train, or all of them")
     parser.add_argument("--quick", action="store_true", help="small sweep, few repeats (CI-sized)")
     parser.add_argument("--out", help="results JSON (default: runs/bench/<what>-<device>-<time>.json)")
@@ -72,6 +74,10 @@ def bench_command(argv):
         return _compare(argv[1:])
     if argv[:1] == ["scaling"]:
         from ..bench.scaling import main
+
+        return main(argv[1:])
+    if argv[:1] == ["penalty-cost"]:
+        from ..bench.penalty_cost import main
 
         return main(argv[1:])
 

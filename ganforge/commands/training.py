@@ -17,16 +17,24 @@ _BOOL_FLAGS = {"conditional": "train a conditional GAN (class labels into G and 
                "tensorboard": "also write scalars, sample grids and FID to OUT/tensorboard (needs tensorboard)",
                "sync_bn": "under torchrun: normalise with BatchNorm statistics of the global batch (one all-reduce per "
                           "BatchNorm layer) instead of each rank's own",
+               "spectral_norm": "spectrally normalise D's layers (Miyato et al. 2018): one power iteration per D "
+                                "step, its vectors in D's state and checkpoints",
                "compile": "torch.compile the D and G steps (Inductor; captured after compiling with --graphs); a "
                           "penalty then needs the explicit input gradient (torch.compile cannot double backward)"}
 _HELP = {
     "model": "mlp (the textbook MLP GAN) or dcgan",
     "dataset": "mnist5k (embedded), ring8, grid25, mnist-idx, cifar10, folder, npy",
     "data_path": "file or folder for mnist-idx, cifar10, folder and npy datasets",
-    "loss": "ns (non-saturating), minimax, wgan, hinge",
-    "penalty": "none, wgan-gp (gradient penalty on interpolates) or r1 (on reals; the default)",
-    "penalty_every": "lazy regularisation interval in D steps (default: 1 for wgan-gp, 4 for r1)",
-    "penalty_weight": "lambda of WGAN-GP, gamma of R1 (default: 10 for wgan-gp, 1 for r1)",
+    "loss": "ns (non-saturating), minimax, wgan, hinge, rpgan (relativistic pairing, R3GAN's) or lsgan (least "
+            "squares)",
+    "penalty": "none, wgan-gp (gradient penalty on interpolates), r1 (on reals; the default), r2 (on generated "
+               "samples) or r1+r2 (both, as R3GAN)",
+    "penalty_every": "lazy regularisation interval in D steps (default: 1 for wgan-gp, r2 and r1+r2, 4 for r1)",
+    "penalty_weight": "lambda of WGAN-GP, gamma of R1 / R2 (default: 10 for wgan-gp, 1 for the others)",
+    "feature_matching": "add W * ||mean f(real) - mean f(fake)||^2 to G's loss, f = D's penultimate features "
+                        "(Salimans et al. 2016); 0 disables",
+    "lecam": "add W * the LeCam regulariser (Tseng et al. 2021) to D's loss, with EMAs (decay 0.99) of D's real "
+             "and fake scores; 0 disables",
     "penalty_grad": "D's input gradient for the penalty: auto (explicit when the critic supports it), explicit "
                     "(first-order ops, no double backward) or autograd (double backward)",
     "clip": "WGAN weight clipping of D's parameters to [-clip, clip]",
