@@ -12,6 +12,8 @@ Phases, each written to DIR as soon as it ends:
   pytest_gpu.txt       `pytest -m gpu tests/` (graphed vs eager steps and FID, fp16 inf skip, kernels on the device)
   quality.json         time to quality: the default recipe with CUDA graphs, FID at 15, 30 and 60 s of training
   torchrun.json        a one-process torchrun launch with graphs on beside the plain command (bench.scaling)
+  penalty-cost.json    RpGAN + R1 + R2's D step on DCGAN-64 batch 64: explicit input gradient vs double backward
+                       vs no penalty, timed interleaved (bench.penalty_cost)
   gpu_check.md         the results as readable tables
 Without CUDA every GPU phase is skipped with a line saying so, and the exit code is 0.
 """
@@ -163,6 +165,16 @@ def torchrun_check(out, device="cuda", iterations=1200):
              "--log-every", str(iterations // 6), "--out", str(out / "torchrun.json"), "--", "--graphs", graphs])
 
 
+def penalty_cost_check(out, log, device="cuda"):
+    """R3GAN's objective on DCGAN-64: what R1 + R2 on every D step cost, explicit against double backward."""
+    from ..engine.io import atomic_write_text
+    from .penalty_cost import markdown_table, measure
+
+    results = measure("dcgan-64", 64, device, iters=10, repeats=3)
+    atomic_write_text(out / "penalty-cost.json", json.dumps(results, indent=1) + "\n")
+    log(markdown_table(results))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m ganforge.bench.gpu_check", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder for the results")
@@ -196,6 +208,8 @@ def main(argv=None):
             run_phase(log, "quality row", quality_row, out, log)
         if time.monotonic() < deadline - 60:
             run_phase(log, "torchrun launch", torchrun_check, out)
+        if time.monotonic() < deadline - 45:
+            run_phase(log, "penalty cost", penalty_cost_check, out, log)
 
     results = run_benchmarks(out, deadline, log, between=gpu_tests)
     code = test_outcome.get("code", "not run")

@@ -55,7 +55,20 @@ RECIPES = {
                          "ada_target": 0.6},
     "dcgan-hinge-aug-ema": {"model": "dcgan", "loss": "hinge", "penalty": "none", "augment": "translation,cutout",
                             "ada_target": 0.6, "ema": 0.999, "ema_rampup": 0.05},
+    # the toolbox, each piece added to the default recipe of its model (or, for spectral norm on DCGAN, in its
+    # classic setting: hinge loss, no penalty, SNGAN)
+    "mlp-rpgan-r1r2": {"model": "mlp", "loss": "rpgan", "penalty": "r1+r2"},   # R3GAN's objective, every D step
+    "mlp-lsgan-r1": {"model": "mlp", "loss": "lsgan"},
+    "mlp-r1-sn": {"model": "mlp", "spectral_norm": True},
+    "mlp-r1-fm": {"model": "mlp", "feature_matching": 1.0},
+    "mlp-r1-lecam": {"model": "mlp", "lecam": 0.1},
+    "dcgan-rpgan-r1r2": {"model": "dcgan", "loss": "rpgan", "penalty": "r1+r2"},
+    "dcgan-hinge-sn": {"model": "dcgan", "loss": "hinge", "penalty": "none", "spectral_norm": True},
+    "dcgan-r1-lecam": {"model": "dcgan", "lecam": 0.1},
 }
+# The toolbox's rows and the default recipes they are measured against, in one run.
+TOOLBOX = ("mlp-r1", "mlp-rpgan-r1r2", "mlp-lsgan-r1", "mlp-r1-sn", "mlp-r1-fm", "mlp-r1-lecam",
+           "dcgan-r1", "dcgan-rpgan-r1r2", "dcgan-hinge-sn", "dcgan-r1-lecam")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -134,9 +134,11 @@ def assemble_session(cfg, dataset, world):
     if cfg.augment != "none" and len(dataset.data_shape) != 3:
         raise ValueError(f"--augment applies to images; dataset {dataset.name!r} is {dataset.data_shape} points")
     num_classes = dataset.num_classes if cfg.conditional else 0
-    # BatchNorm mixes samples, which a per-sample gradient penalty must not see: D has none then.
+    # BatchNorm mixes samples, which a per-sample gradient penalty must not see: D has none then; nor with spectral
+    # norm, which takes its place as D's normalisation (Miyato et al.'s critics have no BatchNorm).
     G, D = build_models(cfg.model, dataset.data_shape, cfg.z_dim, num_classes, cfg.width,
-                        d_batch_norm=cfg.penalty == "none", impl=cfg.kernels, spectral_norm=cfg.spectral_norm)
+                        d_batch_norm=cfg.penalty == "none" and not cfg.spectral_norm, impl=cfg.kernels,
+                        spectral_norm=cfg.spectral_norm)
     is_conv = cfg.model == "dcgan"
     channels_last = is_conv and (cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda"))
     memory_format = torch.channels_last if channels_last else torch.contiguous_format

@@ -52,3 +52,22 @@ def test_quality_and_torchrun_phases_run_on_cpu(tmp_path, monkeypatch):
     gpu_check.torchrun_check(tmp_path, device="cpu", iterations=12)
     rows = json.loads((tmp_path / "torchrun.json").read_text())["rows"]
     assert [(r["launch"], r["nproc"]) for r in rows] == [("plain", 1), ("torchrun", 1)]
+
+
+def test_penalty_cost_measures_three_columns_on_cpu(tmp_path, capsys):
+    """R3GAN's D step three ways, shrunk to a few iterations: each column ran its own penalty path, and the ratio
+    of the unpenalised column to itself is 1."""
+    from ganforge.bench import penalty_cost
+    from ganforge.cli import main as cli_main
+
+    results = penalty_cost.measure("mlp-28", 8, "cpu", iters=2, repeats=2, warmup=1)
+    rows = {row["column"]: row for row in results["rows"]}
+    assert rows["no penalty"]["penalty_grad"] is None and rows["no penalty"]["d_step_vs_no_penalty"] == 1.0
+    assert rows["double backward"]["penalty_grad"] == "autograd" and rows["explicit"]["penalty_grad"] == "explicit"
+    assert all(row["ms_per_d_step"] > 0 and row["d_step_samples"] == 2 for row in rows.values())
+    assert results["git_commit"] and results["command"]
+    out = tmp_path / "cost.json"
+    assert cli_main(["bench", "penalty-cost", "--model", "mlp-28", "--batch-size", "8", "--iters", "1",
+                     "--repeats", "1", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["schema"] == "ganforge-penalty-cost/1"
+    assert "| explicit | explicit |" in capsys.readouterr().out
