@@ -1,4 +1,4 @@
-"""Time to quality: FID after 1, 2 and 5 minutes of training, for ganforge recipes and for peer models.
+"""Time to quality: FID, precision and recall after 1, 2 and 5 minutes of training, for recipes and peers.
 
     python -m ganforge.bench.quality --out bench/results/quality-cpu-DATE.json [--recipes a,b] [--peers a,b]
                                      [--marks 60,120,300] [--fid-samples 2000]
@@ -6,7 +6,8 @@
 A user waits in minutes, not images per second, so this measures quality against training time. Every
 contender trains on the embedded MNIST-5k train split and is scored by the project's FID (the embedded digit
 classifier's features; 2000 generated digits against the 500 held-out test digits) at each time mark. The
-clock counts training only: each evaluation pauses it. Class shares and the classes found come with each FID.
+clock counts training only: each evaluation pauses it. Improved precision and recall (k = 3, on the same
+features), the class shares and the classes found come with each FID.
 
 Contenders:
 - recipes: ganforge configurations (RECIPES below), trained by the engine itself;
@@ -27,7 +28,8 @@ from tqdm import tqdm
 from ..engine.config import TrainConfig
 from ..engine.data import load_dataset
 from ..engine.metrics.evaluate import generate
-from ..engine.metrics.fid import FIDScorer, class_shares
+from ..engine.metrics.fid import FIDScorer, class_shares_of
+from ..engine.metrics.scores import precision_recall
 from ..engine.io import atomic_write_text
 from ..engine.provenance import provenance
 from ..engine.trainer import build_session, run_iteration
@@ -250,6 +252,15 @@ def make_trainee(name, seed=0, device="cpu"):
 # ----------------------------------------------------------------------------------------------------------
 # The measurement
 
+def sample_scores(scorer, images):
+    """FID, improved precision and recall, and the class shares of one set of samples, from one backbone pass."""
+    features = scorer.features(images)
+    fid = scorer.score_fake(features=features)
+    pr = precision_recall(scorer.real.pool, features.pool) if fid == fid else {
+        "improved_precision": float("nan"), "improved_recall": float("nan")}
+    return {"fid": fid, **pr, **class_shares_of(features.logits.argmax(dim=1).cpu())}
+
+
 def fid_curve(trainee, marks_s, scorer, fid_samples=2000, progress=True, device="cpu"):
     """Train ``trainee`` until each time mark (training seconds) and score it there: a list of points.
 
@@ -269,9 +280,8 @@ def fid_curve(trainee, marks_s, scorer, fid_samples=2000, progress=True, device=
             elapsed = time.perf_counter() - start
             trained_s += elapsed
             bar.update(elapsed)
-        fake = trainee.samples(fid_samples)
         point = {"mark_s": mark, "train_seconds": round(trained_s, 2), "iterations": steps,
-                 "fid": scorer.score_fake(fake), **class_shares(scorer.classifier, fake)}
+                 **sample_scores(scorer, trainee.samples(fid_samples))}
         points.append(point)
         bar.set_postfix(fid=f"{point['fid']:.1f}")
     bar.close()
@@ -283,9 +293,11 @@ def run(names, marks_s=MARKS_S, fid_samples=2000, seed=0, device="cpu", progress
     scorer.set_real(load_dataset("mnist5k", split="test").images)
     floor_pool = load_dataset("mnist5k", split="train").images
     perm = torch.randperm(len(floor_pool), generator=torch.Generator().manual_seed(1))[:fid_samples]
+    floor = sample_scores(scorer, floor_pool[perm])
     results = {"schema": SCHEMA, "device": device_name(device), **provenance(),
                "marks_s": list(marks_s), "fid_samples": fid_samples, "seed": seed, "threads": torch.get_num_threads(),
-               "fid_real_floor": scorer.score_fake(floor_pool[perm]), "curves": []}
+               "fid_real_floor": floor["fid"], "improved_precision_real_floor": floor["improved_precision"],
+               "improved_recall_real_floor": floor["improved_recall"], "curves": []}
     for name in names:
         trainee = make_trainee(name, seed, device)
         trainee.name = name
@@ -300,13 +312,15 @@ def markdown_table(results):
     marks = results["marks_s"]
     lines = ["| contender | kind | " + " | ".join(f"FID @ {m // 60 if m % 60 == 0 else m} "
                                                  f"{'min' if m % 60 == 0 else 's'}" for m in marks)
-             + " | classes found @ end | class shares min-max @ end |",
-             "|---|---|" + "---:|" * len(marks) + "---:|---|"]
+             + " | precision / recall @ end | classes found @ end | class shares min-max @ end |",
+             "|---|---|" + "---:|" * len(marks) + "---:|---:|---|"]
     for curve in results["curves"]:
         end = curve["points"][-1]
+        pr = (f"{end['improved_precision']:.2f} / {end['improved_recall']:.2f}" if "improved_precision" in end
+              else "-")  # files made before precision/recall were measured
         lines.append(f"| {curve['name']} | {curve['kind']} | "
                      + " | ".join(f"{p['fid']:.1f}" for p in curve["points"])
-                     + f" | {end['classes_found']} | {end['min_class_share']:.1%}-{end['max_class_share']:.1%} |")
+                     + f" | {pr} | {end['classes_found']} | {end['min_class_share']:.1%}-{end['max_class_share']:.1%} |")
     return "\n".join(lines) + "\n"
 
 

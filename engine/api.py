@@ -40,6 +40,9 @@ def sample(checkpoint, n=64, *, label=None, use_ema=True, seed=0, device="cpu"):
     return images
 
 
-def score(checkpoint, n_samples=2000, *, use_ema=True, device="cpu"):
-    """FID of the checkpoint's generator against the held-out real set, with the real-data floor."""
-    return score_checkpoint(checkpoint, n_samples, use_ema, device)
+def score(checkpoint, n_samples=2000, *, metrics="fid", use_ema=True, device="cpu"):
+    """The checkpoint's generator scored against the held-out real set, each metric with its real floor.
+
+    metrics: comma-separated fid, kid, is, pr, dc, mifid, intra-fid, or "all" (what `ganforge score` does).
+    """
+    return score_checkpoint(checkpoint, n_samples, use_ema, device, metrics=metrics)

@@ -23,6 +23,23 @@ PENALIZES_REAL = ("r1", "r1+r2")
 PENALIZES_FAKE = ("r2", "r1+r2")
 PENALTY_GRADS = ("auto", "explicit", "autograd")  # how a penalty gets its input gradient (engine.losses)
 ON_NAN = ("stop", "rollback")
+# What the final evaluation (and `ganforge score`) can compute; engine.metrics.scores says what each is.
+METRICS = ("fid", "kid", "is", "pr", "dc", "mifid", "intra-fid")
+
+
+def parse_metrics(text, conditional=False):
+    """"fid,kid,..." (or "all": every metric that applies) -> a tuple in METRICS order; an unknown name, or
+    intra-fid for a model without classes, raises ValueError."""
+    names = [n.strip() for n in str(text).split(",") if n.strip()]
+    if names == ["all"]:
+        return tuple(m for m in METRICS if conditional or m != "intra-fid")
+    unknown = [n for n in names if n not in METRICS]
+    if unknown or not names:
+        raise ValueError(f"--metrics: unknown metric(s) {', '.join(unknown) or '(none given)'}; choose from "
+                         f"{', '.join(METRICS)} or 'all'")
+    if "intra-fid" in names and not conditional:
+        raise ValueError("--metrics intra-fid scores each class apart: it needs a conditional model (--conditional)")
+    return tuple(m for m in METRICS if m in names)
 
 
 @dataclass
@@ -79,6 +96,7 @@ class TrainConfig:
     on_nan: str = "stop"               # a non-finite loss or weight: stop, or rollback to the last checkpoint
     max_rollbacks: int = 3             # --on-nan rollback: at most this many, each halving the learning rates
     fid_samples: int = 2000            # generated images scored at the end; 0 skips FID
+    metrics: str = "all"               # the final evaluation: comma-separated METRICS, or all that apply
     fid_every: int = 0                 # > 0: also score FID every N iterations during training (0: off)
     fid_every_samples: int = 1000      # generated images per on-the-fly FID
     fid_budget: float = 0.1            # on-the-fly FID may take at most this share of the training time
@@ -146,6 +164,7 @@ class TrainConfig:
             raise ValueError(f"--dist-timeout must be > 0 seconds, got {self.dist_timeout}")
         if self.fid_samples < 0:
             raise ValueError(f"--fid-samples must be >= 0, got {self.fid_samples}")
+        parse_metrics(self.metrics, self.conditional)
         return self
 
     @property

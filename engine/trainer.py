@@ -522,9 +522,11 @@ class TrainLoop:
         if session.world.launched:  # G, D and the EMA must be the same on every rank; measured, not assumed
             models = [m for m in (state.G, state.D, state.G_ema) if m is not None]
             in_sync = {"ranks_max_abs_difference": session.world.max_difference(*models)}
+        started = time.perf_counter()
         scores = evaluate_generator(state.sampling_generator(), cfg, state.num_classes, session.device,
                                     cfg.fid_samples, progress=cfg.progress and self.main, references=self.references,
                                     world=session.world)
+        scores["evaluation_seconds"] = round(time.perf_counter() - started, 3)  # the final scores' own cost
         self.stop_if_signalled()
         tracked = {}
         if self.tracker is not None and self.tracker.points:

@@ -12,6 +12,7 @@ COMMANDS = {
     "train": ("ganforge.commands.training", "train_command"),
     "sample": ("ganforge.commands.training", "sample_command"),
     "fid": ("ganforge.commands.training", "fid_command"),
+    "score": ("ganforge.commands.training", "score_command"),
     "interpolate": ("ganforge.commands.training", "interpolate_command"),
     "augment": ("ganforge.commands.training", "augment_command"),
     "train-encoder": ("ganforge.commands.training", "train_encoder_command"),

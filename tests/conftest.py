@@ -7,7 +7,13 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import tempfile  # noqa: E402
+
 import pytest  # noqa: E402
+
+# Real-set features are cached between runs (engine.metrics.scores.cache_dir); the suite keeps its own cache,
+# inherited by the processes it starts, and leaves the user's untouched.
+os.environ["GANFORGE_CACHE"] = tempfile.mkdtemp(prefix="ganforge-test-cache-")
 
 
 def pytest_configure(config):

@@ -92,13 +92,12 @@ def test_cached_real_features(digits, scorer):
     scorer.set_real(real)
     cached = scorer.score_fake(fake)
     assert scorer.score_fake(fake) == pytest.approx(cached, rel=1e-9)  # repeatable: fakes are reset
-    m = scorer.metric
-    assert m.real_features_sum.shape == (128,) and m.real_features_sum.dtype == torch.float64
-    assert int(m.real_features_num_samples) == 1000
+    assert scorer.real.pool.shape == (1000, 128) and scorer.real.pool.dtype == torch.float64
+    assert scorer.real.logits.shape == (1000, 10)
 
     # set_real() replaces the cached set rather than adding to it
     scorer.set_real(train.images[1000:2000])
-    assert int(m.real_features_num_samples) == 1000
+    assert scorer.real.pool.shape == (1000, 128)
     assert scorer.score_fake(fake) != pytest.approx(cached, rel=1e-6)
     scorer.set_real(real)
     assert scorer.score_fake(fake) == pytest.approx(cached, rel=1e-9)
@@ -117,9 +116,8 @@ def test_scorer_edge_cases(scorer):
         scorer.score_fake(real[:1])
     with pytest.raises(FIDError, match=r"\(N, C, H, W\)"):
         scorer.score_fake(real[:, 0])
-    # the feature network stays in eval mode even when the metric is switched to training mode
-    scorer.metric.train()
-    assert not scorer.metric.inception.training and not scorer.classifier.training
+    # the feature network is in eval mode, and features need no gradient
+    assert not scorer.classifier.training and not scorer.features(real[:4]).pool.requires_grad
     with pytest.raises(FIDError, match="unknown FID backbone"):
         FIDScorer(backbone="resnet")
 
@@ -162,8 +160,10 @@ def test_train_classifier_writes_weights_and_prints_their_checksum(tmp_path, cap
 
 def test_inception_input_is_uint8_rgb():
     # the Inception extractor takes uint8 RGB 0..255; build a scorer shell without the (absent) weights
-    shell = FIDScorer.__new__(FIDScorer)
-    shell.backbone = "inception"
+    from ganforge.engine.metrics.fid import Backbone
+
+    shell = Backbone.__new__(Backbone)
+    shell.name = "inception"
     grey = torch.tensor([-1.0, 0.0, 1.0]).view(1, 1, 1, 3).repeat(2, 1, 1, 1)
     out = shell._prepare(grey)
     assert out.dtype == torch.uint8 and out.shape == (2, 3, 1, 3)

@@ -21,6 +21,8 @@ def test_fid_every_logs_plots_keeps_the_best_and_records_milestones(tmp_path):
     assert [p["iteration"] for p in curve] == [3, 6, 9]
     assert [p["fid"] for p in curve] == [r["fid_during_training"] for r in fid_records]
     assert all(math.isfinite(p["fid"]) and p["classes_found"] >= 0 for p in curve)
+    # precision and recall come from the same samples and budget as each FID point
+    assert all(0 <= p["improved_precision"] <= 1 and 0 <= p["improved_recall"] <= 1 for p in curve)
     seconds = [p["train_seconds"] for p in curve]
     assert seconds == sorted(seconds) and seconds[0] > 0
     best = min(curve, key=lambda p: p["fid"])

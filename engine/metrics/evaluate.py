@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..data import MIXTURE_STD, MIXTURES, DataError, load_dataset, mixture_centers
+from ..data import MIXTURE_STD, MIXTURES, DataError, Dataset, load_dataset, mixture_centers
 from ..images import save_samples
 from ..io import atomic_write
 
@@ -63,23 +63,28 @@ ONE_SET_DATASETS = ("folder", "npy")
 
 
 def reference_sets(cfg, seed=0):
-    """(held-out real set, disjoint real pool): the test split and the train split where the dataset has both,
-    else two disjoint random halves of the one set. A dataset with a test split that is missing or unreadable
-    is an error, never a silent switch to another reference set."""
+    """(held-out real set, disjoint real pool) as Datasets (labels where the data have them): the test split and
+    the train split where the dataset has both, else two disjoint random halves of the one set. A dataset with a
+    test split that is missing or unreadable is an error, never a silent switch to another reference set."""
     kwargs = dict(image_size=cfg.image_size, channels=cfg.channels, seed=cfg.seed)
     one_set = cfg.dataset in ONE_SET_DATASETS or (cfg.dataset == "mnist-idx" and Path(cfg.data_path).is_file())
     if one_set:
-        everything = load_dataset(cfg.dataset, cfg.data_path, split="train", **kwargs).images
+        everything = load_dataset(cfg.dataset, cfg.data_path, split="train", **kwargs)
         perm = torch.randperm(len(everything), generator=torch.Generator().manual_seed(seed))
         half = len(everything) // 2
-        return everything[perm[:half]], everything[perm[half:]]
+        return _subset(everything, perm[:half]), _subset(everything, perm[half:])
     try:
-        held_out = load_dataset(cfg.dataset, cfg.data_path, split="test", **kwargs).images
+        held_out = load_dataset(cfg.dataset, cfg.data_path, split="test", **kwargs)
     except DataError as exc:
         raise DataError(f"FID's held-out set (the test split) cannot be read: {exc}; restore it, or pass "
                         "--fid-samples 0 to train without FID") from None
-    pool = load_dataset(cfg.dataset, cfg.data_path, split="train", **kwargs).images
+    pool = load_dataset(cfg.dataset, cfg.data_path, split="train", **kwargs)
     return held_out, pool
+
+
+def _subset(dataset, index):
+    labels = dataset.labels[index] if dataset.labels is not None else None
+    return Dataset(dataset.images[index], labels, dataset.num_classes, dataset.name)
 
 
 def check_scoring(cfg):
@@ -125,17 +130,21 @@ def mode_coverage(points, name, min_count=None):
     }
 
 
-def evaluate_generator(G, cfg, num_classes, device, n_samples, progress=False, references=None, world=None):
-    """The end-of-training scores written into summary.json.
+def evaluate_generator(G, cfg, num_classes, device, n_samples, progress=False, references=None, world=None,
+                       metrics=None):
+    """The end-of-training scores written into summary.json: each metric of ``metrics`` (default cfg.metrics;
+    engine.metrics.scores) for n_samples generated images against the held-out real set, and beside each its
+    real floor (``NAME_real_floor``): the same metric for as many real images, disjoint from the held-out set —
+    what a perfect generator would score at these sample sizes. MiFID's memorisation reference is the training
+    set, so its floor scores the held-out images against it.
 
-    fid: FID of n_samples generated images against the held-out real set.
-    fid_real_floor: FID of as many real images, disjoint from the held-out set, against it — the score a
-    perfect generator would get with these sample sizes.
-    references: (held-out, pool) from check_scoring, else loaded here.
-    world: under torchrun, every rank calls this: each generates and featurises its part of the images and the
-    FID metric gathers the features' statistics (torchmetrics' own sync); class counts are gathered too.
+    One backbone pass per image set feeds every metric; the real sets' features are cached (scores.cached_features).
+    references: (held-out, pool) Datasets from check_scoring, else loaded here.
+    world: under torchrun, every rank calls this: each generates and featurises its part of the images, the
+    features are gathered, and every rank computes the same scores.
     """
     from ..distributed import World
+    from .scores import cached_features, memorization_informed_fid, parse_metrics, score_features
 
     world = world or World()
     if n_samples == 0:
@@ -143,22 +152,42 @@ def evaluate_generator(G, cfg, num_classes, device, n_samples, progress=False, r
     if cfg.dataset in MIXTURES:
         fake, _ = generate(G, n_samples, cfg.z_dim, device, num_classes)
         return {"fid": None, "fid_real_floor": None, **mode_coverage(fake, cfg.dataset)}
-    from .fid import FIDScorer, class_accuracy_of, class_shares_of, predict_classes
+    from .fid import FIDScorer, class_accuracy_of, class_shares_of
 
+    names = parse_metrics(cfg.metrics if metrics is None else metrics, conditional=bool(num_classes))
     scorer = FIDScorer(cfg.fid_backbone, cfg.inception_weights, device, world=world)
     held_out, pool = references if references is not None else reference_sets(cfg)
     n = min(n_samples, len(pool))
-    scorer.set_real(held_out[world.rows(len(held_out))])
-    fake, labels = generate(G, n, cfg.z_dim, device, num_classes, rows=world.rows(n))
-    real_sample = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(1))[:n]]
-    scores = {"fid": scorer.score_fake(fake), "fid_real_floor": scorer.score_fake(real_sample[world.rows(n)]),
-              "fid_samples": n, "fid_reference_size": len(held_out), "fid_backbone": cfg.fid_backbone}
+    real = cached_features(scorer, held_out.images)
+    train = cached_features(scorer, pool.images) if "mifid" in names else None
+    fake_images, labels = generate(G, n, cfg.z_dim, device, num_classes, rows=world.rows(n))
+    if world.any(not torch.isfinite(fake_images).all()):  # a diverged G: nothing to score
+        return {"fid": float("nan"), "fid_real_floor": None, "fid_samples": n, "metrics": list(names)}
+    fake = scorer.features(fake_images)
+    fake_labels = world.gather(labels) if labels is not None else None
+    floor_rows = torch.randperm(len(pool), generator=torch.Generator().manual_seed(1))[:n]
+    floor_images = pool.images[floor_rows]
+    floor = train.rows(floor_rows.to(train.pool.device)) if train is not None else scorer.features(
+        floor_images[world.rows(n)])
+    real_labels = held_out.labels if num_classes else None
+    scores = score_features(names, real, fake, train, real_labels, fake_labels, num_classes)
+    floors = score_features([m for m in names if m != "mifid"], real, floor, None, real_labels,
+                            pool.labels[floor_rows] if num_classes and pool.labels is not None else None,
+                            num_classes)
+    if "mifid" in names:  # the held-out images are real and were never trained on
+        floors["mifid"] = memorization_informed_fid(train.pool, real.pool)
+    out = {"metrics": list(names), "fid_samples": n, "fid_reference_size": len(held_out),
+           "fid_backbone": cfg.fid_backbone, "fid": scores.pop("fid", None), "fid_real_floor": floors.pop("fid", None)}
+    for key, value in scores.items():
+        out[key] = value
+        if key in floors:
+            out[f"{key}_real_floor"] = floors[key]
     if cfg.dataset in DIGIT_DATASETS and scorer.classifier is not None:
-        predicted = world.gather(predict_classes(scorer.classifier, fake))
-        scores.update(class_shares_of(predicted))
+        predicted = fake.logits.argmax(dim=1).cpu()  # the digit classifier's own reading, from the same pass
+        out.update(class_shares_of(predicted))
         if num_classes:
-            scores["class_accuracy"] = class_accuracy_of(predicted, world.gather(labels))
-    return scores
+            out["class_accuracy"] = class_accuracy_of(predicted, fake_labels)
+    return out
 
 
 def sample_grid(ckpt_path, out_path, n=64, label=None, use_ema=True, seed=0, device="cpu"):
@@ -174,11 +203,12 @@ def sample_grid(ckpt_path, out_path, n=64, label=None, use_ema=True, seed=0, dev
     return save_samples(samples, out_path, nrow=nrow, real_points=real)
 
 
-def score_checkpoint(ckpt_path, n_samples=2000, use_ema=True, device="cpu"):
+def score_checkpoint(ckpt_path, n_samples=2000, use_ema=True, device="cpu", metrics="fid"):
+    """A checkpoint's generator scored as at the end of its run (evaluate_generator), with ``metrics``."""
     from ..checkpoint import load_generator
 
     G, cfg, num_classes = load_generator(ckpt_path, device, use_ema)
-    return evaluate_generator(G, cfg, num_classes, device, n_samples)
+    return evaluate_generator(G, cfg, num_classes, device, n_samples, metrics=metrics)
 
 
 def slerp(a, b, t):
@@ -251,10 +281,11 @@ class FIDTracker:
         from ..distributed import World
         from .fid import FIDScorer
 
+        from .scores import cached_features
+
         self.cfg, self.device, self.world = cfg, device, world or World()
         self.scorer = FIDScorer(cfg.fid_backbone, cfg.inception_weights, device, world=self.world)
-        held_out = references[0]
-        self.scorer.set_real(held_out[self.world.rows(len(held_out))])  # each rank its part (see evaluate_generator)
+        self.scorer.set_real(features=cached_features(self.scorer, references[0].images))
         self.seconds_spent = 0.0
         self.points = []
 
@@ -262,17 +293,25 @@ class FIDTracker:
         return iteration % self.cfg.fid_every == 0 and self.seconds_spent <= self.cfg.fid_budget * train_seconds
 
     def score(self, G, iteration, train_seconds):
-        """Score G now; returns the point (iteration, train_seconds, fid, class shares) and whether it is the best."""
-        from .fid import class_shares_of, predict_classes
+        """Score G now; returns the point (iteration, train_seconds, fid, precision, recall, classes found) and
+        whether it is the best. One backbone pass over the samples feeds every figure."""
+        from .fid import class_shares_of
+        from .scores import precision_recall
 
         start = time.perf_counter()
         n = self.cfg.fid_every_samples
         fake, _ = generate(G, n, self.cfg.z_dim, self.device, getattr(G, "num_classes", 0), seed=12345,
                            rows=self.world.rows(n))
-        point = {"iteration": iteration, "train_seconds": round(train_seconds, 3), "fid": self.scorer.score_fake(fake)}
-        if self.scorer.classifier is not None and self.cfg.dataset in DIGIT_DATASETS:
-            predicted = self.world.gather(predict_classes(self.scorer.classifier, fake))
-            point["classes_found"] = class_shares_of(predicted)["classes_found"]
+        point = {"iteration": iteration, "train_seconds": round(train_seconds, 3)}
+        if self.world.any(not torch.isfinite(fake).all()):
+            point["fid"] = float("nan")
+        else:
+            features = self.scorer.features(fake)
+            point["fid"] = self.scorer.score_fake(features=features)
+            if point["fid"] == point["fid"]:
+                point.update(precision_recall(self.scorer.real.pool, features.pool))
+            if self.scorer.classifier is not None and self.cfg.dataset in DIGIT_DATASETS:
+                point["classes_found"] = class_shares_of(features.logits.argmax(dim=1).cpu())["classes_found"]
         best = math.isfinite(point["fid"]) and all(point["fid"] < p["fid"] for p in self.points
                                                    if math.isfinite(p["fid"]))
         self.points.append(point)

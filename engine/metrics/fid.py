@@ -1,4 +1,4 @@
-"""FID through torchmetrics' FrechetInceptionDistance, with two feature backbones.
+"""FID through torchmetrics' FrechetInceptionDistance, on the features of one of two backbones.
 
 "mnist" (default): the penultimate features of a small digit classifier trained on the MNIST-5k train split,
     whose weights ship in engine/metrics/assets/ (about 400 KB). Works offline, fast on a CPU; numbers are comparable
@@ -13,10 +13,12 @@ import importlib.util
 import io
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 MNIST_CLASSIFIER_PATH = ASSETS / "mnist_classifier.pt"
@@ -90,28 +92,22 @@ def load_mnist_classifier(device="cpu", path=None):
     return model.to(device).eval()
 
 
-class _ClassifierFeatures(nn.Module):
-    """The classifier as a torchmetrics feature extractor: images in, (N, 128) float64 features out.
+class Precomputed(nn.Module):
+    """A torchmetrics "feature extractor" for features already computed: the identity, with ``num_features``.
 
-    torchmetrics passes images to a custom module unchanged and never calls .eval() on it, so this module
-    refuses to leave eval mode itself.
-    """
+    The backbone runs once per image set (Backbone.extract) and every metric reads its features; torchmetrics'
+    FID, KID, IS and MiFID take them through this module. It has no parameters, so it never leaves eval mode."""
 
-    def __init__(self, classifier):
+    def __init__(self, num_features):
         super().__init__()
-        self.classifier = classifier
-        self.num_features = classifier.num_features
-        self.eval()
+        self.num_features = int(num_features)
 
-    def train(self, mode=True):
-        return super().train(False)
-
-    @torch.no_grad()
-    def forward(self, x):
-        return self.classifier.features(x).double()
+    def forward(self, features):
+        return features
 
 
 def _inception_metric_args(weights):
+    """Raise FIDError unless the Inception backbone can be built offline; else its weights path."""
     missing = []
     if weights is None:
         missing.append(f"a local weights file, {INCEPTION_WEIGHTS_HINT}, passed as inception_weights= "
@@ -123,14 +119,11 @@ def _inception_metric_args(weights):
     if missing:
         raise FIDError("FID with the Inception backbone needs " + " and ".join(missing)
                        + ". Nothing is downloaded at run time. Or use the offline backbone 'mnist'.")
-    return {"feature": 2048, "feature_extractor_weights_path": str(weights),
-            # uint8 input; the TF1-compatible resize of the reference FID code, so numbers compare with
-            # published ones
-            "normalize": False, "antialias": False}
+    return str(weights)
 
 
 def check_backbone(backbone, inception_weights=None):
-    """Raise FIDError now if FIDScorer(backbone, inception_weights) would fail (before a long run, not after)."""
+    """Raise FIDError now if Backbone(backbone, inception_weights) would fail (before a long run, not after)."""
     if backbone == "mnist":
         load_mnist_classifier()
     elif backbone == "inception":
@@ -139,72 +132,143 @@ def check_backbone(backbone, inception_weights=None):
         raise FIDError(f"unknown FID backbone {backbone!r}; expected 'mnist' or 'inception'")
 
 
+class Features(NamedTuple):
+    """A set's backbone features: ``pool`` (N, D) float64 for FID, KID, MiFID, precision/recall and
+    density/coverage; ``logits`` (N, K) float64 class logits for the Inception Score."""
+    pool: torch.Tensor
+    logits: torch.Tensor
+
+    def rows(self, index):
+        return Features(self.pool[index], self.logits[index])
+
+    @staticmethod
+    def cat(parts):
+        return Features(torch.cat([p.pool for p in parts]), torch.cat([p.logits for p in parts]))
+
+
+class Backbone:
+    """The network whose features every metric reads, and a ``key`` that changes when its weights do.
+
+    "mnist": the committed digit classifier (128-d penultimate features, 10 logits), offline and fast on a CPU.
+    "inception": Inception-v3 with torch-fidelity's FID weights from a local file (2048-d pool features and the
+    1008 unbiased logits of the Inception Score), uint8 RGB in, the reference FID code's resize.
+    """
+
+    def __init__(self, name="mnist", inception_weights=None, device="cpu", batch_size=500):
+        self.name, self.device, self.batch_size = name, torch.device(device), int(batch_size)
+        self.classifier = None
+        if name == "mnist":
+            self.classifier = load_mnist_classifier(self.device)
+            self.key = f"mnist-classifier-{MNIST_CLASSIFIER_SHA256[:16]}"
+        elif name == "inception":
+            weights = _inception_metric_args(inception_weights)
+            # Building it must not draw from the training RNG (Inception initialises before loading its weights).
+            with torch.random.fork_rng(devices=[]):
+                self.inception = NoTrainInceptionV3(name="inception-v3-compat",
+                                                    features_list=["2048", "logits_unbiased"],
+                                                    feature_extractor_weights_path=weights, antialias=False)
+            self.inception = self.inception.to(self.device).eval()
+            self.key = f"inception-{_file_digest(weights)[:16]}"
+        else:
+            raise FIDError(f"unknown FID backbone {name!r}; expected 'mnist' or 'inception'")
+
+    def _prepare(self, images):
+        if images.ndim != 4:
+            raise FIDError(f"FID expects images (N, C, H, W), got shape {tuple(images.shape)}")
+        if self.name == "inception":  # the Inception extractor wants uint8 RGB
+            images = ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+            if images.shape[1] == 1:
+                images = images.expand(-1, 3, -1, -1)
+        return images
+
+    @torch.no_grad()
+    def extract(self, images):
+        """Features of ``images`` (N, C, H, W) in [-1, 1], in batches on the backbone's device (kept there)."""
+        images = torch.as_tensor(images)
+        self._prepare(images[:1])  # shape check before any work
+        parts = []
+        for i in range(0, images.shape[0], self.batch_size):
+            batch = self._prepare(images[i:i + self.batch_size].to(self.device))
+            if self.classifier is not None:
+                pool = self.classifier.features(batch)
+                logits = self.classifier.head(pool)
+            else:  # one pass gives both outputs (torchmetrics' own two-output forward)
+                pool, logits = self.inception._torch_fidelity_forward(batch)
+            parts.append(Features(pool.double(), logits.double()))
+        if not parts:
+            return Features(torch.zeros(0, 1, dtype=torch.float64), torch.zeros(0, 1, dtype=torch.float64))
+        return Features.cat(parts)
+
+
+def _file_digest(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def frechet_distance(real, fake):
+    """FID between two feature sets (N, D), through torchmetrics' FrechetInceptionDistance."""
+    if real.shape[0] < 2 or fake.shape[0] < 2:
+        raise FIDError(f"FID needs at least 2 images per set, got {real.shape[0]} and {fake.shape[0]}")
+    # The features are already every rank's (Backbone features are gathered): no sync of the metric's own.
+    metric = FrechetInceptionDistance(feature=Precomputed(real.shape[1]), normalize=False,
+                                      sync_on_compute=False).to(real.device)
+    metric.update(real, real=True)
+    metric.update(fake.to(real.device), real=False)
+    return float(metric.compute())
+
+
 class FIDScorer:
     """FID of generated images against a real set whose features are computed once and cached.
 
         scorer = FIDScorer()
         scorer.set_real(real_images)
         fid = scorer.score_fake(generated)   # cheap to repeat: only the fake features are computed
+
+    Under torchrun every rank passes its part of the images; the features are gathered, so each rank scores
+    all images. ``features(images)`` gives a set's (gathered) features for the other metrics (engine.metrics.scores).
     """
 
     def __init__(self, backbone="mnist", inception_weights=None, device="cpu", batch_size=500, world=None):
-        from torchmetrics.image.fid import FrechetInceptionDistance
-
         from ..distributed import World
 
-        # Under torchrun every rank scores its part of the images; torchmetrics sums the feature statistics of
-        # all ranks when the metric is computed, so each rank gets the FID of all images.
         self.world = world or World()
-        if backbone == "mnist":
-            self.classifier = load_mnist_classifier(device)
-            args = {"feature": _ClassifierFeatures(self.classifier), "normalize": True, "antialias": True}
-        elif backbone == "inception":
-            self.classifier = None
-            args = _inception_metric_args(inception_weights)
-        else:
-            raise FIDError(f"unknown FID backbone {backbone!r}; expected 'mnist' or 'inception'")
-        self.backbone, self.device, self.batch_size = backbone, torch.device(device), int(batch_size)
-        # Building a backbone must not draw from the training RNG (Inception initialises before loading its
-        # weights): scoring during or before training would otherwise change the model trained from a seed.
-        with torch.random.fork_rng(devices=[]):
-            self.metric = FrechetInceptionDistance(reset_real_features=False, **args).to(self.device)
-        self.metric.eval()
-        self.has_real = False
+        self.backbone = Backbone(backbone, inception_weights, device, batch_size)
+        self.classifier = self.backbone.classifier
+        self.device = self.backbone.device
+        self.real = None
 
-    def _prepare(self, images):
-        if images.ndim != 4:
-            raise FIDError(f"FID expects images (N, C, H, W), got shape {tuple(images.shape)}")
-        if self.backbone == "inception":  # the Inception extractor wants uint8 RGB
-            images = ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-            if images.shape[1] == 1:
-                images = images.expand(-1, 3, -1, -1)
-        return images
+    def features(self, images):
+        """This rank's images' features, gathered from every rank (rank order), on the backbone's device."""
+        mine = self.backbone.extract(images)
+        if not self.world.launched:
+            return mine
+        return Features(self.world.gather(mine.pool).to(self.device), self.world.gather(mine.logits).to(self.device))
 
-    def _update(self, images, real):
-        if images.shape[0] < 2:
-            raise FIDError(f"FID needs at least 2 images per set, got {images.shape[0]}")
-        with torch.no_grad():
-            for i in range(0, images.shape[0], self.batch_size):
-                batch = self._prepare(images[i:i + self.batch_size].to(self.device))
-                self.metric.update(batch, real=real)
+    def set_real(self, real=None, features=None):
+        """Replace the cached real set: images (this rank's part), or their already computed ``features``."""
+        self.real = features if features is not None else self.features(real)
+        if self.real.pool.shape[0] < 2:
+            raise FIDError(f"FID needs at least 2 images per set, got {self.real.pool.shape[0]}")
 
-    def set_real(self, real):
-        """Replace the cached real features with those of `real`."""
-        self.metric.reset_real_features = True
-        self.metric.reset()
-        self.metric.reset_real_features = False
-        self._update(real, real=True)
-        self.has_real = True
+    @property
+    def has_real(self):
+        return self.real is not None
 
-    def score_fake(self, fake):
-        """FID of `fake` against the cached real set. A non-finite batch (a diverged G) scores nan."""
-        if not self.has_real:
+    def score_fake(self, fake=None, features=None):
+        """FID of ``fake`` (or of its ``features``) against the cached real set. A non-finite batch (a diverged G)
+        scores nan."""
+        if self.real is None:
             raise FIDError("no real images yet: call set_real() first")
-        if self.world.any(not torch.isfinite(fake).all()):  # all ranks skip the metric's sync together
+        if features is None:
+            if self.world.any(not torch.isfinite(fake).all()):  # all ranks skip together
+                return float("nan")
+            features = self.features(fake)
+        if not torch.isfinite(features.pool).all():
             return float("nan")
-        self.metric.reset()  # clears the fake features only
-        self._update(fake, real=False)
-        return float(self.metric.compute())
+        return frechet_distance(self.real.pool, features.pool)
 
 
 @torch.no_grad()

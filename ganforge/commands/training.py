@@ -1,4 +1,4 @@
-"""The engine's subcommands of `ganforge`: train, sample, fid, interpolate, augment.
+"""The engine's subcommands of `ganforge`: train, sample, fid, score, interpolate, augment and the applications.
 
 Each takes its argv and returns an exit code; ganforge.cli dispatches to them.
 """
@@ -48,7 +48,9 @@ _HELP = {
     "precision": "fp32, bf16, fp16 or auto (bf16 on CUDA, fp32 on CPU)",
     "graphs": "capture D and G steps in CUDA graphs: auto (on with CUDA), on, off",
     "kernels": "fused ops: auto (Triton on CUDA), triton, ref (plain PyTorch reference)",
-    "fid_samples": "generated images scored by FID at the end (0 skips)",
+    "fid_samples": "generated images scored at the end (0 skips the final evaluation)",
+    "metrics": "the final evaluation's metrics: comma-separated fid,kid,is,pr,dc,mifid,intra-fid, or all (the "
+               "default: every one that applies; intra-fid for conditional models)",
     "fid_every": "also score FID every N iterations during training, keep the best checkpoint (0: off)",
     "fid_every_samples": "generated images per FID during training",
     "fid_budget": "FID during training skips a scoring when it has used this share of the training time",
@@ -155,9 +157,22 @@ def sample_command(argv):
 
 
 def fid_command(argv):
-    parser = argparse.ArgumentParser(prog="ganforge fid", description="Score a checkpoint's generator by FID.")
+    """`ganforge fid`: the checkpoint's FID and its real floor (`ganforge score --metrics fid`)."""
+    return _score(argv, "ganforge fid", "Score a checkpoint's generator by FID.", fixed_metrics="fid")
+
+
+def score_command(argv):
+    """`ganforge score`: every metric of engine.metrics.scores for a checkpoint, each beside its real floor."""
+    return _score(argv, "ganforge score", "Score a checkpoint's generator: FID, KID, IS, precision/recall, "
+                  "density/coverage, MiFID, intra-class FID, each beside its real floor.")
+
+
+def _score(argv, prog, description, fixed_metrics=None):
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--samples", type=int, default=2000, help="generated images to score")
+    if fixed_metrics is None:
+        parser.add_argument("--metrics", default="all", help=_HELP["metrics"])
     parser.add_argument("--no-ema", action="store_true")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json-out", help="also write the scores to this JSON file")
@@ -169,11 +184,25 @@ def fid_command(argv):
     from ..engine.metrics.evaluate import score_checkpoint
     from ..engine.io import atomic_write_json, strict_json
 
-    scores = score_checkpoint(args.ckpt, args.samples, not args.no_ema, args.device)
+    metrics = fixed_metrics or args.metrics
+    scores = score_checkpoint(args.ckpt, args.samples, not args.no_ema, args.device, metrics=metrics)
+    if fixed_metrics is None:
+        print(scores_table(scores))
     print(strict_json(scores, indent=2))
     if args.json_out:
         atomic_write_json(args.json_out, scores)
     return 0
+
+
+def scores_table(scores):
+    """The scalar scores as a markdown table, each beside its real floor."""
+    lines = ["| metric | generated | real floor |", "|---|---:|---:|"]
+    for key, value in scores.items():
+        if key.endswith("_real_floor") or not isinstance(value, float) or key.startswith(("min_", "max_")):
+            continue
+        floor = scores.get(f"{key}_real_floor")
+        lines.append(f"| {key} | {value:.4g} | {'' if floor is None else f'{floor:.4g}'} |")
+    return "\n".join(lines)
 
 
 def check_output_file(option, path):

@@ -1,0 +1,223 @@
+"""Every metric of a generator from one pass of backbone features per image set.
+
+    fid        Frechet distance of the features (torchmetrics FrechetInceptionDistance)
+    kid        kernel inception distance, polynomial kernel, mean and std over subsets (torchmetrics)
+    is         inception score of the generated set from the backbone's class logits (torchmetrics)
+    pr         improved precision and recall, k = 3 (Kynkaanniemi et al. 2019)
+    dc         density and coverage, k = 5 (Naeem et al. 2020)
+    mifid      memorisation-informed FID: FID over the mean nearest cosine distance to the training images when it
+               is below 0.1 (torchmetrics; the Kaggle "Generative Dog Images" rule)
+    intra-fid  FID of each class's samples against that class's real images, and their mean (conditional models)
+
+Precision, recall, density and coverage are this project's code, written from the papers' definitions (strict
+inequalities, as the authors' released code has them): a sample lies on a set's manifold when it is closer to
+some point of the set than that point's k-th nearest neighbour within the set. The pairwise distances are
+computed a block of rows at a time (at most DISTANCE_BLOCK elements), on the features' device, so memory stays
+bounded at 50,000 samples. Every random draw (KID's subsets, IS's split order) comes from a fixed seed on a
+forked RNG: scores repeat exactly and never move the training RNG.
+"""
+import hashlib
+import os
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torchmetrics.image.inception import InceptionScore
+from torchmetrics.image.kid import KernelInceptionDistance
+from torchmetrics.image.mifid import MemorizationInformedFrechetInceptionDistance
+
+from ..config import METRICS, parse_metrics  # noqa: F401 -- the metric names, one list for flags and scores
+from .fid import FIDError, Features, Precomputed, frechet_distance
+
+DISTANCE_BLOCK = 1 << 24  # elements of one block of pairwise distances (64 MB in fp32, 128 MB in fp64)
+PR_K, DC_K = 3, 5
+KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
+IS_SPLITS = 10
+MIFID_EPS = 0.1
+METRIC_SEED = 0
+
+
+# -- nearest-neighbour manifolds ----------------------------------------------------------------------------------
+
+def _distance_blocks(a, b):
+    """(first row, distances of a block of a's rows to every row of b), blocks of at most DISTANCE_BLOCK elements."""
+    rows = max(1, DISTANCE_BLOCK // max(1, b.shape[0]))
+    for start in range(0, a.shape[0], rows):
+        yield start, torch.cdist(a[start:start + rows], b)
+
+
+def kth_neighbour_radii(x, k):
+    """Each row's distance to its k-th nearest other row of x (the row itself, at distance 0, not counted)."""
+    if x.shape[0] <= k:
+        raise FIDError(f"a k = {k} nearest-neighbour manifold needs more than {k} samples, got {x.shape[0]}")
+    radii = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    for start, d in _distance_blocks(x, x):
+        radii[start:start + d.shape[0]] = d.kthvalue(k + 1, dim=1).values
+    return radii
+
+
+def manifold_hits(points, centres, radii):
+    """For each point: how many of the centres' balls (radius ``radii``) hold it; for each centre: whether any
+    point lies in its ball."""
+    counts = torch.zeros(points.shape[0], dtype=torch.long, device=points.device)
+    covered = torch.zeros(centres.shape[0], dtype=torch.bool, device=points.device)
+    for start, d in _distance_blocks(points, centres):
+        inside = d < radii[None, :]
+        counts[start:start + d.shape[0]] = inside.sum(dim=1)
+        covered |= inside.any(dim=0)
+    return counts, covered
+
+
+def precision_recall(real, fake, k=PR_K):
+    """Improved precision (the share of fakes on the real manifold) and recall (the share of reals on the fake
+    manifold), each manifold the union of k-th-nearest-neighbour balls."""
+    fake = fake.to(real.device, real.dtype)
+    on_real, _ = manifold_hits(fake, real, kth_neighbour_radii(real, k))
+    on_fake, _ = manifold_hits(real, fake, kth_neighbour_radii(fake, k))
+    return {"improved_precision": float((on_real > 0).double().mean()),
+            "improved_recall": float((on_fake > 0).double().mean())}
+
+
+def density_coverage(real, fake, k=DC_K):
+    """Density: the mean number of real k-NN balls holding a fake, over k (about 1 for matching sets, above 1 where
+    fakes crowd dense real regions). Coverage: the share of real points whose ball holds at least one fake."""
+    fake = fake.to(real.device, real.dtype)
+    counts, covered = manifold_hits(fake, real, kth_neighbour_radii(real, k))
+    return {"density": float(counts.double().sum() / (k * fake.shape[0])),
+            "coverage": float(covered.double().mean())}
+
+
+# -- torchmetrics' metrics on precomputed features ----------------------------------------------------------------
+
+@contextmanager
+def _seeded():
+    """A forked RNG seeded with METRIC_SEED: the metrics' subsets repeat, the caller's RNG does not move."""
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
+        torch.manual_seed(METRIC_SEED)
+        yield
+
+
+@contextmanager
+def _features_held_quietly():
+    """KID and IS warn that they keep every feature in memory: here they are handed features already."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*will save all extracted features", category=UserWarning)
+        yield
+
+
+def kernel_inception_distance(real, fake):
+    """(KID mean, std) over KID_SUBSETS subsets of min(KID_SUBSET_SIZE, both set sizes) samples."""
+    size = min(KID_SUBSET_SIZE, real.shape[0], fake.shape[0])
+    with _features_held_quietly():
+        metric = KernelInceptionDistance(feature=Precomputed(real.shape[1]), subsets=KID_SUBSETS, subset_size=size,
+                                         normalize=False, sync_on_compute=False).to(real.device)
+    metric.update(real, real=True)
+    metric.update(fake.to(real.device), real=False)
+    with _seeded():
+        mean, std = metric.compute()
+    return float(mean), float(std)
+
+
+def inception_score(logits):
+    """(IS mean, std) over IS_SPLITS splits of the backbone's class logits."""
+    with _features_held_quietly():
+        metric = InceptionScore(feature=Precomputed(logits.shape[1]), splits=min(IS_SPLITS, logits.shape[0]),
+                                sync_on_compute=False).to(logits.device)
+    metric.update(logits)
+    with _seeded():
+        mean, std = metric.compute()
+    return float(mean), float(std)
+
+
+def memorization_informed_fid(train, fake):
+    """MiFID of the fakes against the training images (what a generator could have memorised)."""
+    metric = MemorizationInformedFrechetInceptionDistance(feature=Precomputed(train.shape[1]), normalize=False,
+                                                          cosine_distance_eps=MIFID_EPS,
+                                                          sync_on_compute=False).to(train.device)
+    metric.update(train, real=True)
+    metric.update(fake.to(train.device), real=False)
+    return float(metric.compute())
+
+
+def intra_class_fid(real, real_labels, fake, fake_labels, num_classes):
+    """{"intra_fid": mean over classes, "intra_fid_per_class": [FID of class c's fakes against class c's reals]}."""
+    per_class = []
+    for c in range(num_classes):
+        r, f = real[real_labels.to(real.device) == c], fake[fake_labels.to(fake.device) == c]
+        per_class.append(frechet_distance(r, f) if r.shape[0] >= 2 and f.shape[0] >= 2 else float("nan"))
+    finite = [v for v in per_class if v == v]
+    return {"intra_fid": sum(finite) / len(finite) if finite else float("nan"), "intra_fid_per_class": per_class}
+
+
+def score_features(metrics, real, fake, train=None, real_labels=None, fake_labels=None, num_classes=0):
+    """The metrics named in ``metrics`` of the fake Features against the real (held-out) Features.
+
+    train: Features of the training images (MiFID's memorisation reference; without it MiFID is skipped).
+    real_labels / fake_labels / num_classes: for intra-class FID (skipped without them)."""
+    out = {}
+    if not torch.isfinite(fake.pool).all():
+        return {name: float("nan") for name in _keys(metrics)}
+    if "fid" in metrics:
+        out["fid"] = frechet_distance(real.pool, fake.pool)
+    if "kid" in metrics:
+        out["kid"], out["kid_std"] = kernel_inception_distance(real.pool, fake.pool)
+    if "is" in metrics:
+        out["inception_score"], out["inception_score_std"] = inception_score(fake.logits)
+    if "pr" in metrics:
+        out.update(precision_recall(real.pool, fake.pool))
+    if "dc" in metrics:
+        out.update(density_coverage(real.pool, fake.pool))
+    if "mifid" in metrics and train is not None:
+        out["mifid"] = memorization_informed_fid(train.pool, fake.pool)
+    if "intra-fid" in metrics and num_classes and real_labels is not None and fake_labels is not None:
+        out.update(intra_class_fid(real.pool, real_labels, fake.pool, fake_labels, num_classes))
+    return out
+
+
+def _keys(metrics):
+    keys = {"fid": ["fid"], "kid": ["kid", "kid_std"], "is": ["inception_score", "inception_score_std"],
+            "pr": ["improved_precision", "improved_recall"], "dc": ["density", "coverage"], "mifid": ["mifid"],
+            "intra-fid": ["intra_fid"]}
+    return [k for m in metrics for k in keys[m]]
+
+
+# -- real features, cached per image set and backbone -------------------------------------------------------------
+
+def cache_dir():
+    """Where real-set features are kept: $GANFORGE_CACHE, else ~/.cache/ganforge."""
+    return Path(os.environ.get("GANFORGE_CACHE") or Path.home() / ".cache" / "ganforge") / "features"
+
+
+def images_digest(images):
+    """SHA-256 of a set's pixels (float32, contiguous) and shape: changes whenever the set does."""
+    array = images.detach().to("cpu", torch.float32).contiguous().numpy()
+    digest = hashlib.sha256(repr(tuple(array.shape)).encode())
+    digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def cached_features(scorer, images, cache=True):
+    """The Features of a whole real set through ``scorer`` (a FIDScorer), read from the cache when its key (the
+    set's digest and the backbone's key) is there, else computed and written; a cache that cannot be read or
+    written is recomputed, never an error. Under torchrun each rank featurises its rows and the features are
+    gathered (no cache)."""
+    if scorer.world.launched:
+        return scorer.features(images[scorer.world.rows(len(images))])
+    if not cache:
+        return scorer.features(images)
+    from ..io import atomic_write
+
+    path = cache_dir() / f"{scorer.backbone.key}-{images_digest(images)[:32]}.pt"
+    try:
+        saved = torch.load(path, map_location=scorer.device, weights_only=True)
+        return Features(saved["pool"], saved["logits"])
+    except Exception:  # noqa: BLE001 -- absent, partial or foreign: compute it
+        pass
+    features = scorer.features(images)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda f: torch.save({"pool": features.pool.cpu(), "logits": features.logits.cpu()}, f))
+    except OSError:
+        pass
+    return features
