@@ -88,7 +88,7 @@ def main(argv=None):
         print(f"results written to {args.out}")
     # DDP's reducer holds the process group: release it, and let every rank arrive, before the group goes (a rank
     # that tore the group down under a live reducer was seen to abort at exit).
-    del ddp
+    ddp = step = None
     dist.barrier()
     world.stop()
     return 0

@@ -9,18 +9,16 @@ the 500 held-out digits (FID, KID, precision/recall, density/coverage, intra-FID
 the features alone, best of three calls.
 """
 import argparse
-import json
 import sys
 import time
 
 import torch
 
 from ..engine.data import load_dataset
-from ..engine.io import atomic_write_text
 from ..engine.metrics import scores
 from ..engine.metrics.fid import FIDScorer
 from ..engine.provenance import provenance
-from .results import device_name
+from .results import device_name, write_and_report
 
 SCHEMA = "ganforge-metrics-cost/1"
 
@@ -85,9 +83,7 @@ def main(argv=None):
         print("bench.metrics_cost: error: --samples must be counts >= 10", file=sys.stderr)
         return 2
     results = measure(counts, args.device)
-    atomic_write_text(args.out, json.dumps(results, indent=1) + "\n")
-    print(markdown_table(results), end="")
-    print(f"results written to {args.out}")
+    write_and_report(results, args.out, markdown_table)
     return 0
 
 

@@ -11,14 +11,12 @@ penalised D step's time over the unpenalised one's, the number R3GAN's users quo
 penalties by double backward (brownvc/R3GAN, issue 9). The data are synthetic images of the model's shape.
 """
 import argparse
-import json
 import sys
 
 from ..engine.config import TrainConfig
-from ..engine.io import atomic_write_text
 from ..engine.provenance import provenance
 from ..engine.trainer import build_session
-from .results import device_name
+from .results import device_name, write_and_report
 from .timing import quantiles
 from .train_bench import MODELS, Plan, bench_dataset, measure_interleaved, release
 
@@ -94,9 +92,7 @@ def main(argv=None):
         print("ganforge bench penalty-cost: error: --batch-size, --iters and --repeats must be >= 1", file=sys.stderr)
         return 2
     results = measure(args.model, args.batch_size, args.device, args.iters, args.repeats)
-    atomic_write_text(args.out, json.dumps(results, indent=1) + "\n")
-    print(markdown_table(results), end="")
-    print(f"results written to {args.out}")
+    write_and_report(results, args.out, markdown_table)
     return 0
 
 

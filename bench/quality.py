@@ -16,7 +16,6 @@ Contenders:
   order) and trained on the same data in the same process; nothing of theirs is imported.
 """
 import argparse
-import json
 import sys
 import time
 
@@ -30,10 +29,9 @@ from ..engine.data import load_dataset
 from ..engine.metrics.evaluate import generate
 from ..engine.metrics.fid import FIDScorer, class_shares_of
 from ..engine.metrics.scores import precision_recall
-from ..engine.io import atomic_write_text
 from ..engine.provenance import provenance
 from ..engine.trainer import build_session, run_iteration
-from .results import device_name
+from .results import device_name, write_and_report
 
 SCHEMA = "ganforge-quality/1"
 MARKS_S = (60, 120, 300)
@@ -347,9 +345,7 @@ def main(argv=None):
                   file=sys.stderr)
             return 2
     results = run(names, marks, args.fid_samples, args.seed, device=args.device, progress=not args.no_progress)
-    atomic_write_text(args.out, json.dumps(results, indent=1) + "\n")
-    print(markdown_table(results), end="")
-    print(f"results written to {args.out}")
+    write_and_report(results, args.out, markdown_table)
     return 0
 
 

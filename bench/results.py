@@ -134,6 +134,13 @@ def save_results(data, path):
     return atomic_write_json(path, data, indent=1)
 
 
+def write_and_report(results, path, markdown_table):
+    """A bench entry's last step: its results JSON written whole, its table printed, the path named."""
+    atomic_write_json(path, results, indent=1)
+    print(markdown_table(results), end="")
+    print(f"results written to {path}")
+
+
 def load_results(path):
     """Read and validate a results file; a file that is not JSON or not a results file raises ResultsError."""
     try:

@@ -144,7 +144,8 @@ def evaluate_generator(G, cfg, num_classes, device, n_samples, progress=False, r
     features are gathered, and every rank computes the same scores.
     """
     from ..distributed import World
-    from .scores import cached_features, memorization_informed_fid, parse_metrics, score_features
+    from ..config import parse_metrics
+    from .scores import cached_features, memorization_informed_fid, score_features
 
     world = world or World()
     if n_samples == 0:

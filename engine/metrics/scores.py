@@ -27,7 +27,6 @@ from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 from torchmetrics.image.mifid import MemorizationInformedFrechetInceptionDistance
 
-from ..config import METRICS, parse_metrics  # noqa: F401 -- the metric names, one list for flags and scores
 from .fid import FIDError, Features, Precomputed, frechet_distance
 
 DISTANCE_BLOCK = 1 << 24  # elements of one block of pairwise distances (64 MB in fp32, 128 MB in fp64)
