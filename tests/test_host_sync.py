@@ -76,7 +76,9 @@ def counter(monkeypatch):
     dict(),  # the default recipe: MLP GAN, R1 through the explicit input gradient on every 4th D step, Adam
     dict(loss="wgan", penalty="wgan-gp", n_critic=5),
     dict(conditional=True, ema=0.99, ema_rampup=0.05, augment="translation", ada_target=0.6, optimizer="rmsprop"),
-], ids=["default", "wgan-gp-n5", "cgan-ema-ada-rmsprop"])
+    # the toolbox: RpGAN + R1 + R2, spectral norm's power iteration, LeCam's moving averages, feature matching
+    dict(model="dcgan", width=4, loss="rpgan", penalty="r1+r2", spectral_norm=True, lecam=0.3, feature_matching=1.0),
+], ids=["default", "wgan-gp-n5", "cgan-ema-ada-rmsprop", "toolbox"])
 def test_no_host_read_between_log_records(tmp_path, counter, fields):
     cfg = TrainConfig(iterations=ITERATIONS, log_every=LOG_EVERY, sample_every=10**6, ckpt_every=10**6,
                       batch_size=16, fid_samples=0, progress=False, kernels="ref", device="cpu", out=str(tmp_path),
