@@ -322,10 +322,19 @@ def markdown_table(results):
     return "\n".join(lines) + "\n"
 
 
+def contender_names(recipes, peers):
+    """The contenders of --recipes and --peers, in order, with 'toolbox' expanded to TOOLBOX."""
+    names = []
+    for name in (n.strip() for n in f"{recipes},{peers}".split(",")):
+        names += list(TOOLBOX) if name == "toolbox" else [name] if name else []
+    return names
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m ganforge.bench.quality", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="results JSON to write")
-    parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated ganforge recipes")
+    parser.add_argument("--recipes", default=",".join(RECIPES),
+                        help="comma-separated ganforge recipes; 'toolbox' stands for the TOOLBOX rows")
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated peer models ('' for none)")
     parser.add_argument("--marks", default=",".join(map(str, MARKS_S)), help="training seconds to score at")
     parser.add_argument("--fid-samples", type=int, default=2000)
@@ -333,7 +342,7 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the recipes then run with CUDA graphs)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    names = [n for n in (args.recipes + "," + args.peers).split(",") if n.strip()]
+    names = contender_names(args.recipes, args.peers)
     marks = tuple(int(m) for m in args.marks.split(",") if m.strip())
     if not names or not marks or min(marks) <= 0 or args.fid_samples < 2:
         print("bench.quality: error: give at least one contender, positive --marks and --fid-samples >= 2",

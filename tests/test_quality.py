@@ -25,6 +25,9 @@ def test_peer_models_train_and_sample(name, size):
 def test_recipes_are_valid_configs():
     for name, overrides in quality.RECIPES.items():
         quality.TrainConfig(**overrides).validate()
+    assert set(quality.TOOLBOX) <= set(quality.RECIPES)
+    assert quality.contender_names("toolbox", "pytorch-gan-dcgan") == [*quality.TOOLBOX, "pytorch-gan-dcgan"]
+    assert quality.contender_names("mlp-r1, dcgan-r1", "") == ["mlp-r1", "dcgan-r1"]
 
 
 @pytest.mark.slow
