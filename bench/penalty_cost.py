@@ -18,7 +18,7 @@ from ..engine.provenance import provenance
 from ..engine.trainer import build_session
 from .results import device_name, write_and_report
 from .timing import quantiles
-from .train_bench import MODELS, Plan, bench_dataset, measure_interleaved, release
+from .train_bench import BENCH_WIDTH, MODELS, Plan, bench_dataset, measure_interleaved, release
 
 SCHEMA = "ganforge-penalty-cost/1"
 # column -> the objective's penalty and how its input gradient is computed. "no penalty" keeps the penalised
@@ -35,7 +35,7 @@ COLUMNS = {
 def column_config(model_name, column, batch_size, device):
     model, _ = MODELS[model_name]
     fields = {"penalty_every": 1, **COLUMNS[column]}
-    return TrainConfig(model=model, batch_size=batch_size, device=str(device), loss="rpgan", progress=False,
+    return TrainConfig(model=model, width=BENCH_WIDTH, batch_size=batch_size, device=str(device), loss="rpgan", progress=False,
                        fid_samples=0, **fields)
 
 

@@ -19,6 +19,7 @@ import torch
 
 from ..engine.io import atomic_write_json
 from ..engine.provenance import provenance
+from ..engine.trainer import cpu_bf16_units
 
 SCHEMA = "ganforge-bench/1"
 
@@ -39,12 +40,6 @@ TRAIN_FIGURES = ("images_per_sec", "images_per_sec_p20", "images_per_sec_p80", "
 
 class ResultsError(ValueError):
     """A results file does not follow the schema; the message lists every problem found."""
-
-
-def cpu_bf16_units():
-    """The CPU's native bf16 units as torch itself reports them (AMX tiles, AVX512-BF16), e.g. ["AMX", ...]."""
-    probes = {"AMX": "_is_amx_tile_supported", "AVX512-BF16": "_is_avx512_bf16_supported"}
-    return [name for name, probe in probes.items() if getattr(torch.cpu, probe, lambda: False)()]
 
 
 def device_name(device):

@@ -86,6 +86,7 @@ BASELINE = "eager-fp32"
 # run (TrainConfig: a log record every 100 iterations, a sample grid every 1,000, a checkpoint every 2,000), so a
 # block shorter than 2,000 iterations holds more side work per iteration than the user's run does, never less.
 LOOP_INTERVALS = {"log_every": 100, "sample_every": 1000, "ckpt_every": 2000}
+BENCH_WIDTH = 64
 LOOP_STRETCH = 2000
 STEP_SAMPLES = 25  # iterations whose D and G steps are timed apart, per column
 
@@ -139,7 +140,10 @@ def make_config(name, objective, column, batch_size, device, block=None):
     if column == "loop":
         loop = {key: max(1, round(every * block / LOOP_STRETCH)) for key, every in LOOP_INTERVALS.items()}
         loop.update(iterations=10**9, progress=True)  # the bar runs as for a user, drawn to os.devnull
-    fields = dict(model=model, batch_size=batch_size, device=str(device), precision=settings["precision"],
+    # The architecture every results file's rows have timed (width 64: the textbook MLP, DCGAN's base), without an
+    # EMA, so rows stay comparable across commits whatever the shipped defaults become.
+    fields = dict(model=model, width=BENCH_WIDTH, ema=0.0, batch_size=batch_size, device=str(device),
+                  precision=settings["precision"],
                   graphs=settings["graphs"], kernels=settings["kernels"], progress=False, fid_samples=0,
                   penalty_grad=settings["penalty_grad"], compile=settings["compiled"] == "steps")
     return TrainConfig(**{**fields, **OBJECTIVES[objective], **loop})

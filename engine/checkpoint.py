@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .config import TrainConfig
+from .config import LEGACY_WIDTH, TrainConfig
 from .io import atomic_write, fsync_dir
 
 FORMAT = "ganforge-checkpoint/1"
@@ -43,7 +43,8 @@ def save_checkpoint(path, train_state, iteration, data_shape, num_classes, extra
         "num_classes": num_classes,
         "G": train_state.G.state_dict(),
         "D": train_state.D.state_dict(),
-        "G_ema": train_state.G_ema.state_dict() if train_state.G_ema is not None else None,
+        # the EMA with BatchNorm statistics of its own weights, as it samples
+        "G_ema": train_state.sampling_generator().state_dict() if train_state.G_ema is not None else None,
         "opt_g": train_state.opt_g.state_dict(),
         "opt_d": train_state.opt_d.state_dict(),
         "scaler_g": train_state.scaler_g.state_dict(),
@@ -192,7 +193,7 @@ def hyperparameter_changes(saved_config, cfg):
 
 def check_same_architecture(state, cfg, path, data_shape=None):
     """Refuse a checkpoint of another architecture, or of data of another shape (``data_shape``, when known)."""
-    defaults = TrainConfig()  # a field newer than the checkpoint had its default there
+    defaults = TrainConfig(width=LEGACY_WIDTH)  # a field newer than the checkpoint had its default there
     saved = {name: state["config"].get(name, getattr(defaults, name)) for name in ARCHITECTURE_FIELDS}
     mismatched = [f"{flag(name)} {saved[name]!r} in the checkpoint, {getattr(cfg, name)!r} now"
                   for name in ARCHITECTURE_FIELDS if saved[name] != getattr(cfg, name)]
@@ -218,6 +219,7 @@ def restore_training_state(train_state, state, path="checkpoint"):
     train_state.D.load_state_dict(state["D"])
     if train_state.G_ema is not None:
         train_state.G_ema.load_state_dict(state["G_ema"] if state["G_ema"] is not None else state["G"])
+        train_state.ema_norm_updates = None  # other weights: recompute its BatchNorm statistics before sampling
     train_state.opt_g.load_state_dict(state["opt_g"])
     train_state.opt_d.load_state_dict(state["opt_d"])
     train_state.scaler_g.load_state_dict(state["scaler_g"])

@@ -23,6 +23,21 @@ PENALIZES_REAL = ("r1", "r1+r2")
 PENALIZES_FAKE = ("r2", "r1+r2")
 PENALTY_GRADS = ("auto", "explicit", "autograd")  # how a penalty gets its input gradient (engine.losses)
 ON_NAN = ("stop", "rollback")
+# The settings a run leaves out, per model. The MLP's are the speedrun recipe (bench/results/
+# speedrun-search-cpu-2026-12-02.json): width 32 (hidden layers 64, 128, 256; 64 is the textbook's 128, 256, 512),
+# batch 512 with Adam at 1.6e-3 (bf16 on AMX pays off from batch 256 up), an EMA of G with a ramp-up. DCGAN keeps
+# the classic settings: base width 64, batch 64, Adam 2e-4, no EMA.
+MODEL_DEFAULTS = {
+    "mlp": {"width": 32, "batch_size": 512, "lr_g": 1.6e-3, "lr_d": 1.6e-3, "ema": 0.9995, "ema_rampup": 0.15,
+            "iterations": 8000},
+    "dcgan": {"width": 64, "batch_size": 64, "lr_g": 2e-4, "lr_d": 2e-4, "ema": 0.0, "ema_rampup": 0.0,
+              "iterations": 12000},
+}
+# --fid-every when not given, for a run whose images are scored at the end: its FID curve and seconds to each FID
+# milestone land in summary.json (at most --fid-budget of the training time).
+FID_EVERY_DEFAULT = 250
+# Every model had width 64 before the width could be left to the model: what a saved config without the field had.
+LEGACY_WIDTH = 64
 # What the final evaluation (and `ganforge score`) can compute; engine.metrics.scores says what each is.
 METRICS = ("fid", "kid", "is", "pr", "dc", "mifid", "intra-fid")
 
@@ -52,7 +67,7 @@ class TrainConfig:
     channels: int | None = None        # 1 or 3: convert grey <-> colour
     conditional: bool = False
     z_dim: int = 100
-    width: int = 64                    # DCGAN base channel count
+    width: int | None = None           # DCGAN base channels; MLP hidden 2w, 4w, 8w (None here: MODEL_DEFAULTS)
     # objective
     loss: str = "ns"                   # non-saturating, minimax, wasserstein critic, hinge, rpgan, lsgan
     penalty: str = "r1"                # none, wgan-gp, r1 (reals), r2 (fakes), r1+r2
@@ -65,22 +80,22 @@ class TrainConfig:
     lecam: float = 0.0                 # > 0: D's loss adds this times the LeCam regulariser
     # optimisation
     optimizer: str = "adam"
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
+    lr_g: float | None = None          # None (as every field below left as None): its model's MODEL_DEFAULTS
+    lr_d: float | None = None
     beta1: float = 0.5
     beta2: float = 0.999
     n_critic: int = 1                  # D steps per G step
-    ema: float = 0.0                   # decay of the EMA of G's weights; 0 turns it off
-    ema_rampup: float = 0.0            # > 0: the EMA's half-life is at most this times the images seen so far
+    ema: float | None = None           # decay of the EMA of G's weights; 0 turns it off
+    ema_rampup: float | None = None    # > 0: the EMA's half-life is at most this times the images seen so far
     augment: str = "none"              # differentiable augmentation of D's inputs: subset of translation,cutout,color
     augment_p: float = 1.0             # probability of each op per sample (fixed strength)
     ada_target: float = 0.0            # > 0: adapt p to keep E[sign(D(real))] at this target (ADA); 0: fixed p
-    batch_size: int = 64
-    iterations: int = 12000            # training iterations: n_critic D steps + one G step each
+    batch_size: int | None = None
+    iterations: int | None = None      # training iterations: n_critic D steps + one G step each
     # execution
     device: str = "auto"
     seed: int = 0
-    precision: str = "auto"            # auto: bf16 on CUDA, fp32 on CPU
+    precision: str = "auto"            # auto: bf16 on CUDA and on CPUs with AMX, else fp32
     graphs: str = "auto"               # CUDA-graph capture of whole steps; auto: on with CUDA
     kernels: str = "auto"              # auto | triton | ref
     channels_last: str = "auto"
@@ -97,8 +112,9 @@ class TrainConfig:
     max_rollbacks: int = 3             # --on-nan rollback: at most this many, each halving the learning rates
     fid_samples: int = 2000            # generated images scored at the end; 0 skips FID
     metrics: str = "all"               # the final evaluation: comma-separated METRICS, or all that apply
-    fid_every: int = 0                 # > 0: also score FID every N iterations during training (0: off)
-    fid_every_samples: int = 1000      # generated images per on-the-fly FID
+    fid_every: int | None = None       # > 0: also score FID every N iterations during training (0: off);
+    #                                    None: FID_EVERY_DEFAULT when the run is scored (image data, --fid-samples > 0)
+    fid_every_samples: int = 2000      # generated images per on-the-fly FID (as many as the final one's)
     fid_budget: float = 0.1            # on-the-fly FID may take at most this share of the training time
     fid_backbone: str = "mnist"        # mnist (embedded classifier) | inception (needs --inception-weights)
     inception_weights: str | None = None
@@ -116,6 +132,7 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be one of {allowed}, got {getattr(self, name)!r}")
 
         choice("model", MODEL_NAMES)
+        self.resolve_defaults()
         choice("dataset", DATASETS)
         choice("loss", LOSSES)
         choice("penalty", PENALTIES)
@@ -167,6 +184,18 @@ class TrainConfig:
         parse_metrics(self.metrics, self.conditional)
         return self
 
+    def resolve_defaults(self):
+        """Fill each field left as None with its model's default (MODEL_DEFAULTS), so config.json and checkpoints
+        hold what was trained. An EMA turned off (--ema 0) gets no ramp-up; a run that is not scored (--fid-samples
+        0, or 2-D points) no FID curve."""
+        from .data import MIXTURES
+
+        for name, value in MODEL_DEFAULTS[self.model].items():
+            if getattr(self, name) is None:
+                setattr(self, name, 0.0 if name == "ema_rampup" and self.ema == 0 else value)
+        if self.fid_every is None:
+            self.fid_every = FID_EVERY_DEFAULT if self.fid_samples > 0 and self.dataset not in MIXTURES else 0
+
     @property
     def resolved_penalty_weight(self):
         """--penalty-weight, or the penalty's default (PENALTY_DEFAULTS)."""
@@ -195,15 +224,19 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values):
+        """A saved configuration (a checkpoint's, a run's config.json) back as a TrainConfig."""
         values = dict(values)
         if "steps" in values and "iterations" not in values:  # checkpoints written before the rename
             values["iterations"] = values.pop("steps")
+        values.setdefault("width", LEGACY_WIDTH)  # a saved config without it had width 64
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
 # Fields whose default is None, and so whose type the default does not tell.
-_OPTIONAL_TYPES = {"penalty_weight": float, "penalty_every": int, "clip": float, "image_size": int, "channels": int}
+_OPTIONAL_TYPES = {"width": int, "batch_size": int, "iterations": int, "lr_g": float, "lr_d": float, "ema": float,
+                   "ema_rampup": float, "penalty_weight": float, "penalty_every": int, "clip": float,
+                   "image_size": int, "channels": int, "fid_every": int}
 
 
 def field_type(name):

@@ -292,12 +292,14 @@ class SyncedBatchNorm(nn.modules.batchnorm._BatchNorm):
     per-channel sums and sums of squares. Its parameters and buffers are BatchNorm's, so checkpoints load into
     either; in eval mode, or in a single process, it is plain BatchNorm. (torch's SyncBatchNorm is GPU-only.)"""
 
+    synchronized = True  # False: this copy's statistics are its own batch's (an EMA of G that no rank trains)
+
     def _check_input_dim(self, x):
         if x.dim() < 2:
             raise ValueError(f"expected at least 2-D input (N, C, ...), got {x.dim()}-D")
 
     def forward(self, x):
-        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+        if not (self.training and self.synchronized and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
         channels, dims = x.shape[1], [0, *range(2, x.dim())]
         xf = x.float()
@@ -333,6 +335,15 @@ def synchronize_batch_norm(module):
         else:
             count += synchronize_batch_norm(child)
     return count
+
+
+def local_batch_norm_(module):
+    """Make every SyncedBatchNorm in ``module`` use its own batch's statistics: for a copy (G's EMA) that rank 0
+    alone may run in train mode, where an all-reduce would wait for ranks that never join it."""
+    for m in module.modules():
+        if isinstance(m, SyncedBatchNorm):
+            m.synchronized = False
+    return module
 
 
 def batch_norm_modules(module):

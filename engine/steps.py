@@ -17,12 +17,15 @@ from .. import models
 from . import losses
 from .augment import Augment
 from .config import PENALIZES_FAKE, PENALIZES_REAL
-from .distributed import BatchDraw, World
+from .distributed import BatchDraw, World, local_batch_norm_
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 D_STATS = ("d_loss", "penalty", "real_score", "fake_score")  # penalty: the gradient penalties plus LeCam
 LECAM_EMA_DECAY = 0.99  # the LeCam authors' decay of the moving averages of D's scores
 G_STATS = ("g_loss", "g_fake_score")
+# The EMA of G recomputes its BatchNorm statistics over this many latents (batches of 512) before it samples.
+EMA_NORM_SAMPLES, EMA_NORM_BATCH = 2048, 512
+EMA_NORM_SEED = 24601  # its latents: the same every time, from a generator of their own
 
 
 def make_optimizer(kind, params, lr, betas, device):
@@ -76,8 +79,13 @@ class TrainState:
         self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         self.G_ema = None
         if cfg.ema > 0:
-            self.G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+            # never trained: under torchrun with --sync-bn its BatchNorm statistics stay its own (rank 0 samples)
+            self.G_ema = local_batch_norm_(copy.deepcopy(G)).eval().requires_grad_(False)
         self.ema_images = torch.zeros((), device=self.device)  # images G has trained on, for the EMA ramp-up
+        # EMA updates so far (on the device: the captured G step counts too), and the count its BatchNorm statistics
+        # were last recomputed at (host; None: recompute before the next sample).
+        self.ema_updates = torch.zeros((), dtype=torch.long, device=self.device)
+        self.ema_norm_updates = None
         # LeCam's moving averages of D's mean (real, fake) scores, kept on the device and in checkpoints.
         self.lecam_ema = torch.zeros(2, device=self.device)
         # Running sums of the step statistics, read by the trainer every log interval, never inside a step.
@@ -257,8 +265,37 @@ class TrainState:
             ramped = torch.clamp(self.ema_images * self.cfg.ema_rampup, min=1e-8, max=half_life)
             weight = 1.0 - torch.pow(0.5, batch / ramped)
         torch._foreach_lerp_(ema_params, list(self.G.parameters()), weight)
-        for ema_buf, buf in zip(self.G_ema.buffers(), self.G.buffers()):
-            ema_buf.copy_(buf)
+        self.ema_updates += 1
+
+    @torch.no_grad()
+    def recompute_ema_norm_statistics(self):
+        """Set the EMA's BatchNorm running statistics to those of its own activations: the mean over
+        EMA_NORM_SAMPLES fixed latents, in train mode. The live G's statistics (which the EMA used to copy) belong
+        to other weights; with them the EMA scored worse than G, with its own better (bench/results/
+        ema-batchnorm-cpu-2026-12-02.json). Skipped when the EMA has not changed since the last time (one host read
+        of its update count: this runs as side work, never inside a step); the training random streams do not
+        move."""
+        norms = [m for m in self.G_ema.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        updates = int(self.ema_updates)
+        if not norms or updates == self.ema_norm_updates:
+            return
+        gen = torch.Generator(self.device).manual_seed(EMA_NORM_SEED)
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the batches below
+        self.G_ema.train()
+        try:
+            for _ in range(EMA_NORM_SAMPLES // EMA_NORM_BATCH):
+                z = torch.randn(EMA_NORM_BATCH, self.cfg.z_dim, device=self.device, generator=gen)
+                labels = torch.randint(0, self.num_classes, (EMA_NORM_BATCH,), device=self.device, generator=gen) \
+                    if self.conditional else None
+                self.G_ema(z, labels)
+        finally:
+            self.G_ema.eval()
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
+        self.ema_norm_updates = updates
 
     @torch.no_grad()
     def watch_finite(self, loss, model, iteration_in_interval):
@@ -305,5 +342,8 @@ class TrainState:
             set_lr(self.opt_d, lr_d)
 
     def sampling_generator(self):
-        """The EMA of G when kept, else G itself."""
-        return self.G_ema if self.G_ema is not None else self.G
+        """The EMA of G when kept (its BatchNorm statistics recomputed for its current weights), else G itself."""
+        if self.G_ema is None:
+            return self.G
+        self.recompute_ema_norm_statistics()
+        return self.G_ema

@@ -76,13 +76,29 @@ def resolve_device(name):
     return device
 
 
+def cpu_bf16_units():
+    """The CPU's native bf16 units as torch itself reports them (AMX tiles, AVX512-BF16), e.g. ["AMX", ...]."""
+    probes = {"AMX": "_is_amx_tile_supported", "AVX512-BF16": "_is_avx512_bf16_supported"}
+    return [name for name, probe in probes.items() if getattr(torch.cpu, probe, lambda: False)()]
+
+
 def resolve_precision(precision, device):
-    """auto: bf16 on CUDA, fp32 on the CPU. bf16 autocast on a CPU with native bf16 (AMX, AVX512-BF16) trained the
-    default recipe as well as fp32 but no faster (bench/results/precision-cpu-2026-12-01/: FID 19.0 vs 20.1, 95.5
-    vs 95.1 s of training, 3 seeds each), so auto keeps fp32 there; --precision bf16 asks for it."""
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return precision
+    """auto: bf16 on CUDA, and on a CPU with AMX tiles (bf16 matrix units); fp32 on other CPUs, or on any CPU when
+    the environment sets GANFORGE_CPU_AUTO_PRECISION=fp32 (the test suite does: its interpreted Triton kernels are
+    slow in bf16, and its results must not depend on the CPU that runs it). On AMX bf16 autocast trains the default
+    MLP faster than fp32 from batch 256 up (bench/results/speedrun-search-cpu-2026-12-02/; about even at batch
+    64: precision-cpu-2026-12-01/), which the default recipe's batch was chosen for; a CPU without them would
+    emulate bf16, slower than fp32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16"
+    forced = os.environ.get("GANFORGE_CPU_AUTO_PRECISION")
+    if forced is not None:
+        if forced not in ("fp32", "bf16"):
+            raise ValueError(f"GANFORGE_CPU_AUTO_PRECISION must be fp32 or bf16, got {forced!r}")
+        return forced
+    return "bf16" if "AMX" in cpu_bf16_units() else "fp32"
 
 
 def resolve_graphs(graphs, device):
@@ -520,7 +536,8 @@ class TrainLoop:
             save_loss_curve(losses, out / "loss_curve.png")
         in_sync = {}
         if session.world.launched:  # G, D and the EMA must be the same on every rank; measured, not assumed
-            models = [m for m in (state.G, state.D, state.G_ema) if m is not None]
+            # the EMA as it samples (rank 0 alone recomputed its BatchNorm statistics for samples and checkpoints)
+            models = [state.G, state.D] + ([state.sampling_generator()] if state.G_ema is not None else [])
             in_sync = {"ranks_max_abs_difference": session.world.max_difference(*models)}
         started = time.perf_counter()
         scores = evaluate_generator(state.sampling_generator(), cfg, state.num_classes, session.device,

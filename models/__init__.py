@@ -34,12 +34,14 @@ def spectral_norm_layers(module):
 
 def build_models(name, data_shape, z_dim=100, num_classes=0, width=64, d_batch_norm=False, impl="auto",
                  spectral_norm=False):
-    """Return (G, D) for ``name`` in MODEL_NAMES; ``num_classes > 0`` makes both conditional; ``impl`` is the
-    kernel choice of every fused layer; ``spectral_norm`` normalises D's layers."""
+    """Return (G, D) for ``name`` in MODEL_NAMES; ``num_classes > 0`` makes both conditional; ``width`` is DCGAN's
+    base channel count and a quarter of the MLP's narrowest hidden layer (2w, 4w, 8w in G, reversed in D);
+    ``impl`` is the kernel choice of every fused layer; ``spectral_norm`` normalises D's layers."""
     if name == "mlp":
         out_act = "tanh" if len(data_shape) == 3 else "linear"  # images live in [-1, 1]; 2-D points do not
-        G = MLPGenerator(data_shape, z_dim, num_classes=num_classes, out_act=out_act)
-        D = MLPDiscriminator(data_shape, num_classes=num_classes)
+        hidden = (2 * width, 4 * width, 8 * width)  # width 64: the textbook's 128, 256, 512
+        G = MLPGenerator(data_shape, z_dim, hidden, num_classes=num_classes, out_act=out_act)
+        D = MLPDiscriminator(data_shape, hidden[::-1], num_classes=num_classes)
     elif name == "dcgan":
         if len(data_shape) != 3:
             raise ValueError(f"dcgan needs image data (C, H, W), got data shape {tuple(data_shape)}")

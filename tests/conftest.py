@@ -14,6 +14,10 @@ import pytest  # noqa: E402
 # Real-set features are cached between runs (engine.metrics.scores.cache_dir); the suite keeps its own cache,
 # inherited by the processes it starts, and leaves the user's untouched.
 os.environ["GANFORGE_CACHE"] = tempfile.mkdtemp(prefix="ganforge-test-cache-")
+# --precision auto means fp32 on every CPU here (bf16 where the CPU has AMX, outside the suite): the suite's results
+# must not depend on the CPU that runs it, and the interpreted Triton kernels are slow in bf16. Child processes
+# inherit it. tests/test_speedrun.py checks the AMX rule itself.
+os.environ["GANFORGE_CPU_AUTO_PRECISION"] = "fp32"
 
 
 def pytest_configure(config):

@@ -142,7 +142,7 @@ def test_ema_rampup_follows_g_early_and_the_set_decay_later():
     for b, e, g in zip(before, state.G_ema.parameters(), state.G.parameters()):
         torch.testing.assert_close(e, torch.lerp(b, g, 0.01))
     with pytest.raises(ValueError, match="needs --ema"):
-        TrainConfig(ema_rampup=0.1).validate()
+        TrainConfig(ema=0.0, ema_rampup=0.1).validate()
 
 
 def test_adaptive_strength_and_ema_ramp_survive_a_resume(tmp_path):

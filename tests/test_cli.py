@@ -24,6 +24,7 @@ def run_cli(args, capsys):
     (["--dataset", "mnist-idx"], "give a path"),
     (["--model", "dcgan", "--dataset", "ring8"], "image data"),
     (["--ema", "1.5"], "--ema must be in"),
+    (["--recipe", "fastest"], "unknown recipe 'fastest'"),
 ])
 def test_bad_train_flags_fail_with_one_clear_line(args, message, capsys, tmp_path):
     code, output = run_cli(["train", "--steps", "1", "--out", str(tmp_path), "--no-progress"] + args, capsys)
@@ -74,3 +75,26 @@ def test_python_dash_m_ganforge_runs_the_same_command():
     result = subprocess.run([sys.executable, "-m", "ganforge", "train", "--help"], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0 and "--penalty" in result.stdout and "--graphs" in result.stdout
+
+
+def test_a_recipe_sets_the_defaults_that_config_and_flags_override(tmp_path):
+    """--recipe textbook is the seed's MLP GAN; a --config file and then the flags override it, in that order."""
+    from ganforge.commands.training import add_train_args, config_from_args, parse_train_args
+    from ganforge.engine.recipes import RECIPES
+
+    def parsed(*argv):
+        import argparse
+
+        return config_from_args(parse_train_args(add_train_args(argparse.ArgumentParser()), list(argv)))
+
+    textbook = parsed("--recipe", "textbook")
+    for name, value in RECIPES["textbook"].items():
+        assert getattr(textbook, name) == value, name
+    assert (textbook.penalty, textbook.width, textbook.batch_size, textbook.precision) == ("none", 64, 64, "fp32")
+    assert parsed("--recipe", "textbook", "--penalty", "r1").penalty == "r1"
+    config = tmp_path / "c.toml"
+    config.write_text("batch-size = 32\n")
+    both = parsed("--recipe", "textbook", "--config", str(config), "--lr-g", "1e-3")
+    assert (both.batch_size, both.lr_g, both.penalty) == (32, 1e-3, "none")
+    assert parsed("--recipe", "default") == parsed()
+    assert (parsed("--recipe", "mlp-r1").penalty, parsed("--recipe", "mlp-r1").width) == ("r1", 64)

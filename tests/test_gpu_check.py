@@ -48,7 +48,7 @@ def test_quality_and_torchrun_phases_run_on_cpu(tmp_path, monkeypatch):
     lines = []
     gpu_check.quality_row(tmp_path, lines.append, device="cpu", marks_s=(1,), fid_samples=50)
     curve = json.loads((tmp_path / "quality.json").read_text())["curves"][0]
-    assert curve["name"] == "mlp-r1" and curve["points"][0]["mark_s"] == 1 and curve["points"][0]["iterations"] > 0
+    assert curve["name"] == "default" and curve["points"][0]["mark_s"] == 1 and curve["points"][0]["iterations"] > 0
     gpu_check.torchrun_check(tmp_path, device="cpu", iterations=12)
     rows = json.loads((tmp_path / "torchrun.json").read_text())["rows"]
     assert [(r["launch"], r["nproc"]) for r in rows] == [("plain", 1), ("torchrun", 1)]

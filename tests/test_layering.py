@@ -26,7 +26,7 @@ LAYERS = [
     (2, ("ganforge.engine.io", "ganforge.engine.provenance", "ganforge.engine.distributed", "ganforge.engine.images",
          "ganforge.engine.rundir")),
     (3, ("ganforge.engine.data", "ganforge.engine.augment", "ganforge.engine.runlog", "ganforge.engine.tensorboard")),
-    (4, ("ganforge.engine.config",)),
+    (4, ("ganforge.engine.config", "ganforge.engine.recipes")),
     (5, ("ganforge.engine.losses", "ganforge.engine.checkpoint")),
     (6, ("ganforge.engine.metrics",)),
     (7, ("ganforge.engine.steps", "ganforge.engine.graphs", "ganforge.engine.trainer", "ganforge.engine.api",

@@ -43,6 +43,14 @@ def test_textbook_mlp_widths():
     assert [m.act for m in d_layers] == ["lrelu", "lrelu", "lrelu", "linear"]
 
 
+def test_mlp_width_scales_every_hidden_layer():
+    """--width w: G's hidden layers 2w, 4w, 8w and D's the reverse; the default 64 is the textbook's."""
+    for width, expected in ((64, (128, 256, 512)), (128, (256, 512, 1024)), (8, (16, 32, 64))):
+        G, D = build_models("mlp", (1, 28, 28), width=width)
+        assert [m.weight.shape[0] for m in G.modules() if isinstance(m, FusedLinear)][:-1] == list(expected)
+        assert [m.weight.shape[0] for m in D.modules() if isinstance(m, FusedLinear)][:-1] == list(expected[::-1])
+
+
 def test_dcgan_batchnorm_placement():
     G = DCGANGenerator((1, 28, 28), width=8)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in G.modules())

@@ -27,6 +27,9 @@ def test_recipes_are_valid_configs():
         quality.TrainConfig(**overrides).validate()
     assert set(quality.TOOLBOX) <= set(quality.RECIPES)
     assert quality.contender_names("toolbox", "pytorch-gan-dcgan") == [*quality.TOOLBOX, "pytorch-gan-dcgan"]
+    assert set(quality.SPEEDRUN) <= set(quality.RECIPES) and quality.contender_names("speedrun", "") == [
+        *quality.SPEEDRUN]
+    assert quality.SHIPPED in quality.RECIPES and quality.RECIPES[quality.SHIPPED] == {}
     assert quality.contender_names("mlp-r1, dcgan-r1", "") == ["mlp-r1", "dcgan-r1"]
 
 

@@ -45,8 +45,12 @@ def test_run_writes_every_output(trained_run):
     for key in ("fid", "fid_real_floor", "iterations", "images_per_sec", "device", "penalty_grad", "config"):
         assert key in on_disk
     assert on_disk["iterations"] == 800 and on_disk["config"]["iterations"] == 800 and on_disk["images_per_sec"] > 0
-    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    log = [r for r in records if "d_loss" in r]
     assert [r["iteration"] for r in log] == list(range(100, 801, 100))
+    # the FID curve of a scored run (--fid-every's default), with the seconds to each milestone in summary.json
+    assert [r["iteration"] for r in records if "fid_during_training" in r] == [250, 500, 750]
+    assert set(on_disk["seconds_to_fid"]) == {"fid_<=200", "fid_<=100", "fid_<=50", "fid_<=25", "fid_<=10"}
     assert all(np.isfinite(r["d_loss"]) and np.isfinite(r["g_loss"]) for r in log)
 
 
@@ -59,8 +63,9 @@ def test_checkpoint_reloads_to_identical_outputs(trained_run):
     state = ckpt.load_checkpoint(out / "checkpoint.pt")
     assert ckpt.restore_training_state(session.state, state) == (800, {})
     z = torch.randn(16, cfg.z_dim)
-    session.state.G.eval()
-    torch.testing.assert_close(G(z), session.state.G(z), rtol=0, atol=0)
+    sampler = session.state.sampling_generator()  # the EMA of G (the MLP's default), as the checkpoint's sampler
+    assert sampler is session.state.G_ema
+    torch.testing.assert_close(G(z), sampler(z), rtol=0, atol=0)
 
 
 @pytest.mark.slow

@@ -145,7 +145,7 @@ def evaluate_generator(G, cfg, num_classes, device, n_samples, progress=False, r
     """
     from ..distributed import World
     from ..config import parse_metrics
-    from .scores import cached_features, memorization_informed_fid, score_features
+    from .scores import cached_features, isolated_pixels, memorization_informed_fid, score_features
 
     world = world or World()
     if n_samples == 0:
@@ -183,6 +183,9 @@ def evaluate_generator(G, cfg, num_classes, device, n_samples, progress=False, r
         out[key] = value
         if key in floors:
             out[f"{key}_real_floor"] = floors[key]
+    if fake_images.dim() == 4 and fake_images.shape[1] == 1:  # grey images: salt noise, beside the real floor's
+        out["isolated_pixels"] = isolated_pixels(world.gather(fake_images))
+        out["isolated_pixels_real_floor"] = isolated_pixels(floor_images)
     if cfg.dataset in DIGIT_DATASETS and scorer.classifier is not None:
         predicted = fake.logits.argmax(dim=1).cpu()  # the digit classifier's own reading, from the same pass
         out.update(class_shares_of(predicted))

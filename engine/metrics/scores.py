@@ -9,6 +9,9 @@
                is below 0.1 (torchmetrics; the Kaggle "Generative Dog Images" rule)
     intra-fid  FID of each class's samples against that class's real images, and their mean (conditional models)
 
+and one measure in pixels, not features: isolated_pixels, the mean count per image of ink pixels with no ink among
+their 8 neighbours (the MLP generator's salt noise), for grey images.
+
 Precision, recall, density and coverage are this project's code, written from the papers' definitions (strict
 inequalities, as the authors' released code has them): a sample lies on a set's manifold when it is closer to
 some point of the set than that point's k-th nearest neighbour within the set. The pairwise distances are
@@ -35,6 +38,20 @@ KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
 IS_SPLITS = 10
 MIFID_EPS = 0.1
 METRIC_SEED = 0
+
+
+# -- pixels -------------------------------------------------------------------------------------------------------
+INK_THRESHOLD = -0.5  # a pixel of a [-1, 1] image is ink above this (a quarter of full intensity)
+
+
+def isolated_pixels(images, threshold=INK_THRESHOLD):
+    """Mean number per image of isolated ink pixels: above ``threshold`` with none of their 8 neighbours above it
+    (pixels beyond the border count as blank). Grey (N, 1, H, W) images in [-1, 1]."""
+    if images.dim() != 4 or images.shape[1] != 1:
+        raise ValueError(f"isolated_pixels counts in grey images (N, 1, H, W), got shape {tuple(images.shape)}")
+    ink = (images.float() > threshold).float()
+    around = torch.nn.functional.conv2d(ink, torch.ones(1, 1, 3, 3, device=ink.device), padding=1) - ink
+    return float(((ink > 0) & (around == 0)).sum() / images.shape[0])
 
 
 # -- nearest-neighbour manifolds ----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from ..engine.config import TrainConfig, field_type, load_config_file
+from ..engine.config import MODEL_DEFAULTS, TrainConfig, field_type, load_config_file
 
 # Flags whose value is a boolean switch rather than a typed value.
 _BOOL_FLAGS = {"conditional": "train a conditional GAN (class labels into G and D)",
@@ -21,8 +21,18 @@ _BOOL_FLAGS = {"conditional": "train a conditional GAN (class labels into G and 
                                 "step, its vectors in D's state and checkpoints",
                "compile": "torch.compile the D and G steps (Inductor; captured after compiling with --graphs); a "
                           "penalty then needs the explicit input gradient (torch.compile cannot double backward)"}
+def _per_model(name):
+    """A field's default for each model, as help text: "mlp 512, dcgan 64"."""
+    return ", ".join(f"{model} {values[name]:g}" for model, values in MODEL_DEFAULTS.items())
+
+
 _HELP = {
     "model": "mlp (the textbook MLP GAN) or dcgan",
+    "width": "DCGAN's base channel count; the MLP's hidden layers are 2w, 4w, 8w (64: the textbook's 128, 256, 512) "
+             f"(default {_per_model('width')})",
+    "batch_size": f"images per iteration (default {_per_model('batch_size')})",
+    "lr_g": f"G's Adam/RMSprop learning rate (default {_per_model('lr_g')})",
+    "lr_d": f"D's learning rate (default {_per_model('lr_d')})",
     "dataset": "mnist5k (embedded), ring8, grid25, mnist-idx, cifar10, folder, npy",
     "data_path": "file or folder for mnist-idx, cifar10, folder and npy datasets",
     "loss": "ns (non-saturating), minimax, wgan, hinge, rpgan (relativistic pairing, R3GAN's) or lsgan (least "
@@ -39,19 +49,22 @@ _HELP = {
                     "(first-order ops, no double backward) or autograd (double backward)",
     "clip": "WGAN weight clipping of D's parameters to [-clip, clip]",
     "n_critic": "D steps per G step",
-    "ema": "decay of the EMA of G (e.g. 0.999); 0 disables",
-    "ema_rampup": "EMA ramp-up: its half-life is at most this times the images seen (e.g. 0.05); 0 disables",
+    "ema": f"decay of the EMA of G, which then samples; 0 disables (default {_per_model('ema')})",
+    "ema_rampup": ("EMA ramp-up: its half-life is at most this times the images seen; 0 disables "
+                   f"(default {_per_model('ema_rampup')})"),
     "augment": "augment every image D sees: none or a comma-separated subset of translation,cutout,color",
     "augment_p": "probability of each augmentation op per sample (the fixed strength)",
     "ada_target": "adaptive strength: keep E[sign(D(real))] at this target (e.g. 0.6); 0 keeps p fixed",
-    "iterations": "training iterations, each n_critic D steps and one G step (--steps is an alias)",
+    "iterations": ("training iterations, each n_critic D steps and one G step (--steps is an alias; "
+                   f"default {_per_model('iterations')})"),
     "precision": "fp32, bf16, fp16 or auto (bf16 on CUDA, fp32 on CPU)",
     "graphs": "capture D and G steps in CUDA graphs: auto (on with CUDA), on, off",
     "kernels": "fused ops: auto (Triton on CUDA), triton, ref (plain PyTorch reference)",
     "fid_samples": "generated images scored at the end (0 skips the final evaluation)",
     "metrics": "the final evaluation's metrics: comma-separated fid,kid,is,pr,dc,mifid,intra-fid, or all (the "
                "default: every one that applies; intra-fid for conditional models)",
-    "fid_every": "also score FID every N iterations during training, keep the best checkpoint (0: off)",
+    "fid_every": "also score FID every N iterations during training, keep the best checkpoint (0: off; default "
+                 "250 when the run is scored at the end)",
     "fid_every_samples": "generated images per FID during training",
     "fid_budget": "FID during training skips a scoring when it has used this share of the training time",
     "inception_weights": "local Inception weights file for --fid-backbone inception",
@@ -81,6 +94,9 @@ def add_train_args(parser):
     Values from --config become the flags' defaults, so flags given on the command line override the file.
     """
     defaults = TrainConfig()
+    parser.add_argument("--recipe", metavar="NAME",
+                        help="start from a named recipe: default, textbook (the seed's MLP GAN) or mlp-r1 (the "
+                             "default until 2026-12-01); --config and flags override it")
     parser.add_argument("--config", metavar="FILE",
                         help="TOML or JSON file of settings (a run's config.json repeats it); flags override it")
     for f in fields(TrainConfig):
@@ -96,8 +112,13 @@ def add_train_args(parser):
 
 
 def parse_train_args(parser, argv):
-    """Parse ``argv``; a --config file's settings first become the defaults that the flags override."""
+    """Parse ``argv``; a --recipe's settings, then a --config file's, first become the defaults that the flags
+    override."""
     known, _ = parser.parse_known_args(argv)
+    if known.recipe:
+        from ..engine.recipes import recipe_settings
+
+        parser.set_defaults(**recipe_settings(known.recipe))
     if known.config:
         parser.set_defaults(**load_config_file(known.config))
     return parser.parse_args(argv)
