@@ -24,12 +24,12 @@ PENALIZES_FAKE = ("r2", "r1+r2")
 PENALTY_GRADS = ("auto", "explicit", "autograd")  # how a penalty gets its input gradient (engine.losses)
 ON_NAN = ("stop", "rollback")
 # The settings a run leaves out, per model. The MLP's are the speedrun recipe (bench/results/
-# speedrun-search-cpu-2026-12-02.json): width 32 (hidden layers 64, 128, 256; 64 is the textbook's 128, 256, 512),
+# speedrun-search-cpu-2026-12-02/): width 32 (hidden layers 64, 128, 256; 64 is the textbook's 128, 256, 512),
 # batch 512 with Adam at 1.6e-3 (bf16 on AMX pays off from batch 256 up), an EMA of G with a ramp-up. DCGAN keeps
 # the classic settings: base width 64, batch 64, Adam 2e-4, no EMA.
 MODEL_DEFAULTS = {
     "mlp": {"width": 32, "batch_size": 512, "lr_g": 1.6e-3, "lr_d": 1.6e-3, "ema": 0.9995, "ema_rampup": 0.15,
-            "iterations": 8000},
+            "iterations": 10000},
     "dcgan": {"width": 64, "batch_size": 64, "lr_g": 2e-4, "lr_d": 2e-4, "ema": 0.0, "ema_rampup": 0.0,
               "iterations": 12000},
 }
