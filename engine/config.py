@@ -29,7 +29,7 @@ ON_NAN = ("stop", "rollback")
 # the classic settings: base width 64, batch 64, Adam 2e-4, no EMA.
 MODEL_DEFAULTS = {
     "mlp": {"width": 32, "batch_size": 512, "lr_g": 1.6e-3, "lr_d": 1.6e-3, "ema": 0.9995, "ema_rampup": 0.15,
-            "iterations": 10000},
+            "iterations": 8000},
     "dcgan": {"width": 64, "batch_size": 64, "lr_g": 2e-4, "lr_d": 2e-4, "ema": 0.0, "ema_rampup": 0.0,
               "iterations": 12000},
 }
