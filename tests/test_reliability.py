@@ -263,7 +263,8 @@ def test_summary_and_log_are_strict_json():
 # -- resume keeps its word ---------------------------------------------------------------------------------------------
 def test_resume_applies_and_reports_changed_hyperparameters(tmp_path):
     out = tmp_path / "run"
-    base = dict(log_every=1, out=str(out), loss="wgan", ema=0.0, lr_g=2e-4, lr_d=2e-4, **TINY_CFG)  # no EMA yet
+    base = dict(log_every=1, out=str(out), loss="wgan", ema=0.0, ema_rampup=0.0, lr_g=2e-4, lr_d=2e-4,
+                **TINY_CFG)  # no EMA yet, and no ramp-up when it comes
     train(TrainConfig(iterations=3, **base), dataset=digits())
     changed = TrainConfig(iterations=5, **{**base, "loss": "hinge", "ema": 0.999, "lr_g": 0.05, "beta1": 0.9,
                                            "n_critic": 2})
