@@ -174,11 +174,11 @@ def load_checkpoint(path, map_location="cpu"):
 
 # Fields that shape the models or the optimizer state: a resumed run must agree with its checkpoint on them.
 ARCHITECTURE_FIELDS = ("model", "dataset", "image_size", "channels", "conditional", "z_dim", "width", "optimizer",
-                       "penalty", "spectral_norm")
+                       "penalty", "spectral_norm", "vae_backbone")
 # Fields a resumed run may change: applied to the restored state and reported (trainer logs them).
 TUNABLE_FIELDS = ("lr_g", "lr_d", "beta1", "beta2", "loss", "n_critic", "penalty_weight", "penalty_every", "clip",
                   "ema", "ema_rampup", "batch_size", "precision", "augment", "augment_p", "ada_target", "penalty_grad",
-                  "kernels", "graphs", "compile", "feature_matching", "lecam")
+                  "kernels", "graphs", "compile", "feature_matching", "lecam", "vae_layer", "vae_gamma", "vae_kl")
 
 
 def flag(name):
@@ -251,7 +251,7 @@ def load_generator(path, device="cpu", use_ema=True, kernels="auto"):
     state = load_checkpoint(path)
     cfg = TrainConfig.from_dict(state["config"])
     G, _ = build_models(cfg.model, tuple(state["data_shape"]), cfg.z_dim, state["num_classes"], cfg.width,
-                        impl=kernels)
+                        impl=kernels, backbone=cfg.vae_backbone)
     weights = state["G_ema"] if use_ema and state["G_ema"] is not None else state["G"]
     G.load_state_dict(weights)
     return G.to(device).eval(), cfg, state["num_classes"]

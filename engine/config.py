@@ -33,6 +33,12 @@ MODEL_DEFAULTS = {
     "dcgan": {"width": 64, "batch_size": 64, "lr_g": 2e-4, "lr_d": 2e-4, "ema": 0.0, "ema_rampup": 0.0,
               "iterations": 12000},
 }
+# A VAE-GAN's reconstruction settings when not given, per backbone: D's feature layer (1-based) where an image and
+# its reconstruction are compared, and gamma, the weight of that comparison beside the GAN loss in the decoder's
+# loss. The MLP's were searched (bench/results/vaegan-settings-cpu-2026-12-02/: layer 2 of 3, gamma 0.01 gave the
+# best FID at nearly the best reconstructions); DCGAN's were not: its last feature layer, and the MLP's gamma
+# scaled by the feature counts (128 there, 128 x 7 x 7 at DCGAN-28's layer 2), the same weight per feature.
+VAE_DEFAULTS = {"mlp": {"vae_layer": 2, "vae_gamma": 0.01}, "dcgan": {"vae_layer": 2, "vae_gamma": 2e-4}}
 # --fid-every when not given, for a run whose images are scored at the end: its FID curve and seconds to each FID
 # milestone land in summary.json (at most --fid-budget of the training time).
 FID_EVERY_DEFAULT = 250
@@ -68,6 +74,7 @@ class TrainConfig:
     conditional: bool = False
     z_dim: int = 100
     width: int | None = None           # DCGAN base channels; MLP hidden 2w, 4w, 8w (None here: MODEL_DEFAULTS)
+    vae_backbone: str = "mlp"          # --model vaegan: the G (decoder) and D it builds on, mlp or dcgan
     # objective
     loss: str = "ns"                   # non-saturating, minimax, wasserstein critic, hinge, rpgan, lsgan
     penalty: str = "r1"                # none, wgan-gp, r1 (reals), r2 (fakes), r1+r2
@@ -78,6 +85,9 @@ class TrainConfig:
     spectral_norm: bool = False        # D's layers spectrally normalised (one power iteration per D step)
     feature_matching: float = 0.0      # > 0: G's loss adds this times ||E f(x) - E f(G(z))||^2, f = D's features
     lecam: float = 0.0                 # > 0: D's loss adds this times the LeCam regulariser
+    vae_layer: int | None = None       # --model vaegan: D's feature layer comparing reconstructions (VAE_DEFAULTS)
+    vae_gamma: float | None = None     # --model vaegan: weight of that reconstruction term in the decoder's loss
+    vae_kl: float = 1.0                # --model vaegan: weight of the KL term in the encoder's loss
     # optimisation
     optimizer: str = "adam"
     lr_g: float | None = None          # None (as every field below left as None): its model's MODEL_DEFAULTS
@@ -132,6 +142,7 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be one of {allowed}, got {getattr(self, name)!r}")
 
         choice("model", MODEL_NAMES)
+        choice("vae_backbone", ("mlp", "dcgan"))
         self.resolve_defaults()
         choice("dataset", DATASETS)
         choice("loss", LOSSES)
@@ -172,6 +183,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not (value >= 0 and value < float("inf")):
                 raise ValueError(f"--{name.replace('_', '-')} must be a finite weight >= 0, got {value}")
+        if self.model == "vaegan":
+            self.validate_vaegan()
         if self.max_rollbacks < 0:
             raise ValueError(f"--max-rollbacks must be >= 0, got {self.max_rollbacks}")
         if self.fid_every < 0 or self.fid_every_samples < 2 or not 0 < self.fid_budget <= 1:
@@ -184,15 +197,38 @@ class TrainConfig:
         parse_metrics(self.metrics, self.conditional)
         return self
 
+    def validate_vaegan(self):
+        if self.batch_size % 2:
+            raise ValueError(f"--model vaegan needs an even --batch-size (half of D's fakes are reconstructions), "
+                             f"got {self.batch_size}")
+        if self.vae_layer < 1:
+            raise ValueError(f"--vae-layer must be >= 1 (D's first feature layer is 1), got {self.vae_layer}")
+        for name in ("vae_gamma", "vae_kl"):
+            value = getattr(self, name)
+            if not (value >= 0 and value < float("inf")):
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite weight >= 0, got {value}")
+        for name, off in (("augment", "none"), ("feature_matching", 0.0)):
+            if getattr(self, name) != off:
+                raise ValueError(f"--{name.replace('_', '-')} is not supported with --model vaegan (its "
+                                 "reconstruction term reads D's features of unaugmented images); leave it out")
+
+    @property
+    def architecture(self):
+        """The G and D family the model builds: the model itself, or a VAE-GAN's backbone."""
+        return self.vae_backbone if self.model == "vaegan" else self.model
+
     def resolve_defaults(self):
         """Fill each field left as None with its model's default (MODEL_DEFAULTS), so config.json and checkpoints
         hold what was trained. An EMA turned off (--ema 0) gets no ramp-up; a run that is not scored (--fid-samples
         0, or 2-D points) no FID curve."""
         from .data import MIXTURES
 
-        for name, value in MODEL_DEFAULTS[self.model].items():
+        for name, value in MODEL_DEFAULTS[self.architecture].items():
             if getattr(self, name) is None:
                 setattr(self, name, 0.0 if name == "ema_rampup" and self.ema == 0 else value)
+        for name, value in VAE_DEFAULTS[self.vae_backbone].items():
+            if self.model == "vaegan" and getattr(self, name) is None:
+                setattr(self, name, value)
         if self.fid_every is None:
             self.fid_every = FID_EVERY_DEFAULT if self.fid_samples > 0 and self.dataset not in MIXTURES else 0
 
@@ -236,7 +272,7 @@ class TrainConfig:
 # Fields whose default is None, and so whose type the default does not tell.
 _OPTIONAL_TYPES = {"width": int, "batch_size": int, "iterations": int, "lr_g": float, "lr_d": float, "ema": float,
                    "ema_rampup": float, "penalty_weight": float, "penalty_every": int, "clip": float,
-                   "image_size": int, "channels": int, "fid_every": int}
+                   "image_size": int, "channels": int, "fid_every": int, "vae_layer": int, "vae_gamma": float}
 
 
 def field_type(name):

@@ -21,6 +21,16 @@ def image_grid(images, nrow=None, padding=2):
     return pixels
 
 
+def image_arrays(images, labels=None):
+    """{"images": uint8 NHWC, "labels": int64} of (N, C, H, W) images in [-1, 1]: what an .npz of images holds
+    (``--dataset npy`` reads it back)."""
+    pixels = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    arrays = {"images": pixels}
+    if labels is not None:
+        arrays["labels"] = labels.cpu().numpy().astype(np.int64)
+    return arrays
+
+
 def save_samples(samples, path, nrow=None, real_points=None):
     """Save a grid of images, or a scatter plot when the samples are 2-D points."""
     if samples.dim() == 2:

@@ -57,6 +57,22 @@ def feature_matching_loss(real_features, fake_features):
     return (real_features.detach().to(dtype).mean(0) - fake_features.to(dtype).mean(0)).square().sum()
 
 
+def kl_divergence(mu, log_var):
+    """KL(N(mu, diag(exp(log_var))) || N(0, I)) of each sample, summed over the code's dimensions and averaged
+    over the batch: mean_b 1/2 sum_j (mu_j^2 + sigma_j^2 - log sigma_j^2 - 1). The VAE's prior term."""
+    dtype = torch.promote_types(mu.dtype, torch.float32)  # at least fp32 under autocast
+    mu, log_var = mu.to(dtype), log_var.to(dtype)
+    return 0.5 * (mu.square() + log_var.exp() - log_var - 1).sum(dim=1).mean()
+
+
+def feature_reconstruction(recon_features, real_features):
+    """The VAE-GAN's reconstruction error in D's feature space (Larsen et al. 2016): minus the log-likelihood of
+    the real image's features under a unit Gaussian centred on the reconstruction's, up to a constant:
+    mean_b 1/2 ||f_l(x_b) - f_l(x~_b)||^2. The real side is a constant."""
+    dtype = torch.promote_types(recon_features.dtype, torch.float32)
+    return 0.5 * (recon_features.to(dtype) - real_features.detach().to(dtype)).square().sum(dim=1).mean()
+
+
 def lecam_regularizer(real_logits, fake_logits, ema_real, ema_fake):
     """LeCam regularisation (Tseng et al. 2021), in the form of the authors' code:
     mean relu(D(x) - ema_fake)^2 + mean relu(ema_real - D(G(z)))^2, where ema_real and ema_fake are moving

@@ -23,6 +23,7 @@ AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 D_STATS = ("d_loss", "penalty", "real_score", "fake_score")  # penalty: the gradient penalties plus LeCam
 LECAM_EMA_DECAY = 0.99  # the LeCam authors' decay of the moving averages of D's scores
 G_STATS = ("g_loss", "g_fake_score")
+VAE_STATS = ("vae_kl", "vae_recon")  # a VAE-GAN's G step also reports its KL and feature-reconstruction terms
 # The EMA of G recomputes its BatchNorm statistics over this many latents (batches of 512) before it samples.
 EMA_NORM_SAMPLES, EMA_NORM_BATCH = 2048, 512
 EMA_NORM_SEED = 24601  # its latents: the same every time, from a generator of their own
@@ -67,6 +68,10 @@ class TrainState:
         self.spectral_layers = models.spectral_norm_layers(D)
         self.images, self.labels, self.num_classes = images, labels, num_classes
         self.conditional = cfg.conditional
+        self.vaegan = cfg.model == "vaegan"
+        if self.vaegan and not 1 <= cfg.vae_layer <= len(D.features):
+            raise ValueError(f"--vae-layer {cfg.vae_layer}: this critic has feature layers 1..{len(D.features)}")
+        self.g_stat_names = G_STATS + (VAE_STATS if self.vaegan else ())
         self.amp_dtype = AMP_DTYPES[precision]
         self.precision = precision
         self.channels_last = channels_last
@@ -90,7 +95,7 @@ class TrainState:
         self.lecam_ema = torch.zeros(2, device=self.device)
         # Running sums of the step statistics, read by the trainer every log interval, never inside a step.
         self.d_stats_sum = torch.zeros(len(D_STATS), device=self.device)
-        self.g_stats_sum = torch.zeros(len(G_STATS), device=self.device)
+        self.g_stats_sum = torch.zeros(len(self.g_stat_names), device=self.device)
         self.d_steps_done = torch.zeros((), device=self.device)  # since the last stats reset; G steps: / n_critic
         # Divergence guard: the iteration (counted from the last stats reset) of the first non-finite loss or
         # parameter, -1 while all is finite; set by torch ops inside the steps, read by the trainer.
@@ -159,7 +164,11 @@ class TrainState:
         real, real_labels = self.real_batch()
         z, fake_labels = self.latent_batch()
         with record_function("G forward"), torch.no_grad(), self.autocast():
-            fake = self.G(z, fake_labels)
+            if self.vaegan:  # D's fakes: prior samples and reconstructions of this step's reals, half each
+                codes, fake_labels, _, _ = self.vaegan_codes(real, real_labels, z, fake_labels)
+                fake = self.G(codes, fake_labels)
+            else:
+                fake = self.G(z, fake_labels)
         real, fake = self.augment(real, self.draw), self.augment(fake, self.draw)
         with self.autocast():
             penalty = torch.zeros((), device=self.device)
@@ -213,11 +222,48 @@ class TrainState:
             self.lecam_ema.lerp_(means, 1 - LECAM_EMA_DECAY)
         return reg
 
+    def vaegan_codes(self, real, real_labels, z, labels):
+        """A VAE-GAN's batch of codes: the first half of ``z`` as prior samples, then codes drawn from the encoder's
+        q(z | x) for the second half of ``real`` (the rest of ``z`` as their noise). Returns (codes, their labels,
+        mu, log sigma^2); fakes decoded from the codes pair with ``real`` row by row (rpgan), half of them its
+        reconstructions."""
+        split = z.shape[0] - z.shape[0] // 2
+        mu, log_var = self.G.encode(real[split:], real_labels[split:] if self.conditional else None)
+        codes = torch.cat([z[:split], self.G.draw(mu, log_var, z[split:])])
+        if self.conditional:
+            labels = torch.cat([labels[:split], real_labels[split:]])
+        return codes, labels, mu, log_var
+
+    def vaegan_g_losses(self):
+        """A VAE-GAN's G step losses (Larsen et al. 2016): the decoder's (the GAN loss on prior samples and
+        reconstructions, plus gamma times the reconstruction error in D's layer ``vae_layer``) and the encoder's
+        (vae_kl times the KL to the prior, plus that reconstruction error). Returns (decoder loss, encoder loss,
+        D's scores of the fakes, KL, reconstruction)."""
+        cfg = self.cfg
+        real, real_labels = self.real_batch()
+        z, labels = self.latent_batch()
+        split = z.shape[0] - z.shape[0] // 2
+        with record_function("D forward"), torch.no_grad(), self.autocast():
+            real_scores, real_features = self.D.scores_and_layer_features(real, real_labels, cfg.vae_layer)
+        with record_function("G forward"), self.autocast():
+            codes, labels, mu, log_var = self.vaegan_codes(real, real_labels, z, labels)
+            fake = self.G(codes, labels)
+            if self.channels_last:
+                fake = fake.contiguous(memory_format=torch.channels_last)
+            fake_scores, fake_features = self.D.scores_and_layer_features(fake, labels, cfg.vae_layer)
+            gan = losses.g_loss(cfg.loss, fake_scores.float(), real_scores.float())
+            recon = losses.feature_reconstruction(fake_features[split:], real_features[split:])
+            kl = losses.kl_divergence(mu, log_var)
+        return gan + cfg.vae_gamma * recon, cfg.vae_kl * kl + recon, fake_scores, kl, recon
+
     def g_step(self):
         """One generator update through a frozen D, then the EMA of G's weights. rpgan and feature matching also
-        read D on a real batch, without gradients (constants of G's loss)."""
+        read D on a real batch, without gradients (constants of G's loss). A VAE-GAN's step trains its encoder and
+        decoder together, each on its own loss (vaegan_g_losses)."""
         cfg = self.cfg
         self.D.requires_grad_(False)  # no weight gradients for D in G's step
+        if self.vaegan:
+            return self.finish_g_step(*self.vaegan_g_losses())
         z, labels = self.latent_batch()
         real_scores = real_features = None
         if cfg.loss in losses.G_LOSSES_READING_REAL or cfg.feature_matching > 0:
@@ -236,9 +282,21 @@ class TrainState:
                                  None if real_scores is None else real_scores.float())
             if cfg.feature_matching > 0:
                 loss = loss + cfg.feature_matching * losses.feature_matching_loss(real_features, fake_features)
+        return self.finish_g_step(loss, None, fake_scores)
+
+    def finish_g_step(self, loss, encoder_loss, fake_scores, *extra_stats):
+        """Backward, G's optimizer step, the EMA and the step's statistics. ``encoder_loss`` (a VAE-GAN's): the
+        encoder's parameters take their gradient from it and the decoder's from ``loss``, in two backward passes
+        over the one graph, so each loss trains only its own network."""
+        cfg = self.cfg
         with record_function("G backward"):
             self.opt_g.zero_grad(set_to_none=True)
-            self.scaler_g.scale(loss).backward()
+            if encoder_loss is None:
+                self.scaler_g.scale(loss).backward()
+            else:
+                self.scaler_g.scale(encoder_loss).backward(inputs=list(self.G.encoder.parameters()),
+                                                           retain_graph=True)
+                self.scaler_g.scale(loss).backward(inputs=list(self.G.decoder.parameters()))
             self.average_across_ranks(self.G)
         with record_function("G optimizer"):
             self.scaler_g.step(self.opt_g)
@@ -247,9 +305,9 @@ class TrainState:
         if self.G_ema is not None:
             with record_function("EMA"):
                 self.update_ema()
-        stats = torch.stack([loss.detach(), fake_scores.detach().float().mean()])
+        stats = torch.stack([loss.detach(), fake_scores.detach().float().mean(), *(s.detach() for s in extra_stats)])
         self.g_stats_sum += stats
-        self.watch_finite(stats[0], self.G, self.d_steps_done // cfg.n_critic - 1)  # after this iteration's D steps
+        self.watch_finite(stats.sum(), self.G, self.d_steps_done // cfg.n_critic - 1)  # after this iteration's D steps
         return stats
 
     @torch.no_grad()
@@ -316,7 +374,7 @@ class TrainState:
         values = torch.cat(sums).tolist()  # the one read back to the host
         for t in (self.d_stats_sum, self.g_stats_sum, self.d_steps_done):
             t.zero_()
-        out = dict(zip(D_STATS + G_STATS, values))
+        out = dict(zip(D_STATS + self.g_stat_names, values))
         if self.augment.enabled:
             out["augment_p"] = values[-1]
         if self.precision == "fp16":

@@ -154,8 +154,8 @@ def assemble_session(cfg, dataset, world):
     # norm, which takes its place as D's normalisation (Miyato et al.'s critics have no BatchNorm).
     G, D = build_models(cfg.model, dataset.data_shape, cfg.z_dim, num_classes, cfg.width,
                         d_batch_norm=cfg.penalty == "none" and not cfg.spectral_norm, impl=cfg.kernels,
-                        spectral_norm=cfg.spectral_norm)
-    is_conv = cfg.model == "dcgan"
+                        spectral_norm=cfg.spectral_norm, backbone=cfg.vae_backbone)
+    is_conv = cfg.architecture == "dcgan"
     channels_last = is_conv and (cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda"))
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     if cfg.sync_bn and world.world_size > 1:

@@ -17,6 +17,8 @@ COMMANDS = {
     "augment": ("ganforge.commands.training", "augment_command"),
     "train-encoder": ("ganforge.commands.training", "train_encoder_command"),
     "edit": ("ganforge.commands.training", "edit_command"),
+    "encode": ("ganforge.commands.training", "encode_command"),
+    "decode": ("ganforge.commands.training", "decode_command"),
     "augment-study": ("ganforge.commands.training", "augment_study_command"),
     "bench": ("ganforge.commands.bench", "bench_command"),
     "profile": ("ganforge.commands.bench", "profile_command"),

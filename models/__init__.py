@@ -3,8 +3,9 @@ from ..kernels import IMPLS
 from .dcgan import DCGANDiscriminator, DCGANGenerator
 from .layers import FusedConv2d, FusedLinear
 from .mlp import MLPDiscriminator, MLPGenerator
+from .vaegan import BACKBONES, VAEGANGenerator, build_encoder
 
-MODEL_NAMES = ("mlp", "dcgan")
+MODEL_NAMES = ("mlp", "dcgan", "vaegan")
 
 
 def set_kernel_impl(module, impl):
@@ -33,10 +34,19 @@ def spectral_norm_layers(module):
 
 
 def build_models(name, data_shape, z_dim=100, num_classes=0, width=64, d_batch_norm=False, impl="auto",
-                 spectral_norm=False):
+                 spectral_norm=False, backbone="mlp"):
     """Return (G, D) for ``name`` in MODEL_NAMES; ``num_classes > 0`` makes both conditional; ``width`` is DCGAN's
     base channel count and a quarter of the MLP's narrowest hidden layer (2w, 4w, 8w in G, reversed in D);
-    ``impl`` is the kernel choice of every fused layer; ``spectral_norm`` normalises D's layers."""
+    ``impl`` is the kernel choice of every fused layer; ``spectral_norm`` normalises D's layers. A "vaegan" is
+    the ``backbone`` model's G and D with an encoder into G's latent space (G then a VAEGANGenerator)."""
+    if name == "vaegan":
+        if backbone not in BACKBONES:
+            raise ValueError(f"unknown VAE-GAN backbone {backbone!r}; expected one of {BACKBONES}")
+        if len(data_shape) != 3:
+            raise ValueError(f"vaegan encodes images (C, H, W), got data shape {tuple(data_shape)}")
+        decoder, D = build_models(backbone, data_shape, z_dim, num_classes, width, d_batch_norm, impl, spectral_norm)
+        encoder = build_encoder(backbone, data_shape, z_dim, width, num_classes)
+        return set_kernel_impl(VAEGANGenerator(decoder, encoder), impl), D
     if name == "mlp":
         out_act = "tanh" if len(data_shape) == 3 else "linear"  # images live in [-1, 1]; 2-D points do not
         hidden = (2 * width, 4 * width, 8 * width)  # width 64: the textbook's 128, 256, 512
@@ -54,5 +64,6 @@ def build_models(name, data_shape, z_dim=100, num_classes=0, width=64, d_batch_n
     return set_kernel_impl(G, impl), set_kernel_impl(D, impl)
 
 
-__all__ = ["MLPGenerator", "MLPDiscriminator", "DCGANGenerator", "DCGANDiscriminator", "build_models",
-           "MODEL_NAMES", "set_kernel_impl", "enable_spectral_norm", "spectral_norm_layers"]
+__all__ = ["MLPGenerator", "MLPDiscriminator", "DCGANGenerator", "DCGANDiscriminator", "VAEGANGenerator",
+           "build_models", "BACKBONES", "MODEL_NAMES", "set_kernel_impl", "enable_spectral_norm",
+           "spectral_norm_layers"]

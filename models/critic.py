@@ -75,6 +75,22 @@ class ProjectionCritic(nn.Module):
             logit = logit + (self.label_embed(labels) * h).sum(dim=1)
         return logit, h
 
+    def scores_and_layer_features(self, x, labels=None, layer=1):
+        """(scores (N,), the output of feature layer ``layer`` (1-based) flattened to (N, F_layer)): the VAE-GAN's
+        learned similarity compares images there. The same computation as forward."""
+        if not 1 <= layer <= len(self.features):
+            raise ValueError(f"this critic has feature layers 1..{len(self.features)}, asked for layer {layer}")
+        h = self.features_input(x)
+        for index, block in enumerate(self.features, start=1):
+            h = block(h)
+            if index == layer:
+                kept = h.flatten(1)
+        h = h.flatten(1)
+        logit = self.head(h).squeeze(1)
+        if self.label_embed is not None:
+            logit = logit + (self.label_embed(labels) * h).sum(dim=1)
+        return logit, kept
+
     def supports_input_grad(self):
         """Whether scores_and_input_grad is exact here (no BatchNorm, piecewise-linear activations only)."""
         return (critic_supports_input_grad(self, ProjectionCritic.forward)

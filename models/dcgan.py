@@ -47,17 +47,22 @@ class DCGANGenerator(nn.Module):
         return self.blocks(x)
 
 
+def dcgan_feature_layers(data_shape, width, batch_norm=False):
+    """(stride-2 leaky-ReLU convolutions halving the image down to the base size, their flattened output size):
+    the body of the DCGAN critic and of the VAE-GAN's convolutional encoder."""
+    channels, size = data_shape[0], data_shape[-1]
+    base, n_blocks = _base_and_steps(size)
+    blocks, ch = [FusedConv2d(channels, width, 4, 2, 1, act="lrelu")], width
+    for _ in range(n_blocks - 1):
+        blocks.append(FusedConv2d(ch, ch * 2, 4, 2, 1, act="lrelu", norm=batch_norm))
+        ch *= 2
+    return nn.Sequential(*blocks), ch * base * base
+
+
 class DCGANDiscriminator(ProjectionCritic):
     def __init__(self, data_shape=(1, 28, 28), width=64, num_classes=0, batch_norm=False):
         super().__init__()
-        channels, size = data_shape[0], data_shape[-1]
         self.num_classes = num_classes
-        base, n_blocks = _base_and_steps(size)
-        blocks, ch = [FusedConv2d(channels, width, 4, 2, 1, act="lrelu")], width
-        for _ in range(n_blocks - 1):
-            blocks.append(FusedConv2d(ch, ch * 2, 4, 2, 1, act="lrelu", norm=batch_norm))
-            ch *= 2
-        self.features = nn.Sequential(*blocks)
-        feat_dim = ch * base * base
+        self.features, feat_dim = dcgan_feature_layers(data_shape, width, batch_norm)
         self.head = FusedLinear(feat_dim, 1)
         self.label_embed = nn.Embedding(num_classes, feat_dim) if num_classes else None

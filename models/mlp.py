@@ -31,18 +31,24 @@ class MLPGenerator(nn.Module):
         return self.net(z).reshape(z.shape[0], *self.data_shape)
 
 
+def mlp_feature_layers(data_shape, hidden):
+    """(leaky-ReLU dense layers from the flattened data through ``hidden``, their output width): the body of
+    the MLP critic and of the VAE-GAN's MLP encoder."""
+    in_dim = math.prod(data_shape)
+    layers = []
+    for width in hidden:
+        layers.append(FusedLinear(in_dim, width, act="lrelu", alpha=0.2))
+        in_dim = width
+    return nn.Sequential(*layers), in_dim
+
+
 class MLPDiscriminator(ProjectionCritic):
     """Leaky-ReLU MLP to one logit; conditional by projection (logit += <embed(y), features>)."""
 
     def __init__(self, data_shape=(1, 28, 28), hidden=(512, 256, 128), num_classes=0):
         super().__init__()
         self.num_classes = num_classes
-        in_dim = math.prod(data_shape)
-        layers = []
-        for width in hidden:
-            layers.append(FusedLinear(in_dim, width, act="lrelu", alpha=0.2))
-            in_dim = width
-        self.features = nn.Sequential(*layers)
+        self.features, in_dim = mlp_feature_layers(data_shape, hidden)
         self.head = FusedLinear(in_dim, 1)
         self.label_embed = nn.Embedding(num_classes, in_dim) if num_classes else None
 

@@ -148,6 +148,10 @@ USER_RECIPES = {
                                               spectral_norm=True), {"d", "g"}),
     "fm-lecam": ((1, 28, 28), dict(model="mlp", batch_size=64, feature_matching=1.0, lecam=0.3),
                  {"d", "d_penalty", "g"}),
+    # the VAE-GAN: the encoder inside both steps, its G step's two backward passes (encoder, decoder) captured
+    "vaegan-mlp": ((1, 28, 28), dict(model="vaegan", batch_size=64, ema=0.999), {"d", "d_penalty", "g"}),
+    "vaegan-dcgan-conditional": ((1, 28, 28), dict(model="vaegan", vae_backbone="dcgan", width=16, batch_size=32,
+                                                   conditional=True), {"d", "d_penalty", "g"}),
 }
 
 

@@ -96,4 +96,8 @@ def test_bad_model_arguments():
         build_models("dcgan", (3, 48, 48))
     with pytest.raises(ValueError, match="image data"):
         build_models("dcgan", (2,))
-    assert set(models.MODEL_NAMES) == {"mlp", "dcgan"}
+    with pytest.raises(ValueError, match="vaegan encodes images"):
+        build_models("vaegan", (2,))
+    with pytest.raises(ValueError, match="unknown VAE-GAN backbone"):
+        build_models("vaegan", (1, 28, 28), backbone="resnet")
+    assert set(models.MODEL_NAMES) == {"mlp", "dcgan", "vaegan"}

@@ -1,12 +1,14 @@
 """Editing real images with a conditional generator: encode -> edit -> decode.
 
-Encode: find z with G(z, y) close to a real image x of class y. An encoder network trained on G
-(``train_encoder``, saved beside the checkpoint as encoder.pt) gives a first guess; a per-image optimisation
-of a pixel + classifier-feature loss refines it (alone, it starts from the best of a few random codes).
+Encode: find z with G(z, y) close to a real image x of class y. A VAE-GAN's own encoder (trained with G, in the
+checkpoint) or an encoder network trained on G afterwards (``train_encoder``, saved beside the checkpoint as
+encoder.pt) gives a first guess; a per-image optimisation of a pixel + classifier-feature loss refines it
+(alone, it starts from the best of a few random codes).
 Edit: decode the same z with another class (the same handwriting as another digit), or move z along an
 attribute direction (stroke thickness, slant) found by regressing the attribute, measured on G's own samples,
 on z. Measure: reconstruction error, class kept, edit success, style kept, attribute monotonicity.
 """
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..checkpoint import read_torch_file
+from ...models import VAEGANGenerator
+from ..checkpoint import load_generator, read_torch_file
 from ..data import DataError, load_dataset
 from ..metrics.evaluate import DIGIT_DATASETS
-from ..images import image_grid
+from ..images import image_arrays, image_grid, save_samples
 from ..io import atomic_write, atomic_write_json
 
 ENCODER_FORMAT = "ganforge-encoder/1"
@@ -74,8 +77,6 @@ ATTRIBUTES = {"thickness": stroke_thickness, "slant": slant}
 
 def load_conditional_generator(ckpt_path, device="cpu", use_ema=True, kernels="auto"):
     """(G with frozen weights, TrainConfig, num_classes); refuses unconditional and non-image models."""
-    from ..checkpoint import load_generator
-
     G, cfg, num_classes = load_generator(ckpt_path, device, use_ema, kernels)
     if not num_classes:
         raise EditError(f"{ckpt_path} is an unconditional model; editing needs a conditional one "
@@ -149,6 +150,52 @@ def load_encoder(path, G, device="cpu"):
     encoder = Encoder(state["data_shape"], state["z_dim"], state["num_classes"], state["width"])
     encoder.load_state_dict(state["state"])
     return encoder.to(device).eval(), state["info"]
+
+
+def vaegan_encoder(G):
+    """A VAE-GAN's own encoder, trained with G, as an editing encoder: (x, y) -> the mean of q(z | x, y), its most
+    likely code."""
+    def encoder(x, labels):
+        return G.encode(x, labels if G.num_classes else None)[0]
+    return encoder
+
+
+def require_vaegan(G, ckpt_path):
+    if not isinstance(G, VAEGANGenerator):
+        raise EditError(f"{ckpt_path} holds no encoder: only a VAE-GAN (ganforge train --model vaegan) encodes in "
+                        "one pass (for another model: ganforge train-encoder, or ganforge edit)")
+    return G
+
+
+@torch.no_grad()
+def encode_images(ckpt_path, images, labels=None, use_ema=True, device="cpu", batch_size=500, kernels="auto"):
+    """A VAE-GAN checkpoint's encoder on ``images`` (N, C, H, W) in [-1, 1] (and their classes, for a
+    conditional model): (mu, log sigma^2) of q(z | x), each (N, z_dim) float32 on the CPU. mu is the code to
+    decode; use_ema: the EMA's encoder, which pairs with the EMA's decoder that samples."""
+    G, _, num_classes = load_generator(ckpt_path, device, use_ema, kernels)
+    require_vaegan(G, ckpt_path)
+    check_images(images, G.data_shape)
+    if num_classes and labels is None:
+        raise EditError(f"{ckpt_path} is conditional: give each image's class")
+    parts = [G.encode(images[i:i + batch_size].to(device),
+                      labels[i:i + batch_size].to(device) if num_classes else None)
+             for i in range(0, len(images), batch_size)]
+    return torch.cat([p[0] for p in parts]).cpu(), torch.cat([p[1] for p in parts]).cpu()
+
+
+@torch.no_grad()
+def decode_codes(ckpt_path, z, labels=None, use_ema=True, device="cpu", batch_size=500, kernels="auto"):
+    """A checkpoint's generator (a VAE-GAN's decoder) on codes ``z`` (N, z_dim): images (N, C, H, W) in [-1, 1],
+    float32 on the CPU."""
+    G, _, num_classes = load_generator(ckpt_path, device, use_ema, kernels)
+    if z.dim() != 2 or z.shape[1] != G.z_dim:
+        raise EditError(f"codes must be (N, {G.z_dim}) for this generator, got shape {tuple(z.shape)}")
+    if num_classes:
+        if labels is None:
+            raise EditError(f"{ckpt_path} is conditional: give each code's class")
+        check_class(int(labels.max()), num_classes)
+        check_class(int(labels.min()), num_classes)
+    return decode(G, z.float().to(device), labels.to(device) if num_classes else None, batch_size).cpu()
 
 
 def feature_model(device="cpu"):
@@ -254,7 +301,7 @@ def encode(G, images, labels, encoder=None, steps=200, lr=0.05, feature_weight=0
 
 @torch.no_grad()
 def decode(G, z, labels, batch_size=500):
-    return torch.cat([G(z[i:i + batch_size], labels[i:i + batch_size]).float()
+    return torch.cat([G(z[i:i + batch_size], None if labels is None else labels[i:i + batch_size]).float()
                       for i in range(0, len(z), batch_size)])
 
 
@@ -343,11 +390,13 @@ def edit_study(G, num_classes, images, labels, encoder=None, steps=200, strength
     """
     device = next(G.parameters()).device
     n = len(images)
+    started = time.perf_counter()
     z = encode(G, images, labels, encoder, steps, lr, feature_weight, prior_weight, classifier, seed=seed,
                progress=progress)
+    encode_seconds = time.perf_counter() - started
     recon = decode(G, z, labels.to(device)).cpu()
     pixel_mse = (recon - images).pow(2).flatten(1).mean(1)
-    report = {"images": n, "encoder": encoder is not None, "refine_steps": steps,
+    report = {"images": n, "encoder": encoder is not None, "refine_steps": steps, "encode_seconds": encode_seconds,
               "reconstruction": {"pixel_mse": float(pixel_mse.mean()), "pixel_mse_median": float(pixel_mse.median())}}
     f_orig, f_recon = features(classifier, images), features(classifier, recon)
     # distance between two different real images of the same class, for scale
@@ -509,15 +558,22 @@ def run_edit(ckpt_path, out_dir, input_path=None, label=None, split="test", coun
     images, labels, source = edit_inputs(cfg, num_classes, input_path, label, split, count, classifier, judge)
     check_images(images, G.data_shape, source)
     enc, enc_info = None, None
-    if encoder == "auto":
-        encoder = encoder_path(ckpt_path) if encoder_path(ckpt_path).is_file() else None
-    if encoder is not None:
+    if encoder == "auto":  # a VAE-GAN's own encoder, else encoder.pt beside the checkpoint when there is one
+        if isinstance(G, VAEGANGenerator):
+            encoder = "vaegan"
+        else:
+            encoder = encoder_path(ckpt_path) if encoder_path(ckpt_path).is_file() else None
+    if encoder == "vaegan":
+        enc = vaegan_encoder(require_vaegan(G, ckpt_path))
+        enc_info = {"kind": "the VAE-GAN's own, trained with G (in the checkpoint)", "use_ema": use_ema}
+    elif encoder is not None:
         enc, enc_info = load_encoder(encoder, G, device)
     report, grid = edit_study(G, num_classes, images, labels, enc, steps, strengths, classifier, judge, seed,
                               progress)
     out_dir = Path(out_dir)
     titles = write_edit_grid(out_dir / "edit_grid.png", images, grid, rows)
-    report = {"checkpoint": str(ckpt_path), "inputs": source, "encoder_file": str(encoder) if encoder else None,
+    report = {"checkpoint": str(ckpt_path), "inputs": source,
+              "encoder_file": str(encoder) if encoder not in (None, "vaegan") else None,
               "encoder_training": enc_info, "grid": "edit_grid.png", "grid_columns": titles,
               "classifier_judges_classes": judge, "torch": torch.__version__, **report}
     if judge:
@@ -527,3 +583,61 @@ def run_edit(ckpt_path, out_dir, input_path=None, label=None, split="test", coun
     atomic_write_json(out_dir / "edit.json", report)
     return report
 
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The VAE-GAN's round trip as files: images -> codes.npz -> images
+
+
+def run_encode(ckpt_path, out_path, input_path=None, label=None, split="test", count=500, use_ema=True,
+               device="cpu", kernels="auto"):
+    """Encode images with a VAE-GAN checkpoint's encoder into ``out_path`` (.npz: z = the mean of q(z | x),
+    log_var, and labels for a conditional model). Returns (path, info: count, source and the pixel MSE of
+    decoding z back)."""
+    if count < 1:
+        raise EditError(f"--count must be >= 1, got {count}")
+    G, cfg, num_classes = load_generator(ckpt_path, device, use_ema, kernels)
+    require_vaegan(G, ckpt_path)
+    if num_classes:
+        judge = cfg.dataset in DIGIT_DATASETS and num_classes == 10
+        images, labels, source = edit_inputs(cfg, num_classes, input_path, label, split, count,
+                                             feature_model(device) if judge else None, judge)
+    else:  # an unconditional model: the images alone
+        if input_path is not None:
+            images, source = read_images(input_path)[0], str(input_path)
+        else:
+            images, source = load_dataset(cfg.dataset, cfg.data_path, split=split, image_size=cfg.image_size,
+                                          channels=cfg.channels).images[:count], f"{cfg.dataset} {split} split"
+        labels = None
+    check_images(images, G.data_shape, source)
+    mu, log_var = encode_images(ckpt_path, images, labels, use_ema, device, kernels=kernels)
+    recon = decode_codes(ckpt_path, mu, labels, use_ema, device, kernels=kernels)
+    arrays = {"z": mu.numpy(), "log_var": log_var.numpy()}
+    if labels is not None:
+        arrays["labels"] = labels.numpy().astype(np.int64)
+    path = atomic_write(out_path, lambda f: np.savez_compressed(f, **arrays))
+    return path, {"count": len(images), "source": source,
+                  "reconstruction_pixel_mse": float((recon - images).pow(2).mean())}
+
+
+def run_decode(ckpt_path, codes_path, out_path, use_ema=True, device="cpu", kernels="auto"):
+    """Decode the codes of an .npz (``z``, and ``labels`` for a conditional model: what run_encode writes) into a
+    PNG grid or, for an .npz ``out_path``, images (uint8 NHWC) and labels. Returns (path, images)."""
+    codes_path = Path(codes_path)
+    if not codes_path.is_file():
+        raise EditError(f"--codes {codes_path} does not exist")
+    try:
+        with np.load(codes_path) as data:
+            if "z" not in data:
+                raise EditError(f"--codes {codes_path} has no array 'z' (keys: {', '.join(data.files)})")
+            z = torch.from_numpy(data["z"]).float()
+            labels = torch.from_numpy(data["labels"]).long() if "labels" in data else None
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, EditError):
+            raise
+        raise EditError(f"--codes {codes_path}: not a readable .npz ({exc})") from None
+    images = decode_codes(ckpt_path, z, labels, use_ema, device, kernels=kernels)
+    if Path(out_path).suffix == ".npz":
+        arrays = image_arrays(images, labels)
+        return atomic_write(out_path, lambda f: np.savez_compressed(f, **arrays)), images
+    return save_samples(images, out_path), images

@@ -10,7 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from ..data import MIXTURE_STD, MIXTURES, DataError, Dataset, load_dataset, mixture_centers
-from ..images import save_samples
+from ..images import image_arrays, save_samples
 from ..io import atomic_write
 
 DIGIT_DATASETS = ("mnist5k", "mnist-idx")  # where the embedded digit classifier can judge classes
@@ -263,10 +263,7 @@ def export_samples(ckpt_path, out_path, count, label=None, use_ema=True, seed=0,
         raise ValueError(f"augmentation exports images; {ckpt_path} generates {G.data_shape} points")
     labels = requested_labels(label, count, num_classes, ckpt_path)
     images, labels = generate(G, count, cfg.z_dim, device, num_classes, seed=seed, labels=labels)
-    pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    arrays = {"images": pixels}
-    if labels is not None:
-        arrays["labels"] = labels.numpy().astype(np.int64)
+    arrays = image_arrays(images, labels)
     return atomic_write(out_path, lambda f: np.savez_compressed(f, **arrays)), arrays
 
 

@@ -27,7 +27,15 @@ def _per_model(name):
 
 
 _HELP = {
-    "model": "mlp (the textbook MLP GAN) or dcgan",
+    "model": "mlp (the textbook MLP GAN), dcgan, or vaegan (an encoder trained with G, Larsen et al. 2016; on "
+             "--vae-backbone)",
+    "vae_backbone": "--model vaegan: the G (decoder) and D it builds on, mlp or dcgan (its encoder is the "
+                    "backbone's critic body at the same width)",
+    "vae_layer": "--model vaegan: D's feature layer (1-based) where an image and its reconstruction are compared "
+                 "(default: 2)",
+    "vae_gamma": "--model vaegan: weight of that feature reconstruction beside the GAN loss in the decoder's loss "
+                 "(default: 0.01 on the MLP, 2e-4 on DCGAN)",
+    "vae_kl": "--model vaegan: weight of the KL to the prior in the encoder's loss",
     "width": "DCGAN's base channel count; the MLP's hidden layers are 2w, 4w, 8w (64: the textbook's 128, 256, 512) "
              f"(default {_per_model('width')})",
     "batch_size": f"images per iteration (default {_per_model('batch_size')})",
@@ -312,17 +320,23 @@ def train_encoder_command(argv):
     return wrote(path, f" (final latent MSE on generated images {info['final_latent_mse']:.4f})")
 
 
+def _add_image_inputs(parser, verb, count_verb):
+    """The images a command reads: --input, or the first --count of a --split of the model's dataset."""
+    parser.add_argument("--input", help="an image file, image folder or .npy/.npz (default: the model's "
+                                        "dataset, --split)")
+    parser.add_argument("--label", type=int, help="the class of the --input images (digits: read by the classifier)")
+    parser.add_argument("--split", default="test", help=f"split of the model's dataset to {verb} (default test)")
+    parser.add_argument("--count", type=int, default=500, help=f"images to {count_verb}")
+
+
 def edit_command(argv):
     parser = _checkpoint_parser("ganforge edit", "Encode real images into a conditional generator, edit their class "
                                                   "and attributes, decode; write edit_grid.png and edit.json.")
     parser.add_argument("--out", default="runs/edit", help="folder for edit_grid.png and edit.json")
-    parser.add_argument("--input", help="an image file, image folder or .npy/.npz (default: the model's "
-                                        "dataset, --split)")
-    parser.add_argument("--label", type=int, help="the class of the --input images (digits: read by the classifier)")
-    parser.add_argument("--split", default="test", help="split of the model's dataset to edit (default test)")
-    parser.add_argument("--count", type=int, default=500, help="images to encode and measure")
+    _add_image_inputs(parser, "edit", "encode and measure")
     parser.add_argument("--encoder", default="auto",
-                        help="encoder file (default: encoder.pt beside --ckpt when it exists)")
+                        help="encoder file (default: a VAE-GAN's own encoder; for another model encoder.pt beside "
+                             "--ckpt when it exists)")
     parser.add_argument("--no-encoder", action="store_true", help="encode by optimisation alone")
     parser.add_argument("--steps", type=int, default=10,
                         help="per-image optimisation steps after the encoder (more: closer reconstructions, "
@@ -342,6 +356,37 @@ def edit_command(argv):
     print(json.dumps(shown, indent=2))
     print(f"outputs in {args.out}")
     return 0
+
+
+def encode_command(argv):
+    parser = _checkpoint_parser("ganforge encode", "Encode images with a VAE-GAN's encoder (one forward pass): the "
+                                                    "codes, their log-variances and classes into an .npz that "
+                                                    "ganforge decode reads.")
+    parser.add_argument("--out", default="codes.npz", help=".npz to write (keys z, log_var, labels)")
+    _add_image_inputs(parser, "encode", "encode")
+    parser.add_argument("--kernels", default="auto", help="fused ops: auto, triton, ref")
+    args = parser.parse_args(argv)
+    check_output_file("--out", args.out)
+    from ..engine.apps.editing import run_encode
+
+    path, info = run_encode(args.ckpt, args.out, args.input, args.label, args.split, args.count, not args.no_ema,
+                            args.device, args.kernels)
+    return wrote(path, f": {info['count']} codes of {info['source']} (decoded back: pixel MSE "
+                       f"{info['reconstruction_pixel_mse']:.4f})")
+
+
+def decode_command(argv):
+    parser = _checkpoint_parser("ganforge decode", "Decode latent codes (an .npz with z, and labels for a "
+                                                    "conditional model, as ganforge encode writes) into images.")
+    parser.add_argument("--codes", required=True, help=".npz of codes")
+    parser.add_argument("--out", default="decoded.png", help="a PNG grid, or an .npz of images and labels")
+    parser.add_argument("--kernels", default="auto", help="fused ops: auto, triton, ref")
+    args = parser.parse_args(argv)
+    check_output_file("--out", args.out)
+    from ..engine.apps.editing import run_decode
+
+    path, images = run_decode(args.ckpt, args.codes, args.out, not args.no_ema, args.device, args.kernels)
+    return wrote(path, f": {len(images)} images")
 
 
 def augment_study_command(argv):
