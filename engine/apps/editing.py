@@ -277,7 +277,8 @@ def encode(G, images, labels, encoder=None, steps=200, lr=0.05, feature_weight=0
     for i in range(0, len(images), batch_size):
         x, y = images[i:i + batch_size].to(device), labels[i:i + batch_size].to(device)
         with torch.no_grad():
-            target = classifier.features(x) if feature_weight else None
+            # the classifier's features of the targets, for the losses below (none to compute for one encoder pass)
+            target = classifier.features(x) if feature_weight and (steps or encoder is None) else None
             if encoder is not None:
                 z = encoder(x, y)
             else:
@@ -293,6 +294,8 @@ def encode(G, images, labels, encoder=None, steps=200, lr=0.05, feature_weight=0
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
             opt.step()
+            bar.update(len(x))
+        if not steps:
             bar.update(len(x))
         codes.append(z.detach())
     bar.close()
