@@ -142,9 +142,14 @@ def make_config(name, objective, column, batch_size, device, block=None):
         loop.update(iterations=10**9, progress=True)  # the bar runs as for a user, drawn to os.devnull
     # The architecture every results file's rows have timed (width 64: the textbook MLP, DCGAN's base), without an
     # EMA, so rows stay comparable across commits whatever the shipped defaults become.
+    impl = settings["kernels"]
+    if impl == "auto" and torch.device(device).type == "cpu" and kernels.interpreter_on():
+        # Triton's interpreter emulates each kernel program in Python (~1 ms each): a correctness path for the
+        # tests, no speed path on any device, and what `auto` would pick here only because the suite turned it on
+        impl = "ref"
     fields = dict(model=model, width=BENCH_WIDTH, ema=0.0, batch_size=batch_size, device=str(device),
                   precision=settings["precision"],
-                  graphs=settings["graphs"], kernels=settings["kernels"], progress=False, fid_samples=0,
+                  graphs=settings["graphs"], kernels=impl, progress=False, fid_samples=0,
                   penalty_grad=settings["penalty_grad"], compile=settings["compiled"] == "steps")
     return TrainConfig(**{**fields, **OBJECTIVES[objective], **loop})
 

@@ -16,7 +16,6 @@ from ganforge.bench.compare import compare_results, kernel_key, parse_threshold
 from ganforge.bench.profiling import STEP_RANGES
 from ganforge.bench.results import ResultsError, validate_results
 from ganforge.bench.timing import quantiles
-from ganforge.kernels import resolve_impl
 from ganforge.engine.provenance import command_line
 from ganforge.engine.trainer import resolve_precision
 
@@ -92,7 +91,9 @@ def test_quick_run_train_rows(quick_run):
     assert len(by_column["loop"]) == len(by_column["steps"]) == len(configs)
     for r in by_column["loop"] + by_column["steps"]:
         assert r["error"] is None and r["images_per_sec"] > 0, r["error"]
-        assert (r["precision"], r["graphs"], r["kernels"]) == (precision, False, resolve_impl("auto", torch.ones(1)))
+        # the kernels `auto` resolves to on a CPU tensor, except that the interpreter the suite turns on is no speed
+        # path: the bench times the reference then
+        assert (r["precision"], r["graphs"], r["kernels"]) == (precision, False, "ref")
     for r in by_column["loop"]:
         assert r["loop_efficiency"] == pytest.approx(
             r["images_per_sec"] / next(s["images_per_sec"] for s in by_column["steps"] if s["name"] == r["name"]
