@@ -325,7 +325,7 @@ def _open_session(row, objective, device, dataset, block):
     """The column's session, and the row records what its settings resolved to on this device."""
     session = open_session(row["name"], objective, row["column"], row["batch_size"], device, dataset, block)
     row.update(penalty_grad=session.state.penalty_grad, precision=session.precision, graphs=session.graphs,
-               kernels=kernels.resolve_impl(session.cfg.kernels, session.state.images),
+               kernels=kernels.resolve_impl(session.cfg.kernels, session.state.pixels),
                penalty=session.cfg.penalty, penalty_every=session.cfg.resolved_penalty_every,
                n_critic=session.cfg.n_critic)
     if row["column"] == "loop":

@@ -214,7 +214,7 @@ def restore_training_state(train_state, state, path="checkpoint"):
     """
     saved = state["config"]
     cfg = train_state.cfg
-    check_same_architecture(state, cfg, path, data_shape=tuple(train_state.images.shape[1:]))
+    check_same_architecture(state, cfg, path, data_shape=tuple(train_state.pixels.shape[1:]))
     train_state.G.load_state_dict(state["G"])
     train_state.D.load_state_dict(state["D"])
     if train_state.G_ema is not None:

@@ -17,6 +17,7 @@ from .. import models
 from . import losses
 from .augment import Augment
 from .config import PENALIZES_FAKE, PENALIZES_REAL
+from .data import to_unit_range
 from .distributed import BatchDraw, World, local_batch_norm_
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -54,7 +55,7 @@ def set_lr(optimizer, lr):
 class TrainState:
     """G, D, their optimizers, loss scalers and EMA, and the two step functions over them."""
 
-    def __init__(self, cfg, G, D, images, labels, num_classes, device, precision, channels_last=False, world=None):
+    def __init__(self, cfg, G, D, pixels, labels, num_classes, device, precision, channels_last=False, world=None):
         self.cfg, self.G, self.D = cfg, G, D
         self.device = torch.device(device)
         # This process's rows of the global batch; in a single process, the whole batch.
@@ -66,7 +67,8 @@ class TrainState:
                              for b in module.buffers() if b.is_floating_point()]
         # D's spectrally normalised layers (--spectral-norm): each D step refines their singular vectors first.
         self.spectral_layers = models.spectral_norm_layers(D)
-        self.images, self.labels, self.num_classes = images, labels, num_classes
+        # The resident data: uint8 (N, C, H, W) pixels, or float32 images in [-1, 1] (float sources, 2-D points).
+        self.pixels, self.labels, self.num_classes = pixels, labels, num_classes
         self.conditional = cfg.conditional
         self.vaegan = cfg.model == "vaegan"
         if self.vaegan and not 1 <= cfg.vae_layer <= len(D.features):
@@ -131,9 +133,9 @@ class TrainState:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, cache_enabled=False)
 
     def real_batch(self):
-        """A batch gathered on the device from the resident dataset (indices drawn with replacement)."""
-        idx = self.draw.randint(0, self.images.shape[0])  # rows of this process's data (its shard under torchrun)
-        real = self.images.index_select(0, idx)
+        """A batch gathered on the device from the resident dataset (indices drawn with replacement), as floats."""
+        idx = self.draw.randint(0, self.pixels.shape[0])  # rows of this process's data (its shard under torchrun)
+        real = to_unit_range(self.pixels.index_select(0, idx))  # uint8 -> [-1, 1] here: inside the captured step
         if self.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
         labels = self.labels.index_select(0, idx) if self.conditional else None

@@ -114,7 +114,7 @@ def check_fits_on_device(dataset, device, share=0.5, rows=None):
     if device.type != "cuda":
         return
     rows = len(dataset) if rows is None else rows
-    needed = dataset.images[:1].numel() * dataset.images.element_size() * rows
+    needed = dataset.pixels[:1].numel() * dataset.pixels.element_size() * rows  # uint8 pixels: 1 byte each
     free, _ = torch.cuda.mem_get_info(device)
     if needed > share * free:
         raise ValueError(f"dataset {dataset.name!r} needs {needed / 2**30:.1f} GiB on the device but only "
@@ -163,15 +163,15 @@ def assemble_session(cfg, dataset, world):
         distributed.synchronize_batch_norm(D)
     G, D = G.to(device, memory_format=memory_format), D.to(device, memory_format=memory_format)
     world.broadcast_modules_(G, D)  # every rank starts from rank 0's weights
-    # This process's data: all of it, or under torchrun its rank's shard. It resides on the device; steps gather
-    # batches there.
+    # This process's data: all of it, or under torchrun its rank's shard. It resides on the device as the dataset
+    # holds it (uint8 pixels for integer sources); steps gather batches there and convert them to floats.
     rows = distributed.shard_indices(len(dataset), world.rank, world.world_size, cfg.seed)
     check_fits_on_device(dataset, device, rows=len(rows))
-    images = dataset.images[rows].to(device) if world.world_size > 1 else dataset.images.to(device)
+    pixels = dataset.pixels[rows].to(device) if world.world_size > 1 else dataset.pixels.to(device)
     labels = None
     if dataset.labels is not None:
         labels = dataset.labels[rows].to(device) if world.world_size > 1 else dataset.labels.to(device)
-    state = TrainState(cfg, G, D, images, labels, num_classes, device, precision, channels_last, world)
+    state = TrainState(cfg, G, D, pixels, labels, num_classes, device, precision, channels_last, world)
     if graphs:
         from .graphs import GraphRunner
         runner = GraphRunner(state)
@@ -198,7 +198,7 @@ def fixed_latents(cfg, num_classes, device, n=SAMPLE_GRID):
 def write_samples(session, z, labels, path, tb=None, iteration=0):
     """A sample grid (or scatter plot) from the fixed latents, also sent to TensorBoard when it is on."""
     samples = run_generator(session.state.sampling_generator(), z, labels)
-    real = session.dataset.images[:2000] if session.dataset.images.dim() == 2 else None
+    real = session.dataset.pixels[:2000] if session.dataset.pixels.dim() == 2 else None
     nrow = session.state.num_classes if labels is not None and session.state.num_classes <= 16 else None
     if tb is not None:
         tb.samples(samples, iteration, nrow)
@@ -646,7 +646,7 @@ def write_summary(session, out, timer, iteration, fields):
         "precision": session.precision,
         "graphs": session.graphs,
         "penalty_grad": session.state.penalty_grad,  # the input gradient the penalty used: explicit, autograd or None
-        "kernels": kernels.resolve_impl(cfg.kernels, session.state.images),  # what "auto" became here
+        "kernels": kernels.resolve_impl(cfg.kernels, session.state.pixels),  # what "auto" became here
         **provenance(),  # commit, command, date, torch and python versions
         "rollbacks": session.rollbacks,
         **world_fields(session),

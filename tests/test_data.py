@@ -503,3 +503,72 @@ def test_require_labels_names_dataset_and_path():
     with pytest.raises(DataError, match=r"conditional model needs labels.*'npy' at some/where.npy"):
         require_labels(ds)
     assert require_labels(load_dataset("ring8", n_points=10)).num_classes == 8
+
+
+# ----------------------------------------------------------------------------------------------------------
+# residency: integer sources are held as uint8, floats as float32
+
+
+def test_integer_sources_are_held_as_uint8_and_read_as_before(tmp_path):
+    rng = np.random.default_rng(3)
+    for dtype in (np.uint8, np.int16, np.int64):
+        nhwc = rng.integers(0, 256, (6, 5, 4, 3)).astype(dtype)
+        np.save(tmp_path / "ints.npy", nhwc)
+        ds = load_dataset("npy", tmp_path / "ints.npy")
+        assert ds.pixels.dtype == torch.uint8 and ds.pixels.is_contiguous()
+        assert torch.equal(ds.pixels, torch.from_numpy(nhwc.astype(np.uint8)).permute(0, 3, 1, 2))
+        # the floats every consumer sees: bit for bit the conversion of the whole set before this change
+        old = torch.from_numpy(nhwc).float().permute(0, 3, 1, 2) / 127.5 - 1
+        assert torch.equal(ds.images, old)
+    floats = rng.random((3, 4, 4, 1)).astype(np.float32)
+    np.save(tmp_path / "floats.npy", floats)
+    ds = load_dataset("npy", tmp_path / "floats.npy")
+    assert ds.pixels.dtype == torch.float32 and ds.images is ds.pixels  # floats stay as given, in [-1, 1]
+
+
+def test_uint8_resize_and_grey_round_to_the_nearest_level(tmp_path):
+    rng = np.random.default_rng(4)
+    nhwc = rng.integers(0, 256, (5, 12, 12, 3), dtype=np.uint8)
+    np.save(tmp_path / "rgb.npy", nhwc)
+    ds = load_dataset("npy", tmp_path / "rgb.npy", image_size=7, channels=1)
+    assert ds.pixels.dtype == torch.uint8 and ds.data_shape == (1, 7, 7)
+    x = torch.from_numpy(nhwc).permute(0, 3, 1, 2).float() / 127.5 - 1
+    grey = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    grey = (torch.round((grey + 1) * 127.5) / 127.5 - 1)  # grey is quantized first, then resized
+    exact = torch.nn.functional.interpolate(grey, size=(7, 7), mode="bilinear", align_corners=False,
+                                            antialias=True).clamp(-1, 1)
+    assert (ds.images - exact).abs().max() <= 0.5 / 127.5 + 1e-6  # at most half a grey level away
+    assert (ds.images - exact).abs().max() > 0  # and really quantized (the old float path kept `exact`)
+    assert torch.equal(data.to_uint8(ds.images), ds.pixels)  # to_uint8 inverts to_unit_range on its levels
+
+
+@needs_mnist5k
+def test_training_on_uint8_data_draws_the_same_batches_as_on_float32():
+    """The steps convert each gathered uint8 batch; the batches and so the trained weights equal those of the same
+    data held as float32 (the resident layout before this change), bit for bit."""
+    from ganforge.engine.config import TrainConfig
+    from ganforge.engine.trainer import build_session, run_iteration
+
+    digits = load_dataset("mnist5k")
+    as_floats = Dataset(digits.images, digits.labels, digits.num_classes, digits.name)
+    assert digits.pixels.dtype == torch.uint8 and as_floats.pixels.dtype == torch.float32
+    assert digits.pixels.nbytes * 4 == as_floats.pixels.nbytes
+    sessions = []
+    for dataset in (digits, as_floats):
+        cfg = TrainConfig(model="mlp", width=8, batch_size=32, iterations=3, conditional=True, device="cpu",
+                          precision="fp32", fid_samples=0, progress=False)
+        session = build_session(cfg, dataset=dataset)
+        assert session.state.pixels.dtype == dataset.pixels.dtype  # held on the device as the dataset holds it
+        for iteration in range(3):  # build_session seeds torch's generator: both runs draw the same numbers
+            run_iteration(session, iteration)
+        sessions.append(session)
+    uint8_run, float_run = (s.state for s in sessions)
+    for a, b in zip(uint8_run.G.state_dict().values(), float_run.G.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(uint8_run.D.state_dict().values(), float_run.D.state_dict().values()):
+        assert torch.equal(a, b)
+    torch.manual_seed(0)
+    real_u, labels_u = uint8_run.real_batch()
+    torch.manual_seed(0)
+    real_f, labels_f = float_run.real_batch()
+    assert real_u.dtype == torch.float32 and torch.equal(real_u, real_f) and torch.equal(labels_u, labels_f)

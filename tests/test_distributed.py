@@ -19,6 +19,7 @@ import torch
 from ganforge.engine import distributed
 from ganforge.engine.checkpoint import load_checkpoint
 from ganforge.engine.config import TrainConfig
+from ganforge.engine.data import to_unit_range
 from ganforge.engine.distributed import BatchDraw, SyncedBatchNorm, World, shard_indices
 from ganforge.engine.metrics.evaluate import score_checkpoint
 from ganforge.engine.trainer import build_session, run_iteration
@@ -70,7 +71,7 @@ def one_process_reference(cfg, iterations, world_size=2, concatenated=True):
     def concatenated_real_batch():
         idx = torch.randint(0, shard_size, (cfg.batch_size,))
         rows = torch.cat([shards[r][idx[r * per_rank:(r + 1) * per_rank]] for r in range(world_size)])
-        return state.images.index_select(0, rows), None
+        return to_unit_range(state.pixels.index_select(0, rows)), None
 
     if concatenated:
         state.real_batch = concatenated_real_batch

@@ -74,14 +74,14 @@ def test_fp16_inf_skips_the_step_and_backs_off_the_scale():
     state = session.state
     scale_before = state.scaler_d.get_scale()
     params_before = [p.detach().clone() for p in state.D.parameters()]
-    clean = state.images.clone()
-    state.images.fill_(float("inf"))  # the static data buffer: the next replay sees it
+    clean = state.pixels.clone()
+    state.pixels.fill_(float("inf"))  # the static data buffer: the next replay sees it
     session.runner.d_step(False)
     torch.cuda.synchronize()
     assert state.scaler_d.get_scale() == scale_before / 2
     for before, after in zip(params_before, state.D.parameters()):
         assert torch.equal(before, after)
-    state.images.copy_(clean)
+    state.pixels.copy_(clean)
     session.runner.d_step(False)
     assert any(not torch.equal(b, a) for b, a in zip(params_before, state.D.parameters()))
 

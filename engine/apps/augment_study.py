@@ -137,7 +137,7 @@ def study_sets(cfg):
 
 
 def _subset(data, rows):
-    return Dataset(data.images[rows], data.labels[rows], data.num_classes, data.name, data.path, data.class_names)
+    return Dataset(data.pixels[rows], data.labels[rows], data.num_classes, data.name, data.path, data.class_names)
 
 
 def k_shot(data, k, seed):

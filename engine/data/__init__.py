@@ -1,7 +1,9 @@
 """Datasets: the embedded MNIST-5k digits, 2-D Gaussian mixtures, and user data on disk.
 
-Every loader returns a `Dataset` whose images are float32 (N, C, H, W) in [-1, 1] (the range of a tanh
-generator), or float32 (N, 2) points for the mixtures. Nothing is downloaded. Every problem with the data
+Every loader returns a `Dataset` whose pixels are uint8 (N, C, H, W) when the source holds integers (MNIST, CIFAR-10,
+image files, integer arrays: a quarter of float32's memory, on the host and on the training device) or float32 in
+[-1, 1] when it holds floats, and float32 (N, 2) points for the mixtures; `Dataset.images` and `to_unit_range`
+give the float32 [-1, 1] images a tanh generator is compared with. Nothing is downloaded. Every problem with the data
 raises `DataError` before training starts, with one message that names the file and what was expected.
 
 One module per format parses its files into pixels and labels; `load_dataset` checks the arguments, picks the
@@ -13,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ._common import SPLITS, DataError, Dataset, require_labels
-from ._common import convert_channels, num_classes, resize, single_split, to_float_nchw
+from ._common import convert_channels, num_classes, resize, single_split, to_nchw, to_uint8, to_unit_range
 from .arrays import load_arrays
 from .cifar10 import load_cifar10
 from .folder import IMAGE_EXTENSIONS, load_folder
@@ -25,7 +27,7 @@ DATASETS = ("mnist5k",) + MIXTURES + ("mnist-idx", "cifar10", "folder", "npy")
 
 __all__ = ["DATASETS", "SPLITS", "MIXTURES", "MIXTURE_STD", "IMAGE_EXTENSIONS", "MNIST5K_TEST_PER_CLASS",
            "DataError", "Dataset", "load_dataset", "require_labels", "mixture_centers", "mnist5k_split_indices",
-           "read_idx"]
+           "read_idx", "to_uint8", "to_unit_range"]
 
 
 def load_dataset(name="mnist5k", path=None, *, split="train", image_size=None, channels=None, seed=0,
@@ -74,7 +76,7 @@ def load_dataset(name="mnist5k", path=None, *, split="train", image_size=None, c
             images, labels = load_arrays(Path(source))
         classes = 10 if name == "cifar10" else num_classes(labels)
 
-    images = to_float_nchw(images, source or name)
+    images = to_nchw(images, source or name)
     images = convert_channels(images, channels)
     if image_size is not None:
         images = resize(images, image_size)

@@ -14,7 +14,9 @@ class DataError(ValueError):
 
 @dataclass
 class Dataset:
-    images: torch.Tensor               # float32 (N, C, H, W) in [-1, 1], or (N, 2) points
+    # As held in memory (and on the training device): uint8 (N, C, H, W) pixels 0..255 for integer sources,
+    # float32 (N, C, H, W) in [-1, 1] for float sources, or float32 (N, 2) points. `images` gives floats.
+    pixels: torch.Tensor
     labels: torch.Tensor | None        # int64 (N,), or None when unlabelled
     num_classes: int                   # 0 when unlabelled
     name: str
@@ -22,11 +24,32 @@ class Dataset:
     class_names: tuple | None = None   # folder datasets: the class subfolder names, in label order
 
     @property
+    def images(self):
+        """Every image as float32 in [-1, 1] (a float copy of uint8 pixels: for a few thousand rows, not a big set;
+        index `pixels` first and convert with `to_unit_range` there)."""
+        return to_unit_range(self.pixels)
+
+    @property
     def data_shape(self):
-        return tuple(self.images.shape[1:])
+        return tuple(self.pixels.shape[1:])
 
     def __len__(self):
-        return self.images.shape[0]
+        return self.pixels.shape[0]
+
+
+def to_unit_range(pixels):
+    """uint8 pixels 0..255 -> float32 in [-1, 1]; float pixels (already in [-1, 1]) pass through.
+
+    The training steps call it on each gathered batch, so uint8 data is held at a quarter of float32's size and
+    yields the same floats, bit for bit, as converting the whole set first."""
+    if pixels.dtype == torch.uint8:
+        return pixels.float() / 127.5 - 1
+    return pixels
+
+
+def to_uint8(images):
+    """float32 in [-1, 1] -> uint8 0..255, rounded to the nearest level (the inverse of to_unit_range on them)."""
+    return ((images + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def require_labels(dataset):
@@ -79,11 +102,12 @@ def check_labels(labels, n_images, source):
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
-def to_float_nchw(images, source):
-    """(N, H, W, C) uint8 or float pixels -> float32 (N, C, H, W) in [-1, 1].
+def to_nchw(images, source):
+    """(N, H, W, C) pixels -> (N, C, H, W): uint8 0..255 for integer sources, float32 in [-1, 1] for float ones.
 
     Ranges: uint8 (or any integer type) 0..255; floats in [0, 1] or in [-1, 1]. A float array whose values
-    all lie in [0, 1] is read as [0, 1].
+    all lie in [0, 1] is read as [0, 1]. Integer pixels stay integers (a quarter of float32's memory); the steps
+    convert each batch with to_unit_range.
     """
     if images.shape[0] == 0:
         raise DataError(f"{source}: the dataset holds no images")
@@ -103,15 +127,16 @@ def to_float_nchw(images, source):
         elif not (lo >= -1.0 and hi <= 1.0):
             raise DataError(f"{source}: float pixels span [{lo:g}, {hi:g}]; expected [0, 1] or [-1, 1] "
                             "(or uint8 0..255)")
-    else:
+    elif x.dtype != torch.uint8:
         lo, hi = int(x.min()), int(x.max())
         if lo < 0 or hi > 255:
             raise DataError(f"{source}: integer pixels span [{lo}, {hi}]; expected 0..255")
-        x = x.float() / 127.5 - 1
+        x = x.to(torch.uint8)
     return x.permute(0, 3, 1, 2)
 
 
 def convert_channels(x, channels):
+    """Grey <-> colour; uint8 pixels stay uint8 (grey from colour is rounded to the nearest level)."""
     c = x.shape[1]
     if c not in (1, 3):
         raise DataError(f"images have {c} channels; expected 1 (grey) or 3 (RGB)")
@@ -121,14 +146,18 @@ def convert_channels(x, channels):
         return x.expand(-1, 3, -1, -1)
     # ITU-R 601 luma, the same weights Pillow uses for RGB -> L
     weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    return (x * weights).sum(dim=1, keepdim=True)
+    grey = (to_unit_range(x) * weights).sum(dim=1, keepdim=True)
+    return to_uint8(grey) if x.dtype == torch.uint8 else grey
 
 
 def resize(x, size, chunk=2048):
+    """Bilinear resize with antialiasing, in float chunks (the temporaries stay small on big sets); uint8 pixels
+    are rounded back to uint8, as an image file written at the new size would be."""
     if x.shape[-2:] == (size, size):
         return x
-    out = torch.empty(x.shape[0], x.shape[1], size, size)
-    for i in range(0, x.shape[0], chunk):  # chunks keep the float temporaries small on big datasets
-        out[i:i + chunk] = F.interpolate(x[i:i + chunk], size=(size, size), mode="bilinear",
-                                         align_corners=False, antialias=True)
-    return out.clamp_(-1, 1)
+    out = torch.empty(x.shape[0], x.shape[1], size, size, dtype=x.dtype)
+    for i in range(0, x.shape[0], chunk):
+        resized = F.interpolate(to_unit_range(x[i:i + chunk]), size=(size, size), mode="bilinear",
+                                align_corners=False, antialias=True).clamp_(-1, 1)
+        out[i:i + chunk] = to_uint8(resized) if x.dtype == torch.uint8 else resized
+    return out

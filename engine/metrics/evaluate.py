@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..data import MIXTURE_STD, MIXTURES, DataError, Dataset, load_dataset, mixture_centers
+from ..data import MIXTURE_STD, MIXTURES, DataError, Dataset, load_dataset, mixture_centers, to_unit_range
 from ..images import image_arrays, save_samples
 from ..io import atomic_write
 
@@ -84,7 +84,7 @@ def reference_sets(cfg, seed=0):
 
 def _subset(dataset, index):
     labels = dataset.labels[index] if dataset.labels is not None else None
-    return Dataset(dataset.images[index], labels, dataset.num_classes, dataset.name)
+    return Dataset(dataset.pixels[index], labels, dataset.num_classes, dataset.name)
 
 
 def check_scoring(cfg):
@@ -167,7 +167,7 @@ def evaluate_generator(G, cfg, num_classes, device, n_samples, progress=False, r
     fake = scorer.features(fake_images)
     fake_labels = world.gather(labels) if labels is not None else None
     floor_rows = torch.randperm(len(pool), generator=torch.Generator().manual_seed(1))[:n]
-    floor_images = pool.images[floor_rows]
+    floor_images = to_unit_range(pool.pixels[floor_rows])
     floor = train.rows(floor_rows.to(train.pool.device)) if train is not None else scorer.features(
         floor_images[world.rows(n)])
     real_labels = held_out.labels if num_classes else None
