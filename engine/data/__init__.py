@@ -17,13 +17,14 @@ import torch
 from ._common import SPLITS, DataError, Dataset, require_labels
 from ._common import convert_channels, num_classes, resize, single_split, to_nchw, to_uint8, to_unit_range
 from .arrays import load_arrays
+from .celeba import load_celeba
 from .cifar10 import load_cifar10
 from .folder import IMAGE_EXTENSIONS, load_folder
 from .idx import load_mnist_idx, read_idx
 from .mixtures import MIXTURE_STD, MIXTURES, load_mixture, mixture_centers
 from .mnist5k import MNIST5K_TEST_PER_CLASS, load_mnist5k, mnist5k_split_indices
 
-DATASETS = ("mnist5k",) + MIXTURES + ("mnist-idx", "cifar10", "folder", "npy")
+DATASETS = ("mnist5k",) + MIXTURES + ("mnist-idx", "cifar10", "celeba", "folder", "npy")
 
 __all__ = ["DATASETS", "SPLITS", "MIXTURES", "MIXTURE_STD", "IMAGE_EXTENSIONS", "MNIST5K_TEST_PER_CLASS",
            "DataError", "Dataset", "load_dataset", "require_labels", "mixture_centers", "mnist5k_split_indices",
@@ -34,9 +35,10 @@ def load_dataset(name="mnist5k", path=None, *, split="train", image_size=None, c
                  n_points=10_000):
     """Load dataset `name` (one of DATASETS).
 
-    split: "train", "test" or "all". Only datasets that ship a split (mnist5k, an MNIST IDX folder, CIFAR-10)
-        have a test split; a single folder or array file is all "train".
-    image_size: resize images to image_size x image_size (bilinear with antialiasing), e.g. 28 -> 32 or 64.
+    split: "train", "test" or "all". Only datasets that ship a split (mnist5k, an MNIST IDX folder, CIFAR-10,
+        CelebA: its val partition is in "all" only) have a test split; a single folder or array file is all "train".
+    image_size: resize images to image_size x image_size (bilinear with antialiasing), e.g. 28 -> 32 or 64; CelebA's
+        faces are center-cropped to squares first and default to 64.
     channels: 1 or 3; colour becomes grey by luma, grey becomes colour by repetition.
     seed, n_points: how the 2-D mixtures are sampled (the test split uses a different stream of the seed).
     """
@@ -54,6 +56,7 @@ def load_dataset(name="mnist5k", path=None, *, split="train", image_size=None, c
         if image_size is not None or channels is not None:
             raise DataError(f"dataset {name!r} is 2-D points: image_size and channels do not apply")
         return load_mixture(name, split, seed, n_points)
+    attributes = attribute_names = None  # per-image attributes: CelebA's
     if name == "mnist5k":
         (images, labels), source = load_mnist5k(split), None
         classes, class_names = 10, None
@@ -68,6 +71,9 @@ def load_dataset(name="mnist5k", path=None, *, split="train", image_size=None, c
             images, labels = load_mnist_idx(Path(source), split)
         elif name == "cifar10":
             images, labels = load_cifar10(Path(source), split)
+        elif name == "celeba":
+            images, attributes, attribute_names = load_celeba(Path(source), split, channels, image_size)
+            labels, attributes = None, torch.from_numpy(attributes)
         elif name == "folder":
             single_split(name, source, split)
             images, labels, class_names = load_folder(Path(source), channels, image_size)
@@ -81,4 +87,5 @@ def load_dataset(name="mnist5k", path=None, *, split="train", image_size=None, c
     if image_size is not None:
         images = resize(images, image_size)
     labels = None if labels is None else torch.as_tensor(labels, dtype=torch.int64)
-    return Dataset(images.contiguous(), labels, classes if labels is not None else 0, name, source, class_names)
+    return Dataset(images.contiguous(), labels, classes if labels is not None else 0, name, source, class_names,
+                   attributes, attribute_names)

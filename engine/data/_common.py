@@ -22,6 +22,8 @@ class Dataset:
     name: str
     path: str | None = None            # where it was read from (None for built-in data)
     class_names: tuple | None = None   # folder datasets: the class subfolder names, in label order
+    attributes: torch.Tensor | None = None  # int8 (N, A) of -1/1 (CelebA), or None
+    attribute_names: tuple | None = None
 
     @property
     def images(self):
