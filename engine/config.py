@@ -71,6 +71,11 @@ class TrainConfig:
     data_path: str | None = None
     image_size: int | None = None      # resize images (DCGAN-32/64 on 28x28 digits)
     channels: int | None = None        # 1 or 3: convert grey <-> colour
+    stream: str = "auto"               # read batches from disk while training: on | off | auto (when data exceed
+    #                                    --data-memory; .npy uint8 arrays)
+    data_memory: float | None = None   # GiB resident data may take (None: half the host's available memory; on
+    #                                    CUDA also at most half the device's free memory)
+    data_workers: int = 2              # processes reading a streamed dataset
     conditional: bool = False
     z_dim: int = 100
     width: int | None = None           # DCGAN base channels; MLP hidden 2w, 4w, 8w (None here: MODEL_DEFAULTS)
@@ -155,6 +160,11 @@ class TrainConfig:
         choice("kernels", ("auto", "triton", "ref"))
         choice("fid_backbone", ("mnist", "inception"))
         choice("on_nan", ON_NAN)
+        choice("stream", SWITCHES)
+        if self.data_memory is not None and not self.data_memory > 0:
+            raise ValueError(f"--data-memory must be > 0 GiB, got {self.data_memory}")
+        if self.data_workers < 0:
+            raise ValueError(f"--data-workers must be >= 0, got {self.data_workers}")
         for name in ("batch_size", "iterations", "n_critic", "z_dim", "width", "log_every",
                      "sample_every", "ckpt_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
@@ -272,7 +282,8 @@ class TrainConfig:
 # Fields whose default is None, and so whose type the default does not tell.
 _OPTIONAL_TYPES = {"width": int, "batch_size": int, "iterations": int, "lr_g": float, "lr_d": float, "ema": float,
                    "ema_rampup": float, "penalty_weight": float, "penalty_every": int, "clip": float,
-                   "image_size": int, "channels": int, "fid_every": int, "vae_layer": int, "vae_gamma": float}
+                   "image_size": int, "channels": int, "fid_every": int, "vae_layer": int, "vae_gamma": float,
+                   "data_memory": float}
 
 
 def field_type(name):

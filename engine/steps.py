@@ -55,7 +55,8 @@ def set_lr(optimizer, lr):
 class TrainState:
     """G, D, their optimizers, loss scalers and EMA, and the two step functions over them."""
 
-    def __init__(self, cfg, G, D, pixels, labels, num_classes, device, precision, channels_last=False, world=None):
+    def __init__(self, cfg, G, D, pixels, labels, num_classes, device, precision, channels_last=False, world=None,
+                 streamed=False):
         self.cfg, self.G, self.D = cfg, G, D
         self.device = torch.device(device)
         # This process's rows of the global batch; in a single process, the whole batch.
@@ -68,7 +69,9 @@ class TrainState:
         # D's spectrally normalised layers (--spectral-norm): each D step refines their singular vectors first.
         self.spectral_layers = models.spectral_norm_layers(D)
         # The resident data: uint8 (N, C, H, W) pixels, or float32 images in [-1, 1] (float sources, 2-D points).
+        # streamed: ``pixels`` is one batch, this rank's rows, refilled from disk before each step that reads it.
         self.pixels, self.labels, self.num_classes = pixels, labels, num_classes
+        self.streamed = streamed
         self.conditional = cfg.conditional
         self.vaegan = cfg.model == "vaegan"
         if self.vaegan and not 1 <= cfg.vae_layer <= len(D.features):
@@ -133,13 +136,22 @@ class TrainState:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, cache_enabled=False)
 
     def real_batch(self):
-        """A batch gathered on the device from the resident dataset (indices drawn with replacement), as floats."""
-        idx = self.draw.randint(0, self.pixels.shape[0])  # rows of this process's data (its shard under torchrun)
-        real = to_unit_range(self.pixels.index_select(0, idx))  # uint8 -> [-1, 1] here: inside the captured step
+        """A batch gathered on the device from the resident dataset (indices drawn with replacement), or the streamed
+        batch in the input buffer, as floats."""
+        if self.streamed:
+            real, idx = to_unit_range(self.pixels), None
+        else:
+            idx = self.draw.randint(0, self.pixels.shape[0])  # rows of this process's data (its shard under torchrun)
+            real = to_unit_range(self.pixels.index_select(0, idx))  # uint8 -> [-1, 1] here: inside the captured step
         if self.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
-        labels = self.labels.index_select(0, idx) if self.conditional else None
+        labels = self.labels.index_select(0, idx) if self.conditional else None  # a streamed set is unlabelled
         return real, labels
+
+    @property
+    def g_step_reads_real(self):
+        """Whether the G step reads a real batch (rpgan's G loss, feature matching, the VAE-GAN's reconstructions)."""
+        return self.vaegan or self.cfg.loss in losses.G_LOSSES_READING_REAL or self.cfg.feature_matching > 0
 
     def latent_batch(self):
         z = self.draw.randn(self.cfg.z_dim)
@@ -268,7 +280,7 @@ class TrainState:
             return self.finish_g_step(*self.vaegan_g_losses())
         z, labels = self.latent_batch()
         real_scores = real_features = None
-        if cfg.loss in losses.G_LOSSES_READING_REAL or cfg.feature_matching > 0:
+        if self.g_step_reads_real:
             real, real_labels = self.real_batch()
             with record_function("D forward"), torch.no_grad(), self.autocast():
                 real_scores, real_features = self.D.scores_and_features(self.augment(real, self.draw), real_labels)

@@ -18,7 +18,8 @@ from ..models import build_models
 from . import checkpoint as ckpt
 from . import distributed
 from .config import TrainConfig
-from .data import Dataset, load_dataset, require_labels
+from .data import DataError, Dataset, load_dataset, require_labels
+from .data.stream import BatchStream, StreamedDataset, open_streamed_npy
 from .metrics.evaluate import FIDTracker, check_scoring, evaluate_generator, run_generator
 from .images import save_fid_curve, save_loss_curve, save_samples
 from .io import atomic_write_json, strict_json
@@ -43,6 +44,13 @@ class Session:
     rollbacks: int = 0  # --on-nan rollback: how many so far (carried in checkpoints)
     resume_note: dict = field(default_factory=dict)  # where a resumed run came from and what it changed
     resume_message: str = ""
+    stream: BatchStream | None = None  # a streamed dataset's batches (--stream); None: the data reside on the device
+
+    def feed_real_batch(self, iteration, read):
+        """Streaming: copy the batch of this iteration's ``read``-th real-batch read into the steps' input buffer.
+        Batch numbers follow from the iteration alone, so a resume or rollback reads what the first pass read."""
+        reads = self.cfg.n_critic + int(self.state.g_step_reads_real)
+        self.stream.fill(self.state.pixels, iteration * reads + read)
 
     # The train state holds what the steps run with; the session reads it from there.
     @property
@@ -108,6 +116,59 @@ def resolve_graphs(graphs, device):
     return graphs == "on" or (graphs == "auto" and device.type == "cuda")
 
 
+def host_memory_available():
+    """Bytes of host memory available to a new allocation (Linux's MemAvailable; elsewhere all physical memory)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def resident_budget(cfg, device):
+    """Bytes resident data may take: --data-memory, else half the available host memory (and on CUDA at most half
+    the device's free memory)."""
+    if cfg.data_memory is not None:
+        return cfg.data_memory * 2**30
+    budget = 0.5 * host_memory_available()
+    if device.type == "cuda":
+        budget = min(budget, 0.5 * torch.cuda.mem_get_info(device)[0])
+    return budget
+
+
+def streamed_dataset(cfg, device):
+    """The StreamedDataset this run reads from disk, or None when the data are loaded and held (--stream)."""
+    if cfg.stream == "off":
+        return None
+    streamable = cfg.dataset == "npy" and str(cfg.data_path or "").endswith(".npy")
+    if cfg.stream == "on" and not streamable:
+        raise ValueError(f"--stream on reads a uint8 .npy array from disk (--dataset npy --data-path FILE.npy); "
+                         f"dataset {cfg.dataset!r} is loaded into memory: use --stream off or auto")
+    if not streamable or not os.path.isfile(cfg.data_path):
+        return None  # a missing file: load_dataset's message names it
+    try:
+        data = open_streamed_npy(cfg.data_path, cfg.image_size, cfg.channels)
+    except DataError:
+        if cfg.stream == "on":
+            raise
+        return None  # auto: an array that cannot be streamed as stored (floats, a resize) is loaded as before
+    if cfg.stream == "on" or len(data) * data.image_bytes > resident_budget(cfg, device):
+        return data
+    return None
+
+
+def check_streamable(cfg, dataset):
+    if cfg.conditional:
+        raise ValueError(f"a streamed .npy array ({dataset.path}) has no labels: train an unconditional model, or "
+                         "load an .npz of images and labels resident (--stream off)")
+    if cfg.fid_samples > 0:
+        raise ValueError(f"FID compares with real images held in memory; the streamed {dataset.path} is not scored "
+                         "yet: pass --fid-samples 0 (or train resident with --stream off)")
+
+
 def check_fits_on_device(dataset, device, share=0.5, rows=None):
     """The steps gather batches from a device-resident dataset (``rows`` of it: a rank's shard); refuse one that
     would crowd out the models."""
@@ -141,8 +202,11 @@ def assemble_session(cfg, dataset, world):
     graphs = resolve_graphs(cfg.graphs, device)
     torch.manual_seed(cfg.seed)
     if dataset is None:
-        dataset = load_dataset(cfg.dataset, cfg.data_path, split="train", image_size=cfg.image_size,
-                               channels=cfg.channels, seed=cfg.seed)
+        dataset = streamed_dataset(cfg, device) or load_dataset(
+            cfg.dataset, cfg.data_path, split="train", image_size=cfg.image_size, channels=cfg.channels, seed=cfg.seed)
+    streaming = isinstance(dataset, StreamedDataset)
+    if streaming:
+        check_streamable(cfg, dataset)
     if cfg.conditional:
         require_labels(dataset)
     if cfg.batch_size > len(dataset):
@@ -164,26 +228,40 @@ def assemble_session(cfg, dataset, world):
     G, D = G.to(device, memory_format=memory_format), D.to(device, memory_format=memory_format)
     world.broadcast_modules_(G, D)  # every rank starts from rank 0's weights
     # This process's data: all of it, or under torchrun its rank's shard. It resides on the device as the dataset
-    # holds it (uint8 pixels for integer sources); steps gather batches there and convert them to floats.
+    # holds it (uint8 pixels for integer sources); steps gather batches there and convert them to floats. A
+    # streamed dataset stays on disk: the device holds one batch, the steps' static input, refilled before each
+    # step that reads it.
     rows = distributed.shard_indices(len(dataset), world.rank, world.world_size, cfg.seed)
-    check_fits_on_device(dataset, device, rows=len(rows))
-    pixels = dataset.pixels[rows].to(device) if world.world_size > 1 else dataset.pixels.to(device)
-    labels = None
-    if dataset.labels is not None:
-        labels = dataset.labels[rows].to(device) if world.world_size > 1 else dataset.labels.to(device)
-    state = TrainState(cfg, G, D, pixels, labels, num_classes, device, precision, channels_last, world)
+    stream, labels = None, None
+    if streaming:
+        pixels = torch.empty((world.local_batch(cfg.batch_size), *dataset.data_shape), dtype=torch.uint8,
+                             device=device)
+        stream = BatchStream(dataset, cfg.seed, rows.numpy(), cfg.batch_size, world.rows(cfg.batch_size), device,
+                             cfg.data_workers)
+    else:
+        check_fits_on_device(dataset, device, rows=len(rows))
+        pixels = dataset.pixels[rows].to(device) if world.world_size > 1 else dataset.pixels.to(device)
+        if dataset.labels is not None:
+            labels = dataset.labels[rows].to(device) if world.world_size > 1 else dataset.labels.to(device)
+    state = TrainState(cfg, G, D, pixels, labels, num_classes, device, precision, channels_last, world,
+                       streamed=streaming)
     if graphs:
         from .graphs import GraphRunner
         runner = GraphRunner(state)
     else:
         runner = EagerRunner(state)
-    return Session(cfg, graphs, dataset, state, runner, world=world)
+    return Session(cfg, graphs, dataset, state, runner, world=world, stream=stream)
 
 
 def run_iteration(session, iteration):
     """One training iteration: n_critic D steps (the penalty on its lazy interval), then one G step."""
-    for penalize in session.cfg.penalized_d_steps(iteration):
+    penalized = session.cfg.penalized_d_steps(iteration)
+    for read, penalize in enumerate(penalized):
+        if session.stream is not None:
+            session.feed_real_batch(iteration, read)
         session.runner.d_step(penalize)
+    if session.stream is not None and session.state.g_step_reads_real:
+        session.feed_real_batch(iteration, len(penalized))
     session.runner.g_step()
 
 
@@ -198,7 +276,7 @@ def fixed_latents(cfg, num_classes, device, n=SAMPLE_GRID):
 def write_samples(session, z, labels, path, tb=None, iteration=0):
     """A sample grid (or scatter plot) from the fixed latents, also sent to TensorBoard when it is on."""
     samples = run_generator(session.state.sampling_generator(), z, labels)
-    real = session.dataset.pixels[:2000] if session.dataset.pixels.dim() == 2 else None
+    real = session.dataset.pixels[:2000] if len(session.dataset.data_shape) == 1 else None  # 2-D points
     nrow = session.state.num_classes if labels is not None and session.state.num_classes <= 16 else None
     if tb is not None:
         tb.samples(samples, iteration, nrow)
@@ -453,6 +531,12 @@ class TrainLoop:
     def on_log(self):
         """One log record: the interval's mean statistics and images/s. False when the run rolled back."""
         record = {"iteration": self.iteration, **self.session.state.read_and_reset_stats(), **self.timer.lap()}
+        stream = self.session.stream
+        if stream is not None:  # how long the loop waited for the disk: a large share means the run is input-bound
+            waited = stream.read_and_reset_wait()
+            record["input_wait_seconds"] = round(waited, 3)
+            interval = self.timer.interval_seconds
+            record["input_wait_share"] = round(waited / interval, 3) if interval > 0 else None
         self.log.append(record)
         if self.tb is not None:
             self.tb.scalars(record)
@@ -646,6 +730,10 @@ def write_summary(session, out, timer, iteration, fields):
         "precision": session.precision,
         "graphs": session.graphs,
         "penalty_grad": session.state.penalty_grad,  # the input gradient the penalty used: explicit, autograd or None
+        "data": "streamed" if session.stream is not None else "resident",
+        **({"input_wait_seconds": round(session.stream.total_wait_seconds, 3),
+            "input_wait_share": round(session.stream.total_wait_seconds / timer.seconds, 4) if timer.seconds > 0
+            else None} if session.stream is not None else {}),
         "kernels": kernels.resolve_impl(cfg.kernels, session.state.pixels),  # what "auto" became here
         **provenance(),  # commit, command, date, torch and python versions
         "rollbacks": session.rollbacks,
@@ -669,6 +757,7 @@ class IntervalTimer:
         self.device = device
         self.seconds, self.images = 0.0, 0
         self.side_work_began = 0.0  # training seconds when the current (or last) side work began
+        self.interval_seconds = 0.0  # training seconds of the last lap
         self._start, self._images, self._side = time.perf_counter(), 0, 0.0
 
     def sync(self):
@@ -694,5 +783,6 @@ class IntervalTimer:
         self.seconds += elapsed
         self.images += self._images
         record = {"images_per_sec": self._images / elapsed if elapsed > 0 else None, "seconds": self.seconds}
+        self.interval_seconds = elapsed
         self._start, self._images, self._side = time.perf_counter(), 0, 0.0
         return record

@@ -41,8 +41,13 @@ _HELP = {
     "batch_size": f"images per iteration (default {_per_model('batch_size')})",
     "lr_g": f"G's Adam/RMSprop learning rate (default {_per_model('lr_g')})",
     "lr_d": f"D's learning rate (default {_per_model('lr_d')})",
-    "dataset": "mnist5k (embedded), ring8, grid25, mnist-idx, cifar10, folder, npy",
-    "data_path": "file or folder for mnist-idx, cifar10, folder and npy datasets",
+    "dataset": "mnist5k (embedded), ring8, grid25, mnist-idx, cifar10, celeba, folder, npy",
+    "data_path": "file or folder for mnist-idx, cifar10, celeba, folder and npy datasets",
+    "stream": "read training batches from disk while the steps run instead of holding the data in memory: on, off, "
+              "or auto (stream a uint8 .npy array larger than --data-memory)",
+    "data_memory": "GiB the resident data may take before auto streams it (default: half the host's available "
+                   "memory; on CUDA also half the device's free memory)",
+    "data_workers": "worker processes reading a streamed dataset (0: the training process reads)",
     "loss": "ns (non-saturating), minimax, wgan, hinge, rpgan (relativistic pairing, R3GAN's) or lsgan (least "
             "squares)",
     "penalty": "none, wgan-gp (gradient penalty on interpolates), r1 (on reals; the default), r2 (on generated "
