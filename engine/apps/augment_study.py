@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..data import DataError, Dataset, load_dataset, require_labels
+from ..data import DataError, Dataset, load_dataset, require_labels, to_unit_range
 from ..io import atomic_write, atomic_write_text
 
 VARIANTS = {  # name -> (shift, gan samples, confidence filter)
@@ -152,23 +152,58 @@ def k_shot(data, k, seed):
     return _subset(data, torch.cat(chosen))
 
 
+class ColourClassifier(torch.nn.Module):
+    """The study's classifier for colour images (CIFAR-10's 32x32 and others, at least 8x8): three VGG-style stages
+    of two 3x3 convolutions with BatchNorm and ReLU (32, 64, 128 channels), each halving the size, then a global
+    average pool and one linear layer. About 0.29 M weights: wide enough for natural images, small enough for a
+    CPU; the digit CNN (no normalisation, 16-64 channels) is built for strokes on a black ground."""
+
+    def __init__(self, num_classes, channels=3):
+        super().__init__()
+
+        def stage(c_in, c_out):
+            return [torch.nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), torch.nn.BatchNorm2d(c_out),
+                    torch.nn.ReLU(), torch.nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+                    torch.nn.BatchNorm2d(c_out), torch.nn.ReLU(), torch.nn.MaxPool2d(2)]
+
+        self.body = torch.nn.Sequential(*stage(channels, 32), *stage(32, 64), *stage(64, 128),
+                                        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        self.head = torch.nn.Linear(128, num_classes)
+
+    def forward(self, x):
+        return self.head(self.body(x.float()))
+
+
+def is_colour(data):
+    return data.data_shape[0] == 3
+
+
 def new_classifier(data, seed):
-    """The study's classifier (the project's small CNN, shaped for the data), initialised from ``seed``."""
+    """The study's classifier, initialised from ``seed``: ColourClassifier for colour images, else the project's
+    digit CNN shaped for the data."""
     from ..metrics.fid import MNISTClassifier
 
     torch.manual_seed(seed)
-    _, c, h, _ = data.images.shape
+    c, h, _ = data.data_shape
+    if is_colour(data):
+        return ColourClassifier(data.num_classes, channels=c)
     return MNISTClassifier(channels=c, num_classes=data.num_classes, image_size=h)
 
 
+def classifier_name(data):
+    return "colour CNN (3 VGG-style stages, BatchNorm), shift + horizontal flip" if is_colour(data) else \
+        "digit CNN (3 conv blocks), shift"
+
+
 def fit(cfg, data, seed, shift, extra=None, desc="classifier"):
-    """One classifier of the study, trained deterministically from ``seed``."""
+    """One classifier of the study, trained deterministically from ``seed``. The shift variants of colour images
+    also flip them horizontally (CIFAR's classic augmentation; digits are never flipped)."""
     from ..metrics.train_classifier import fit_classifier
 
     model = new_classifier(data, seed)
     return fit_classifier(model, data.images, data.labels, cfg.classifier_steps, cfg.batch_size, cfg.lr, seed,
-                          shift=shift, extra=extra, extra_fraction=cfg.gan_fraction if extra else 0.0,
-                          progress=cfg.progress, desc=desc)
+                          shift=shift, flip=shift and is_colour(data), extra=extra,
+                          extra_fraction=cfg.gan_fraction if extra else 0.0, progress=cfg.progress, desc=desc)
 
 
 def train_gan(cfg, kshot, seed, out_dir):
@@ -214,7 +249,7 @@ def run_study(cfg):
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     train_set, test_set = study_sets(cfg)
-    test_x, test_y = test_set.images[:cfg.test_limit], test_set.labels[:cfg.test_limit]
+    test_x, test_y = to_unit_range(test_set.pixels[:cfg.test_limit]), test_set.labels[:cfg.test_limit]
     needs_gan = any(VARIANTS[v][1] for v in cfg.variants)
     runs = []
     jobs = [(k, seed) for k in cfg.shots for seed in cfg.seeds]
@@ -247,6 +282,7 @@ def run_study(cfg):
                 row["gan_sample_label_agreement"] = class_accuracy(best_real, *samples)["accuracy"]
         runs.append(row)
     report = summarize(cfg, runs, len(train_set), len(test_x), time.perf_counter() - start)
+    report["classifier"] = classifier_name(train_set)
     atomic_write_text(out / "study.json", json.dumps(report, indent=2) + "\n")
     plot_study(report, out / "study.png")
     return report

@@ -29,12 +29,18 @@ def random_shift(x, gen, max_shift=2):
     return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)])
 
 
+def random_flip(x, gen):
+    """Mirror each image left-right with probability 1/2 (for natural images; never for digits)."""
+    flip = torch.rand(x.shape[0], generator=gen) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+
+
 def fit_classifier(model, images, labels, steps, batch_size=64, lr=2e-3, seed=0, shift=True, extra=None,
-                   extra_fraction=0.0, progress=True, desc="classifier"):
+                   extra_fraction=0.0, progress=True, desc="classifier", flip=False):
     """Train ``model`` on (images, labels) for ``steps`` Adam steps with a one-cycle learning rate.
 
     Each epoch visits the images in a fresh seeded order (the last batch may be short). shift: random_shift
-    every batch. extra: optional (images, labels) of a second source (e.g. a generator's samples), drawn at
+    every batch; flip: random_flip every batch too. extra: optional (images, labels) of a second source (e.g. a generator's samples), drawn at
     random to make up a share ``extra_fraction`` of every batch (the rest comes from ``images``). Randomness
     comes only from a generator seeded with ``seed`` (seed the model's initialisation yourself), so the same
     seeds give the same model on one thread with deterministic algorithms.
@@ -55,7 +61,9 @@ def fit_classifier(model, images, labels, steps, batch_size=64, lr=2e-3, seed=0,
             if n_extra:
                 pick = torch.randint(len(extra[0]), (n_extra,), generator=gen)
                 x, y = torch.cat([x, extra[0][pick]]), torch.cat([y, extra[1][pick]])
-            loss = F.cross_entropy(model(random_shift(x, gen) if shift else x), y)
+            x = random_shift(x, gen) if shift else x
+            x = random_flip(x, gen) if flip else x
+            loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
