@@ -351,6 +351,8 @@ def train(cfg, dataset=None, resume=None, overwrite=False, discard_newer=False):
         run_dir = world.main_does(lambda: stack.enter_context(RunDir(out).open(resume=resuming_here,
                                                                                overwrite=overwrite)))
         session = assemble_session(cfg, dataset, world)  # the config was checked above
+        if session.stream is not None:
+            stack.callback(session.stream.close)  # the data workers stop with the run, however it ends
         references = check_scoring(cfg)  # FID's backbone and held-out split fail here, not after training
         start = restore(session, resume, out if resuming_here else None, discard_newer) if resume else 0
         if "GANFORGE_TEST_NAN_AT" in os.environ:
