@@ -7,7 +7,7 @@ import dataclasses
 
 from .checkpoint import load_checkpoint, load_generator
 from .config import TrainConfig
-from .metrics.evaluate import generate, requested_labels, score_checkpoint
+from .metrics.evaluate import generate, requested_attributes, requested_labels, score_checkpoint
 
 __all__ = ["TrainConfig", "train", "sample", "score", "load_generator", "load_checkpoint"]
 
@@ -27,15 +27,19 @@ def train(config=None, *, dataset=None, resume=None, overwrite=False, **override
     return run_training(config, dataset=dataset, resume=resume, overwrite=overwrite)
 
 
-def sample(checkpoint, n=64, *, label=None, use_ema=True, seed=0, device="cpu"):
+def sample(checkpoint, n=64, *, label=None, attributes=None, use_ema=True, seed=0, device="cpu"):
     """``n`` generated images (float32 (N, C, H, W) in [-1, 1], on the CPU) from a checkpoint's generator.
 
     label: one class for a conditional model (default: classes in turn).
+    attributes: {name: value} for a model trained with --condition-on, e.g. {"Smiling": 1, "Eyeglasses": -1}; the
+        attributes not given are drawn, whole vectors at a time, from those the model trained on.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     G, cfg, num_classes = load_generator(checkpoint, device, use_ema)
     labels = requested_labels(label, n, num_classes, checkpoint, option="label")
+    if labels is None:
+        labels = requested_attributes(G, n, attributes, seed, checkpoint, option="attributes")
     images, _ = generate(G, n, cfg.z_dim, device, num_classes, seed=seed, labels=labels)
     return images
 

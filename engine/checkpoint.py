@@ -41,6 +41,7 @@ def save_checkpoint(path, train_state, iteration, data_shape, num_classes, extra
         "config": train_state.cfg.to_dict(),
         "data_shape": list(data_shape),
         "num_classes": num_classes,
+        "attribute_names": list(getattr(train_state.G, "attribute_names", ())),  # --condition-on, columns in order
         "G": train_state.G.state_dict(),
         "D": train_state.D.state_dict(),
         # the EMA with BatchNorm statistics of its own weights, as it samples
@@ -173,8 +174,8 @@ def load_checkpoint(path, map_location="cpu"):
 
 
 # Fields that shape the models or the optimizer state: a resumed run must agree with its checkpoint on them.
-ARCHITECTURE_FIELDS = ("model", "dataset", "image_size", "channels", "conditional", "z_dim", "width", "optimizer",
-                       "penalty", "spectral_norm", "vae_backbone")
+ARCHITECTURE_FIELDS = ("model", "dataset", "image_size", "channels", "conditional", "condition_on", "z_dim", "width",
+                       "optimizer", "penalty", "spectral_norm", "vae_backbone")
 # Fields a resumed run may change: applied to the restored state and reported (trainer logs them).
 TUNABLE_FIELDS = ("lr_g", "lr_d", "beta1", "beta2", "loss", "n_critic", "penalty_weight", "penalty_every", "clip",
                   "ema", "ema_rampup", "batch_size", "precision", "augment", "augment_p", "ada_target", "penalty_grad",
@@ -245,13 +246,15 @@ def restore_training_state(train_state, state, path="checkpoint"):
 
 
 def load_generator(path, device="cpu", use_ema=True, kernels="auto"):
-    """Rebuild G from a checkpoint for sampling or scoring: returns (G in eval mode, TrainConfig, num_classes)."""
+    """Rebuild G from a checkpoint for sampling or scoring: returns (G in eval mode, TrainConfig, num_classes).
+    An attribute-conditioned G names its attributes in ``G.attribute_names`` and carries their bank."""
     from ..models import build_models
 
     state = load_checkpoint(path)
     cfg = TrainConfig.from_dict(state["config"])
     G, _ = build_models(cfg.model, tuple(state["data_shape"]), cfg.z_dim, state["num_classes"], cfg.width,
-                        impl=kernels, backbone=cfg.vae_backbone)
+                        impl=kernels, backbone=cfg.vae_backbone,
+                        attribute_names=tuple(state.get("attribute_names", ())))
     weights = state["G_ema"] if use_ema and state["G_ema"] is not None else state["G"]
     G.load_state_dict(weights)
     return G.to(device).eval(), cfg, state["num_classes"]

@@ -77,6 +77,8 @@ class TrainConfig:
     #                                    CUDA also at most half the device's free memory)
     data_workers: int = 2              # processes reading a streamed dataset
     conditional: bool = False
+    condition_on: str = ""             # comma-separated attributes (CelebA's Smiling,Male,...) or "all": G and D
+    #                                    take the attribute vector (models.conditioning); "" for none
     z_dim: int = 100
     width: int | None = None           # DCGAN base channels; MLP hidden 2w, 4w, 8w (None here: MODEL_DEFAULTS)
     vae_backbone: str = "mlp"          # --model vaegan: the G (decoder) and D it builds on, mlp or dcgan
@@ -205,6 +207,9 @@ class TrainConfig:
         if self.fid_samples < 0:
             raise ValueError(f"--fid-samples must be >= 0, got {self.fid_samples}")
         parse_metrics(self.metrics, self.conditional)
+        if self.condition_on and self.conditional:
+            raise ValueError("--conditional (class labels) and --condition-on (attribute vectors) are two ways of "
+                             "conditioning a model: choose one")
         return self
 
     def validate_vaegan(self):

@@ -72,7 +72,10 @@ class TrainState:
         # streamed: ``pixels`` is one batch, this rank's rows, refilled from disk before each step that reads it.
         self.pixels, self.labels, self.num_classes = pixels, labels, num_classes
         self.streamed = streamed
-        self.conditional = cfg.conditional
+        # what G and D are conditioned on: None, "class" (labels are int64 classes) or "attributes" (labels are
+        # float32 (N, K) attribute vectors of -1/1, and fake batches take the vectors of random real rows)
+        self.condition = "class" if cfg.conditional else "attributes" if cfg.condition_on else None
+        self.conditional = self.condition is not None
         self.vaegan = cfg.model == "vaegan"
         if self.vaegan and not 1 <= cfg.vae_layer <= len(D.features):
             raise ValueError(f"--vae-layer {cfg.vae_layer}: this critic has feature layers 1..{len(D.features)}")
@@ -156,8 +159,10 @@ class TrainState:
     def latent_batch(self):
         z = self.draw.randn(self.cfg.z_dim)
         labels = None
-        if self.conditional:
+        if self.condition == "class":
             labels = self.draw.randint(0, self.num_classes)
+        elif self.condition == "attributes":  # the joint distribution of the data's attributes, row by row
+            labels = self.labels.index_select(0, self.draw.randint(0, self.labels.shape[0]))
         return z, labels
 
     def average_across_ranks(self, model):
@@ -360,8 +365,11 @@ class TrainState:
         try:
             for _ in range(EMA_NORM_SAMPLES // EMA_NORM_BATCH):
                 z = torch.randn(EMA_NORM_BATCH, self.cfg.z_dim, device=self.device, generator=gen)
-                labels = torch.randint(0, self.num_classes, (EMA_NORM_BATCH,), device=self.device, generator=gen) \
-                    if self.conditional else None
+                labels = None
+                if self.condition == "class":
+                    labels = torch.randint(0, self.num_classes, (EMA_NORM_BATCH,), device=self.device, generator=gen)
+                elif self.condition == "attributes":
+                    labels = models.draw_attributes(self.G_ema, EMA_NORM_BATCH, gen)
                 self.G_ema(z, labels)
         finally:
             self.G_ema.eval()

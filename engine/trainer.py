@@ -13,12 +13,12 @@ import torch
 from tqdm import tqdm
 
 from .. import kernels
-from ..models import build_models
+from ..models import build_models, draw_attributes, set_attribute_bank
 
 from . import checkpoint as ckpt
 from . import distributed
 from .config import TrainConfig
-from .data import DataError, Dataset, load_dataset, require_labels
+from .data import DataError, Dataset, attribute_names_for, attribute_vectors, load_dataset, require_labels
 from .data.stream import BatchStream, StreamedDataset, open_streamed_npy
 from .metrics.evaluate import FIDTracker, check_scoring, evaluate_generator, run_generator
 from .images import save_fid_curve, save_loss_curve, save_samples
@@ -161,7 +161,7 @@ def streamed_dataset(cfg, device):
 
 
 def check_streamable(cfg, dataset):
-    if cfg.conditional:
+    if cfg.conditional or cfg.condition_on:
         raise ValueError(f"a streamed .npy array ({dataset.path}) has no labels: train an unconditional model, or "
                          "load an .npz of images and labels resident (--stream off)")
     if cfg.fid_samples > 0:
@@ -214,11 +214,16 @@ def assemble_session(cfg, dataset, world):
     if cfg.augment != "none" and len(dataset.data_shape) != 3:
         raise ValueError(f"--augment applies to images; dataset {dataset.name!r} is {dataset.data_shape} points")
     num_classes = dataset.num_classes if cfg.conditional else 0
+    # --condition-on: the attribute vectors (-1/1 floats) take the labels' place in the batches
+    attribute_names = attribute_names_for(cfg.condition_on, dataset) if cfg.condition_on else ()
+    conditions = attribute_vectors(dataset, attribute_names) if attribute_names else dataset.labels
     # BatchNorm mixes samples, which a per-sample gradient penalty must not see: D has none then; nor with spectral
     # norm, which takes its place as D's normalisation (Miyato et al.'s critics have no BatchNorm).
     G, D = build_models(cfg.model, dataset.data_shape, cfg.z_dim, num_classes, cfg.width,
                         d_batch_norm=cfg.penalty == "none" and not cfg.spectral_norm, impl=cfg.kernels,
-                        spectral_norm=cfg.spectral_norm, backbone=cfg.vae_backbone)
+                        spectral_norm=cfg.spectral_norm, backbone=cfg.vae_backbone, attribute_names=attribute_names)
+    if attribute_names:  # from the whole set, seeded: the same bank on every rank
+        set_attribute_bank(G, conditions, cfg.seed)
     is_conv = cfg.architecture == "dcgan"
     channels_last = is_conv and (cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda"))
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -241,8 +246,8 @@ def assemble_session(cfg, dataset, world):
     else:
         check_fits_on_device(dataset, device, rows=len(rows))
         pixels = dataset.pixels[rows].to(device) if world.world_size > 1 else dataset.pixels.to(device)
-        if dataset.labels is not None:
-            labels = dataset.labels[rows].to(device) if world.world_size > 1 else dataset.labels.to(device)
+        if conditions is not None:
+            labels = conditions[rows].to(device) if world.world_size > 1 else conditions.to(device)
     state = TrainState(cfg, G, D, pixels, labels, num_classes, device, precision, channels_last, world,
                        streamed=streaming)
     if graphs:
@@ -265,11 +270,14 @@ def run_iteration(session, iteration):
     session.runner.g_step()
 
 
-def fixed_latents(cfg, num_classes, device, n=SAMPLE_GRID):
-    """The same z (and labels: each row one class) for every sample grid, so grids show progress."""
+def fixed_latents(cfg, G, device, n=SAMPLE_GRID):
+    """The same z (and labels: each row one class; or attribute vectors from G's bank) for every sample grid, so
+    grids show progress."""
     gen = torch.Generator().manual_seed(cfg.seed + 12345)
     z = torch.randn(n, cfg.z_dim, generator=gen).to(device)
-    labels = torch.arange(n, device=device) % num_classes if num_classes else None
+    labels = torch.arange(n, device=device) % G.num_classes if G.num_classes else None
+    if G.attribute_names:
+        labels = draw_attributes(G, n, torch.Generator(device).manual_seed(cfg.seed + 12346))
     return z, labels
 
 
@@ -277,7 +285,8 @@ def write_samples(session, z, labels, path, tb=None, iteration=0):
     """A sample grid (or scatter plot) from the fixed latents, also sent to TensorBoard when it is on."""
     samples = run_generator(session.state.sampling_generator(), z, labels)
     real = session.dataset.pixels[:2000] if len(session.dataset.data_shape) == 1 else None  # 2-D points
-    nrow = session.state.num_classes if labels is not None and session.state.num_classes <= 16 else None
+    classes = session.state.num_classes
+    nrow = classes if classes and labels is not None and classes <= 16 else None
     if tb is not None:
         tb.samples(samples, iteration, nrow)
     return save_samples(samples, path, nrow=nrow, real_points=real)
@@ -490,7 +499,7 @@ class TrainLoop:
             print(session.resume_message, file=sys.stderr)
         if self.main:
             cfg.write_json(out / "config.json")  # `ganforge train --config out/config.json` repeats this run
-        self.z_fixed, self.labels_fixed = fixed_latents(cfg, session.state.num_classes, session.device)
+        self.z_fixed, self.labels_fixed = fixed_latents(cfg, session.state.G, session.device)
         self.iteration = self.logged_at = start
         self.checkpointed_at = start if resumed else None  # a resumed run's checkpoint at ``start`` exists
         if cfg.on_nan == "rollback" and not resumed:

@@ -8,11 +8,12 @@ equal to autograd's double backward.
 """
 from torch import nn
 
+from .conditioning import AttributeEmbedding
 from .layers import FusedConv2d, FusedLinear
 
 # Modules a critic may hold for the explicit gradient to be exact; anything else (BatchNorm, dropout, a user's
 # module) sends the engine back to autograd's double backward.
-_ALLOWED = (nn.Sequential, nn.Embedding, FusedLinear, FusedConv2d)
+_ALLOWED = (nn.Sequential, nn.Embedding, AttributeEmbedding, FusedLinear, FusedConv2d)
 
 
 def critic_supports_input_grad(critic, own_forward):

@@ -7,6 +7,7 @@ D: stride-2 convolutions halving the size -> dense to one logit. BatchNorm in G 
 import torch
 from torch import nn
 
+from .conditioning import condition_embedding
 from .critic import ProjectionCritic
 from .layers import FusedConv2d, FusedLinear
 
@@ -22,14 +23,15 @@ def _base_and_steps(size):
 
 
 class DCGANGenerator(nn.Module):
-    def __init__(self, data_shape=(1, 28, 28), z_dim=100, width=64, num_classes=0):
+    def __init__(self, data_shape=(1, 28, 28), z_dim=100, width=64, num_classes=0, attribute_names=()):
         super().__init__()
         channels, size = data_shape[0], data_shape[-1]
         self.data_shape, self.z_dim, self.num_classes = tuple(data_shape), z_dim, num_classes
+        self.attribute_names = tuple(attribute_names)
         self.base, n_blocks = _base_and_steps(size)
         self.top_ch = width * 2 ** (n_blocks - 1)
-        self.label_embed = nn.Embedding(num_classes, z_dim) if num_classes else None
-        in_dim = z_dim * 2 if num_classes else z_dim
+        self.label_embed = condition_embedding(num_classes, attribute_names, z_dim, bank=True)
+        in_dim = z_dim * 2 if self.label_embed is not None else z_dim
         self.project = FusedLinear(in_dim, self.top_ch * self.base * self.base, bias=False)
         self.project_norm = nn.BatchNorm2d(self.top_ch)
         blocks, ch = [], self.top_ch
@@ -60,9 +62,9 @@ def dcgan_feature_layers(data_shape, width, batch_norm=False):
 
 
 class DCGANDiscriminator(ProjectionCritic):
-    def __init__(self, data_shape=(1, 28, 28), width=64, num_classes=0, batch_norm=False):
+    def __init__(self, data_shape=(1, 28, 28), width=64, num_classes=0, batch_norm=False, attribute_names=()):
         super().__init__()
-        self.num_classes = num_classes
+        self.num_classes, self.attribute_names = num_classes, tuple(attribute_names)
         self.features, feat_dim = dcgan_feature_layers(data_shape, width, batch_norm)
         self.head = FusedLinear(feat_dim, 1)
-        self.label_embed = nn.Embedding(num_classes, feat_dim) if num_classes else None
+        self.label_embed = condition_embedding(num_classes, attribute_names, feat_dim)

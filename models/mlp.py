@@ -4,6 +4,7 @@ import math
 import torch
 from torch import nn
 
+from .conditioning import condition_embedding
 from .critic import ProjectionCritic
 from .layers import FusedLinear
 
@@ -13,11 +14,12 @@ class MLPGenerator(nn.Module):
     against D (without it the textbook G collapses to noise on MNIST-5k within the default run)."""
 
     def __init__(self, data_shape=(1, 28, 28), z_dim=100, hidden=(128, 256, 512), num_classes=0,
-                 out_act="tanh", batch_norm=True):
+                 out_act="tanh", batch_norm=True, attribute_names=()):
         super().__init__()
         self.data_shape, self.z_dim, self.num_classes = tuple(data_shape), z_dim, num_classes
-        self.label_embed = nn.Embedding(num_classes, z_dim) if num_classes else None
-        in_dim = z_dim * 2 if num_classes else z_dim
+        self.attribute_names = tuple(attribute_names)
+        self.label_embed = condition_embedding(num_classes, attribute_names, z_dim, bank=True)
+        in_dim = z_dim * 2 if self.label_embed is not None else z_dim
         layers = []
         for width in hidden:
             layers.append(FusedLinear(in_dim, width, act="relu", norm=batch_norm))
@@ -45,12 +47,12 @@ def mlp_feature_layers(data_shape, hidden):
 class MLPDiscriminator(ProjectionCritic):
     """Leaky-ReLU MLP to one logit; conditional by projection (logit += <embed(y), features>)."""
 
-    def __init__(self, data_shape=(1, 28, 28), hidden=(512, 256, 128), num_classes=0):
+    def __init__(self, data_shape=(1, 28, 28), hidden=(512, 256, 128), num_classes=0, attribute_names=()):
         super().__init__()
-        self.num_classes = num_classes
+        self.num_classes, self.attribute_names = num_classes, tuple(attribute_names)
         self.features, in_dim = mlp_feature_layers(data_shape, hidden)
         self.head = FusedLinear(in_dim, 1)
-        self.label_embed = nn.Embedding(num_classes, in_dim) if num_classes else None
+        self.label_embed = condition_embedding(num_classes, attribute_names, in_dim)
 
     def features_input(self, x):
         return x.reshape(x.shape[0], -1)

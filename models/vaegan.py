@@ -10,6 +10,7 @@ encoder with it. The losses that train the pair are engine.losses.kl_divergence 
 import torch
 from torch import nn
 
+from .conditioning import condition_embedding
 from .dcgan import dcgan_feature_layers
 from .layers import FusedLinear
 from .mlp import mlp_feature_layers
@@ -21,11 +22,11 @@ LABEL_DIM = 64  # a conditional encoder sees its class as an embedding of this s
 class VAEEncoder(nn.Module):
     """Image (and class) -> (mu, log sigma^2), each (N, z_dim) in fp32: a critic-like body, then one dense layer."""
 
-    def __init__(self, body, feature_dim, z_dim, num_classes=0, flatten_input=False):
+    def __init__(self, body, feature_dim, z_dim, num_classes=0, flatten_input=False, attribute_names=()):
         super().__init__()
         self.body, self.z_dim, self.flatten_input = body, z_dim, flatten_input
-        self.label_embed = nn.Embedding(num_classes, LABEL_DIM) if num_classes else None
-        self.head = FusedLinear(feature_dim + (LABEL_DIM if num_classes else 0), 2 * z_dim)
+        self.label_embed = condition_embedding(num_classes, attribute_names, LABEL_DIM)
+        self.head = FusedLinear(feature_dim + (LABEL_DIM if self.label_embed is not None else 0), 2 * z_dim)
 
     def forward(self, x, labels=None):
         h = self.body(x.flatten(1) if self.flatten_input else x).flatten(1)
@@ -35,14 +36,14 @@ class VAEEncoder(nn.Module):
         return mu, log_var
 
 
-def build_encoder(backbone, data_shape, z_dim, width, num_classes=0):
+def build_encoder(backbone, data_shape, z_dim, width, num_classes=0, attribute_names=()):
     """The encoder for a VAE-GAN on ``backbone``: the body of that backbone's critic at the same width."""
     if backbone == "mlp":
         body, feature_dim = mlp_feature_layers(data_shape, (8 * width, 4 * width, 2 * width))
-        return VAEEncoder(body, feature_dim, z_dim, num_classes, flatten_input=True)
+        return VAEEncoder(body, feature_dim, z_dim, num_classes, flatten_input=True, attribute_names=attribute_names)
     if backbone == "dcgan":
         body, feature_dim = dcgan_feature_layers(data_shape, width)
-        return VAEEncoder(body, feature_dim, z_dim, num_classes)
+        return VAEEncoder(body, feature_dim, z_dim, num_classes, attribute_names=attribute_names)
     raise ValueError(f"unknown VAE-GAN backbone {backbone!r}; expected one of {BACKBONES}")
 
 
@@ -53,6 +54,7 @@ class VAEGANGenerator(nn.Module):
         super().__init__()
         self.decoder, self.encoder = decoder, encoder
         self.data_shape, self.z_dim, self.num_classes = decoder.data_shape, decoder.z_dim, decoder.num_classes
+        self.attribute_names = decoder.attribute_names
 
     def forward(self, z, labels=None):
         return self.decoder(z, labels)

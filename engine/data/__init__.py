@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ._common import SPLITS, DataError, Dataset, require_labels
+from ._common import SPLITS, DataError, Dataset, attribute_names_for, attribute_vectors, require_labels
 from ._common import convert_channels, num_classes, resize, single_split, to_nchw, to_uint8, to_unit_range
 from .arrays import load_arrays
 from .celeba import load_celeba
@@ -27,8 +27,8 @@ from .mnist5k import MNIST5K_TEST_PER_CLASS, load_mnist5k, mnist5k_split_indices
 DATASETS = ("mnist5k",) + MIXTURES + ("mnist-idx", "cifar10", "celeba", "folder", "npy")
 
 __all__ = ["DATASETS", "SPLITS", "MIXTURES", "MIXTURE_STD", "IMAGE_EXTENSIONS", "MNIST5K_TEST_PER_CLASS",
-           "DataError", "Dataset", "load_dataset", "require_labels", "mixture_centers", "mnist5k_split_indices",
-           "read_idx", "to_uint8", "to_unit_range"]
+           "DataError", "Dataset", "load_dataset", "require_labels", "attribute_names_for", "attribute_vectors",
+           "mixture_centers", "mnist5k_split_indices", "read_idx", "to_uint8", "to_unit_range"]
 
 
 def load_dataset(name="mnist5k", path=None, *, split="train", image_size=None, channels=None, seed=0,

@@ -72,6 +72,38 @@ def single_split(name, source, split):
                         "point the path at your test data and use split 'train' or 'all'")
 
 
+def attribute_names_for(spec, dataset):
+    """The attribute names ``spec`` asks for ("Smiling,Male,Eyeglasses" or "all"), checked against the dataset's."""
+    available = dataset.attribute_names or ()
+    if dataset.attributes is None or not available:
+        where = f" at {dataset.path}" if dataset.path else ""
+        raise DataError(f"--condition-on reads per-image attributes, but dataset {dataset.name!r}{where} has none "
+                        "(CelebA's list_attr_celeba.txt gives 40; use --conditional for class labels)")
+    if spec.strip() == "all":
+        return tuple(available)
+    names = tuple(name.strip() for name in spec.split(",") if name.strip())
+    if not names:
+        raise DataError(f"--condition-on {spec!r} names no attribute; give comma-separated names or all")
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        raise DataError(f"--condition-on: {', '.join(unknown)} not among the attributes of {dataset.name!r} "
+                        f"({', '.join(available)})")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise DataError(f"--condition-on names {', '.join(repeated)} more than once")
+    return names
+
+
+def attribute_vectors(dataset, names):
+    """float32 (N, len(names)) of -1/1: the dataset's attributes ``names``, in that order."""
+    missing = [name for name in names if name not in (dataset.attribute_names or ())]
+    if dataset.attributes is None or missing:
+        raise DataError(f"dataset {dataset.name!r} lacks the attributes {', '.join(missing or names)} the model is "
+                        "conditioned on")
+    columns = [dataset.attribute_names.index(name) for name in names]
+    return dataset.attributes[:, columns].float()
+
+
 def num_classes(labels):
     return 0 if labels is None or len(labels) == 0 else int(labels.max()) + 1
 

@@ -42,6 +42,8 @@ _HELP = {
     "lr_g": f"G's Adam/RMSprop learning rate (default {_per_model('lr_g')})",
     "lr_d": f"D's learning rate (default {_per_model('lr_d')})",
     "dataset": "mnist5k (embedded), ring8, grid25, mnist-idx, cifar10, celeba, folder, npy",
+    "condition_on": "condition G and D on binary attributes of the data, comma-separated (CelebA: Smiling,Male,"
+                    "Eyeglasses) or all; G takes the -1/1 vector, D projects it; sample and edit them with --set",
     "data_path": "file or folder for mnist-idx, cifar10, celeba, folder and npy datasets",
     "stream": "read training batches from disk while the steps run instead of holding the data in memory: on, off, "
               "or auto (stream a uint8 .npy array larger than --data-memory)",
@@ -177,6 +179,7 @@ def sample_command(argv):
     parser.add_argument("--out", default="samples.png", help="PNG to write")
     parser.add_argument("-n", "--num", type=int, default=64, help="number of samples")
     parser.add_argument("--label", type=int, default=None, help="class for a conditional model (default: all)")
+    _add_attribute_settings(parser, "sample with")
     parser.add_argument("--no-ema", action="store_true", help="sample from G itself, not its EMA")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
@@ -184,9 +187,10 @@ def sample_command(argv):
     if args.num < 1:
         raise ValueError(f"--num must be >= 1, got {args.num}")
     check_output_file("--out", args.out)
-    from ..engine.metrics.evaluate import sample_grid
+    from ..engine.metrics.evaluate import parse_attribute_settings, sample_grid
 
-    path = sample_grid(args.ckpt, args.out, args.num, args.label, not args.no_ema, args.seed, args.device)
+    settings = parse_attribute_settings(args.set)
+    path = sample_grid(args.ckpt, args.out, args.num, args.label, not args.no_ema, args.seed, args.device, settings)
     return wrote(path)
 
 
@@ -281,14 +285,22 @@ def augment_command(argv):
     parser.add_argument("--out", default="synthetic.npz", help=".npz to write (keys images, labels)")
     parser.add_argument("--count", type=int, default=1000, help="images to generate")
     parser.add_argument("--label", type=int, default=None, help="only this class (default: classes in turn)")
+    _add_attribute_settings(parser, "generate with")
     args = parser.parse_args(argv)
     check_output_file("--out", args.out)
-    from ..engine.metrics.evaluate import export_samples
+    from ..engine.metrics.evaluate import export_samples, parse_attribute_settings
 
+    settings = parse_attribute_settings(args.set)
     path, arrays = export_samples(args.ckpt, args.out, args.count, args.label, not args.no_ema, args.seed,
-                                  args.device)
+                                  args.device, settings)
     return wrote(path, f": images {arrays['images'].shape}"
-                 + (f", labels {arrays['labels'].shape}" if "labels" in arrays else ""))
+                 + "".join(f", {key} {arrays[key].shape}" for key in ("labels", "attributes") if key in arrays))
+
+
+def _add_attribute_settings(parser, verb):
+    parser.add_argument("--set", action="append", metavar="NAME=VALUE",
+                        help=f"for a model trained with --condition-on: {verb} this attribute set (1 on, -1 off; "
+                             "repeat for more); the others are drawn from the attribute vectors it trained on")
 
 
 def _csv(kind):
