@@ -17,10 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ...models import VAEGANGenerator
-from ..checkpoint import load_generator, read_torch_file
-from ..data import DataError, load_dataset
-from ..metrics.evaluate import DIGIT_DATASETS
+from ...models import VAEGANGenerator, build_models, draw_attributes
+from ...models.conditioning import condition_embedding
+from ..checkpoint import load_checkpoint, load_generator, read_torch_file
+from ..config import TrainConfig
+from ..data import DataError, attribute_vectors, load_dataset
+from ..metrics.evaluate import DIGIT_DATASETS, requested_attributes
 from ..images import image_arrays, image_grid, save_samples
 from ..io import atomic_write, atomic_write_json
 
@@ -78,9 +80,9 @@ ATTRIBUTES = {"thickness": stroke_thickness, "slant": slant}
 def load_conditional_generator(ckpt_path, device="cpu", use_ema=True, kernels="auto"):
     """(G with frozen weights, TrainConfig, num_classes); refuses unconditional and non-image models."""
     G, cfg, num_classes = load_generator(ckpt_path, device, use_ema, kernels)
-    if not num_classes:
+    if not num_classes and not G.attribute_names:
         raise EditError(f"{ckpt_path} is an unconditional model; editing needs a conditional one "
-                        "(ganforge train --conditional)")
+                        "(ganforge train --conditional, or --condition-on attributes)")
     if len(G.data_shape) != 3:
         raise EditError(f"editing works on images; {ckpt_path} generates {G.data_shape} points")
     G.requires_grad_(False)
@@ -105,9 +107,10 @@ def check_images(images, data_shape, source="images"):
 class Encoder(nn.Module):
     """Image (and its class) -> latent code: strided convolutions, then a dense layer that also sees the class."""
 
-    def __init__(self, data_shape, z_dim, num_classes, width=32):
+    def __init__(self, data_shape, z_dim, num_classes, width=32, attribute_names=()):
         super().__init__()
         self.data_shape, self.z_dim, self.num_classes, self.width = tuple(data_shape), z_dim, num_classes, width
+        self.attribute_names = tuple(attribute_names)
         channels = data_shape[0]
         self.conv = nn.Sequential(
             nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),
@@ -115,7 +118,7 @@ class Encoder(nn.Module):
             nn.Conv2d(2 * width, 4 * width, 3, 1, 1), nn.LeakyReLU(0.2),
             nn.AdaptiveAvgPool2d(4),
         )
-        self.label_embed = nn.Embedding(num_classes, 64)
+        self.label_embed = condition_embedding(num_classes, attribute_names, 64)  # its class, or its attributes
         self.fc = nn.Sequential(nn.Linear(4 * width * 16 + 64, 512), nn.LeakyReLU(0.2), nn.Linear(512, z_dim))
 
     def forward(self, x, labels):
@@ -128,7 +131,8 @@ def encoder_path(ckpt_path):
 
 def save_encoder(path, encoder, info):
     state = {"format": ENCODER_FORMAT, "data_shape": list(encoder.data_shape), "z_dim": encoder.z_dim,
-             "num_classes": encoder.num_classes, "width": encoder.width, "info": info,
+             "num_classes": encoder.num_classes, "attribute_names": list(encoder.attribute_names),
+             "width": encoder.width, "info": info,
              "state": encoder.state_dict()}
     return atomic_write(path, lambda f: torch.save(state, f))
 
@@ -143,11 +147,13 @@ def load_encoder(path, G, device="cpu"):
         raise EditError(str(exc)) from None
     if not isinstance(state, dict) or state.get("format") != ENCODER_FORMAT:
         raise EditError(f"{path} is not a ganforge encoder (expected format {ENCODER_FORMAT!r})")
-    if (tuple(state["data_shape"]), state["z_dim"], state["num_classes"]) != (G.data_shape, G.z_dim, G.num_classes):
+    names = tuple(state.get("attribute_names", ()))
+    if ((tuple(state["data_shape"]), state["z_dim"], state["num_classes"], names)
+            != (G.data_shape, G.z_dim, G.num_classes, G.attribute_names)):
         raise EditError(f"encoder {path} was trained for a generator of shape {state['data_shape']}, z_dim "
-                        f"{state['z_dim']}, {state['num_classes']} classes; this one is {list(G.data_shape)}, "
-                        f"{G.z_dim}, {G.num_classes}")
-    encoder = Encoder(state["data_shape"], state["z_dim"], state["num_classes"], state["width"])
+                        f"{state['z_dim']}, {state['num_classes']} classes, attributes {list(names)}; this one is "
+                        f"{list(G.data_shape)}, {G.z_dim}, {G.num_classes}, {list(G.attribute_names)}")
+    encoder = Encoder(state["data_shape"], state["z_dim"], state["num_classes"], state["width"], names)
     encoder.load_state_dict(state["state"])
     return encoder.to(device).eval(), state["info"]
 
@@ -156,7 +162,7 @@ def vaegan_encoder(G):
     """A VAE-GAN's own encoder, trained with G, as an editing encoder: (x, y) -> the mean of q(z | x, y), its most
     likely code."""
     def encoder(x, labels):
-        return G.encode(x, labels if G.num_classes else None)[0]
+        return G.encode(x, labels if G.num_classes or G.attribute_names else None)[0]
     return encoder
 
 
@@ -198,6 +204,11 @@ def decode_codes(ckpt_path, z, labels=None, use_ema=True, device="cpu", batch_si
     return decode(G, z.float().to(device), labels.to(device) if num_classes else None, batch_size).cpu()
 
 
+def reads_digits(G):
+    """Whether the embedded digit classifier can read G's images (grey 28x28)."""
+    return tuple(G.data_shape) == (1, 28, 28)
+
+
 def feature_model(device="cpu"):
     """The project's digit classifier, frozen: its features give the perceptual term of the encoding loss."""
     from ..metrics.fid import load_mnist_classifier
@@ -228,17 +239,24 @@ def train_encoder(ckpt_path, iterations=2000, batch_size=64, lr=1e-3, feature_we
     G, cfg, num_classes = load_conditional_generator(ckpt_path, device, use_ema, kernels)
     real = load_dataset(cfg.dataset, cfg.data_path, split="train", image_size=cfg.image_size,
                         channels=cfg.channels)
-    real_x, real_y = real.images.to(device), real.labels.to(device)
+    real_x = real.images.to(device)
+    real_y = (attribute_vectors(real, G.attribute_names) if G.attribute_names else real.labels).to(device)
     classifier = feature_model(device)
+    if not reads_digits(G):  # the digit classifier's features mean nothing on other images: pixels alone
+        feature_weight = 0.0
     torch.manual_seed(seed)
-    encoder = Encoder(G.data_shape, cfg.z_dim, num_classes).to(device)
+    encoder = Encoder(G.data_shape, cfg.z_dim, num_classes, attribute_names=G.attribute_names).to(device)
+    attribute_draws = torch.Generator(device).manual_seed(seed)
     opt = torch.optim.Adam(encoder.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iterations)
     gen = torch.Generator().manual_seed(seed)
     bar = tqdm(range(iterations), desc="encoder", unit="it", disable=not progress)
     for _ in bar:
         z = torch.randn(batch_size, cfg.z_dim, generator=gen).to(device)
-        y = torch.randint(num_classes, (batch_size,), generator=gen).to(device)
+        if G.attribute_names:
+            y = draw_attributes(G, batch_size, attribute_draws)
+        else:
+            y = torch.randint(num_classes, (batch_size,), generator=gen).to(device)
         with torch.no_grad():
             fake = G(z, y)
         z_hat = encoder(fake, y)
@@ -553,13 +571,20 @@ def edit_inputs(cfg, num_classes, input_path=None, label=None, split="test", cou
 
 def run_edit(ckpt_path, out_dir, input_path=None, label=None, split="test", count=500, encoder="auto",
              steps=10, strengths=(-3, -1.5, 0, 1.5, 3), rows=8, use_ema=True, seed=0, device="cpu",
-             kernels="auto", progress=True):
-    """Encode, edit, decode and measure; write edit_grid.png and edit.json into ``out_dir``."""
+             kernels="auto", progress=True, settings=None):
+    """Encode, edit, decode and measure; write edit_grid.png and edit.json into ``out_dir``. A model conditioned on
+    attributes edits those: ``settings`` ({name: value}) in one edit, or without them each attribute flipped."""
     if count < 1:
         raise EditError(f"--count must be >= 1, got {count}")
     if steps < 0:
         raise EditError(f"--steps must be >= 0, got {steps}")
     G, cfg, num_classes = load_conditional_generator(ckpt_path, device, use_ema, kernels)
+    if G.attribute_names:
+        return run_attribute_edit(ckpt_path, G, cfg, out_dir, settings, input_path, split, count, encoder, steps,
+                                  rows, use_ema, seed, device, progress)
+    if settings:
+        raise EditError(f"--set edits attributes; {ckpt_path} is conditioned on classes (edit those: every class is "
+                        "decoded)")
     classifier = feature_model(device)
     judge = cfg.dataset in DIGIT_DATASETS and num_classes == 10
     images, labels, source = edit_inputs(cfg, num_classes, input_path, label, split, count, classifier, judge)
@@ -590,6 +615,142 @@ def run_edit(ckpt_path, out_dir, input_path=None, label=None, split="test", coun
     atomic_write_json(out_dir / "edit.json", report)
     return report
 
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Attribute edits (a model trained with --condition-on): the same code z, decoded with other attribute values
+
+MAX_FLIP_EDITS = 8  # without --set: each of the first attributes flipped in turn, one grid column each
+
+
+def pick_encoder(G, ckpt_path, encoder, device):
+    """(encoder callable or None, what it is): a VAE-GAN's own, an encoder file, encoder.pt beside the checkpoint
+    ("auto"), or None (optimisation alone)."""
+    if encoder == "auto":
+        if isinstance(G, VAEGANGenerator):
+            encoder = "vaegan"
+        else:
+            encoder = encoder_path(ckpt_path) if encoder_path(ckpt_path).is_file() else None
+    if encoder == "vaegan":
+        return vaegan_encoder(require_vaegan(G, ckpt_path)), {"kind": "the VAE-GAN's own, trained with G"}
+    if encoder is None:
+        return None, None
+    return load_encoder(encoder, G, device)
+
+
+def load_critic(ckpt_path, G, device):
+    """The checkpoint's D, in eval mode: its projection reads D's evidence of each attribute in an image."""
+    state = load_checkpoint(ckpt_path)
+    cfg = TrainConfig.from_dict(state["config"])
+    _, D = build_models(cfg.model, G.data_shape, cfg.z_dim, 0, cfg.width, impl="ref", spectral_norm=cfg.spectral_norm,
+                        d_batch_norm=cfg.penalty == "none" and not cfg.spectral_norm, backbone=cfg.vae_backbone,
+                        attribute_names=G.attribute_names)
+    D.load_state_dict(state["D"])
+    return D.to(device).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def attribute_evidence(D, images, batch_size=500):
+    """(N, K): D's projection term per attribute, <w_k, h(x)>; D's score of x with attributes a adds sum_k a_k of
+    these, so a larger value is D reading more of attribute k in x."""
+    device = next(D.parameters()).device
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size].to(device)
+        probe = torch.zeros(len(x), len(D.attribute_names), device=device)
+        _, h = D.scores_and_features(x, probe)
+        out.append((h.float() @ D.label_embed.weight.float().t()).cpu())
+    return torch.cat(out)
+
+
+def attribute_edits(names, attributes, settings):
+    """[(title, edited attribute vectors)]: the --set settings as one edit, else each attribute flipped."""
+    if settings:
+        edited = attributes.clone()
+        for name, value in settings.items():
+            edited[:, names.index(name)] = value
+        return [(", ".join(f"{k}={v:g}" for k, v in settings.items()), edited)]
+    edits = []
+    for k, name in enumerate(names[:MAX_FLIP_EDITS]):
+        edited = attributes.clone()
+        edited[:, k] = -edited[:, k]
+        edits.append((f"{name} flipped", edited))
+    return edits
+
+
+def run_attribute_edit(ckpt_path, G, cfg, out_dir, settings=None, input_path=None, split="test", count=500,
+                       encoder="auto", steps=10, rows=8, use_ema=True, seed=0, device="cpu", progress=True,
+                       lr=0.05, prior_weight=0.05):
+    """Encode real images with their attributes (the dataset's own rows; --input images get the commonest value of
+    each attribute in the model's bank), decode the codes with edited attributes, measure, and write
+    edit_grid.png (original | reconstruction | each edit) and edit.json into ``out_dir``.
+
+    Measured: the reconstruction's pixel error beside that of a random code with the same attributes; per edit,
+    the pixel change, and whether D's evidence of each changed attribute (its projection term) moved toward the
+    new value. D trained with G is no independent judge; it is the model's own reading of the attribute."""
+    names = G.attribute_names
+    requested_attributes(G, 1, settings, checkpoint=ckpt_path)  # unknown names fail here, before any work
+    if input_path is not None:
+        images, _ = read_images(input_path)
+        bank = requested_attributes(G, 4096, seed=seed)
+        attributes = torch.where(bank.mean(0) > 0, 1.0, -1.0).expand(len(images), -1).clone()
+        source, assumed = str(input_path), True
+    else:
+        try:
+            data = load_dataset(cfg.dataset, cfg.data_path, split=split, image_size=cfg.image_size,
+                                channels=cfg.channels)
+        except DataError as exc:
+            raise EditError(f"{exc}; or give --input images") from None
+        images, attributes = data.images[:count], attribute_vectors(data, names)[:count]
+        source, assumed = f"{cfg.dataset} {split} split", False
+    check_images(images, G.data_shape, source)
+    enc, enc_info = pick_encoder(G, ckpt_path, encoder, device)
+    started = time.perf_counter()
+    z = encode(G, images, attributes, enc, steps, lr, 0.0, prior_weight, None, seed=seed, progress=progress)
+    encode_seconds = time.perf_counter() - started
+    recon = decode(G, z, attributes.to(device)).cpu()
+    random_codes = torch.randn(z.shape, generator=torch.Generator().manual_seed(seed + 1)).to(device)
+    random_recon = decode(G, random_codes, attributes.to(device)).cpu()
+    D = load_critic(ckpt_path, G, device)
+    evidence_recon = attribute_evidence(D, recon)
+    mse = (recon - images).pow(2).flatten(1).mean(1)
+    report = {"checkpoint": str(ckpt_path), "inputs": source, "images": len(images), "attributes": list(names),
+              "attributes_of_inputs": "assumed: the commonest value of each in the model's bank" if assumed
+              else "the dataset's own", "encoder_training": enc_info, "refine_steps": steps,
+              "encode_seconds": encode_seconds, "torch": torch.__version__,
+              "reconstruction": {"pixel_mse": float(mse.mean()), "pixel_mse_median": float(mse.median()),
+                                 "pixel_mse_random_code_same_attributes":
+                                     float((random_recon - images).pow(2).flatten(1).mean(1).mean())},
+              "edits": []}
+    columns, edited_images = ["original", "reconstruction"], []
+    for title, edited in attribute_edits(names, attributes, settings):
+        out = decode(G, z, edited.to(device)).cpu()
+        edited_images.append(out)
+        moved = attribute_evidence(D, out) - evidence_recon
+        changed = edited != attributes  # (N, K): the attributes this edit changes, image by image
+        toward = torch.sign(edited - attributes)
+        per_attribute = {}
+        for k, name in enumerate(names):
+            rows_k = changed[:, k]
+            if rows_k.any():
+                per_attribute[name] = {"images_changed": int(rows_k.sum()),
+                                       "critic_evidence_moved_toward_new_value":
+                                           float((moved[rows_k, k] * toward[rows_k, k] > 0).float().mean())}
+        report["edits"].append({"edit": title, "images_changed": int(changed.any(dim=1).sum()),
+                                "mean_abs_pixel_change": float((out - recon).abs().mean()),
+                                "per_attribute": per_attribute})
+        columns.append(title)
+    shown = min(rows, len(images))
+    grid = torch.cat([torch.stack([images[i], recon[i], *(e[i] for e in edited_images)]) for i in range(shown)])
+    pixels = image_grid(grid, nrow=len(columns))
+    from PIL import Image
+
+    image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+    out_dir = Path(out_dir)
+    atomic_write(out_dir / "edit_grid.png", lambda f: image.save(f, format="PNG"))
+    report.update({"grid": "edit_grid.png", "grid_columns": columns})
+    atomic_write_json(out_dir / "edit.json", report)
+    return report
 
 
 # ----------------------------------------------------------------------------------------------------------

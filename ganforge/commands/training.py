@@ -363,13 +363,18 @@ def edit_command(argv):
     parser.add_argument("--rows", type=int, default=8, help="images shown in the grid")
     parser.add_argument("--kernels", default="auto", help="fused ops: auto, triton, ref")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--set", action="append", metavar="NAME=VALUE",
+                        help="a model trained with --condition-on: decode each face with this attribute set (1 on, "
+                             "-1 off; repeat for more) as one edit; without --set each attribute is flipped in turn")
     args = parser.parse_args(argv)
     from ..engine.apps.editing import run_edit
+    from ..engine.metrics.evaluate import parse_attribute_settings
 
+    settings = parse_attribute_settings(args.set)
     report = run_edit(args.ckpt, args.out, args.input, args.label, args.split, args.count,
                       None if args.no_encoder else args.encoder, args.steps, args.strengths, args.rows,
-                      not args.no_ema, args.seed, args.device, args.kernels, not args.no_progress)
-    shown = {k: report[k] for k in ("reconstruction", "class_edit", "targets") if k in report}
+                      not args.no_ema, args.seed, args.device, args.kernels, not args.no_progress, settings)
+    shown = {k: report[k] for k in ("reconstruction", "class_edit", "targets", "edits") if k in report}
     print(json.dumps(shown, indent=2))
     print(f"outputs in {args.out}")
     return 0
