@@ -543,6 +543,14 @@ def read_images(path):
     return torch.from_numpy(pixels).permute(2, 0, 1)[None] / 127.5 - 1, None
 
 
+def model_split(cfg, split):
+    """A split of the model's own dataset, as it trained on it; an EditError that suggests --input if unreadable."""
+    try:
+        return load_dataset(cfg.dataset, cfg.data_path, split=split, image_size=cfg.image_size, channels=cfg.channels)
+    except DataError as exc:
+        raise EditError(f"{exc}; or give --input images") from None
+
+
 def edit_inputs(cfg, num_classes, input_path=None, label=None, split="test", count=500, classifier=None,
                 judge=True):
     """(images, labels, where from): --input images, else the first ``count`` of the model's dataset split."""
@@ -550,11 +558,7 @@ def edit_inputs(cfg, num_classes, input_path=None, label=None, split="test", cou
         images, labels = read_images(input_path)
         source = str(input_path)
     else:
-        try:
-            data = load_dataset(cfg.dataset, cfg.data_path, split=split, image_size=cfg.image_size,
-                                channels=cfg.channels)
-        except DataError as exc:
-            raise EditError(f"{exc}; or give --input images") from None
+        data = model_split(cfg, split)
         images, labels = data.images[:count], data.labels[:count] if data.labels is not None else None
         source = f"{cfg.dataset} {split} split"
     if label is not None:
@@ -696,11 +700,7 @@ def run_attribute_edit(ckpt_path, G, cfg, out_dir, settings=None, input_path=Non
         attributes = torch.where(bank.mean(0) > 0, 1.0, -1.0).expand(len(images), -1).clone()
         source, assumed = str(input_path), True
     else:
-        try:
-            data = load_dataset(cfg.dataset, cfg.data_path, split=split, image_size=cfg.image_size,
-                                channels=cfg.channels)
-        except DataError as exc:
-            raise EditError(f"{exc}; or give --input images") from None
+        data = model_split(cfg, split)
         images, attributes = data.images[:count], attribute_vectors(data, names)[:count]
         source, assumed = f"{cfg.dataset} {split} split", False
     check_images(images, G.data_shape, source)
