@@ -30,7 +30,7 @@ from ..engine.metrics.evaluate import generate
 from ..engine.metrics.fid import FIDScorer, class_shares_of
 from ..engine.metrics.scores import isolated_pixels, precision_recall
 from ..engine.provenance import provenance
-from ..engine.recipes import PRE_SPEEDRUN
+from ..engine.recipes import DEFAULT_2026_12_02, PRE_SPEEDRUN, PRE_SPEEDRUN_R1_GAMMA
 from ..engine.trainer import build_session, run_iteration
 from .results import device_name, write_and_report
 
@@ -102,12 +102,36 @@ RECIPES = {
     "mlp-r1-bf16-b512-lr16-ema9998-fm-w32": _bf16_mlp(512, 1.6e-3, 32, (0.9998, 0.25), feature_matching=1.0),
     "mlp-r1-bf16-b512-lr11-ema-w16": _bf16_mlp(512, 1.1e-3, 16, (0.999, 0.05)),
     "mlp-rpgan-r1r2-bf16-b256-lr8-ema": _bf16_mlp(256, 8e-4, ema=(0.999, 0.05), loss="rpgan", penalty="r1+r2"),
+    # the speedrun's second search (bench/results/speedrun-search-cpu-2026-12-03/): changes that cost no time per
+    # iteration, each to the default of 2026-12-02 (every name starting "default-" overrides DEFAULT_2026_12_02,
+    # not BASE); "default-2026-12-02" is that recipe itself
+    "default-2026-12-02": {},
+    "default-r1g03": {"penalty_weight": 0.3},
+    "default-r1g01": {"penalty_weight": 0.1},
+    "default-r1g3": {"penalty_weight": 3.0},
+    "default-beta0": {"beta1": 0.0, "beta2": 0.99},
+    "default-b1-0": {"beta1": 0.0},
+    "default-b2-099": {"beta2": 0.99},
+    "default-beta0-r1g3": {"beta1": 0.0, "beta2": 0.99, "penalty_weight": 3.0},
+    "default-beta0-lr11": {"beta1": 0.0, "beta2": 0.99, "lr_g": 1.1e-3, "lr_d": 1.1e-3},
+    "default-beta0-b2-09": {"beta1": 0.0, "beta2": 0.9},
+    "default-beta0-r1g6": {"beta1": 0.0, "beta2": 0.99, "penalty_weight": 6.0},
+    "default-beta0-r1g10": {"beta1": 0.0, "beta2": 0.99, "penalty_weight": 10.0},
+    "default-beta0-r1g3-ema9998": {"beta1": 0.0, "beta2": 0.99, "penalty_weight": 3.0, "ema": 0.9998,
+                                   "ema_rampup": 0.25},
+    "default-beta0-r1g3-lr24": {"beta1": 0.0, "beta2": 0.99, "penalty_weight": 3.0, "lr_g": 2.4e-3, "lr_d": 2.4e-3},
+    "default-beta0-r1g3-b2-09": {"beta1": 0.0, "beta2": 0.9, "penalty_weight": 3.0},
+    "default-beta0-r1g3-b256": {"beta1": 0.0, "beta2": 0.99, "penalty_weight": 3.0, "batch_size": 256,
+                                "lr_g": 1.1e-3, "lr_d": 1.1e-3},
+    "default-ttur": {"lr_g": 1.2e-3, "lr_d": 2.4e-3},
+    "default-z32": {"z_dim": 32},
 }
 # The toolbox's rows and the default recipes they are measured against, in one run.
 TOOLBOX = ("mlp-r1", "mlp-rpgan-r1r2", "mlp-lsgan-r1", "mlp-r1-sn", "mlp-r1-fm", "mlp-r1-lecam",
            "dcgan-r1", "dcgan-rpgan-r1r2", "dcgan-hinge-sn", "dcgan-r1-lecam")
-# The speedrun search's recipes (bench/results/speedrun-search-cpu-2026-12-02/), in the order they were tried.
-SPEEDRUN = tuple(name for name in RECIPES if name.startswith("mlp-") and "-bf16-" in name)
+# The speedrun searches' recipes (bench/results/speedrun-search-cpu-2026-12-02/ and -12-03/), in their order.
+SPEEDRUN = tuple(name for name in RECIPES
+                 if (name.startswith("mlp-") and "-bf16-" in name) or name.startswith(SHIPPED + "-"))
 GROUPS = {"toolbox": TOOLBOX, "speedrun": SPEEDRUN}  # names --recipes expands
 
 
@@ -121,7 +145,14 @@ class RecipeTrainee:
 
     def __init__(self, name, overrides, seed=0, device="cpu"):
         self.name = name
-        settings = overrides if name == SHIPPED else {**BASE, **overrides}
+        if name == SHIPPED:
+            settings = {}
+        elif name.startswith(SHIPPED + "-"):  # one change to the default of 2026-12-02
+            settings = {**DEFAULT_2026_12_02, **overrides}
+        else:
+            settings = {**BASE, **overrides}
+            if settings.get("penalty", "r1") == "r1":
+                settings.setdefault("penalty_weight", PRE_SPEEDRUN_R1_GAMMA)  # the R1 these rows were measured with
         self.cfg = TrainConfig(**{**settings, "progress": False, "fid_samples": 0, "seed": seed, "device": device,
                                   "iterations": 10**9}).validate()
         self.session = build_session(self.cfg)

@@ -24,21 +24,28 @@ PENALIZES_FAKE = ("r2", "r1+r2")
 PENALTY_GRADS = ("auto", "explicit", "autograd")  # how a penalty gets its input gradient (engine.losses)
 ON_NAN = ("stop", "rollback")
 # The settings a run leaves out, per model. The MLP's are the speedrun recipe (bench/results/
-# speedrun-search-cpu-2026-12-02/): width 32 (hidden layers 64, 128, 256; 64 is the textbook's 128, 256, 512),
-# batch 512 with Adam at 1.6e-3 (bf16 on AMX pays off from batch 256 up), an EMA of G with a ramp-up. DCGAN keeps
-# the classic settings: base width 64, batch 64, Adam 2e-4, no EMA.
+# speedrun-search-cpu-2026-12-02/ and -12-03/): width 32 (hidden layers 64, 128, 256; 64 is the textbook's 128,
+# 256, 512), batch 512 with Adam at 1.6e-3 (bf16 on AMX pays off from batch 256 up) and betas (0, 0.99) (no
+# momentum: 3x lower FID at one minute than (0.5, 0.999)), an EMA of G with a ramp-up. DCGAN keeps the classic
+# settings: base width 64, batch 64, Adam 2e-4 with betas (0.5, 0.999), no EMA.
 MODEL_DEFAULTS = {
-    "mlp": {"width": 32, "batch_size": 512, "lr_g": 1.6e-3, "lr_d": 1.6e-3, "ema": 0.9995, "ema_rampup": 0.15,
-            "iterations": 8000},
-    "dcgan": {"width": 64, "batch_size": 64, "lr_g": 2e-4, "lr_d": 2e-4, "ema": 0.0, "ema_rampup": 0.0,
-              "iterations": 12000},
+    "mlp": {"width": 32, "batch_size": 512, "lr_g": 1.6e-3, "lr_d": 1.6e-3, "beta1": 0.0, "beta2": 0.99,
+            "ema": 0.9995, "ema_rampup": 0.15, "iterations": 8000},
+    "dcgan": {"width": 64, "batch_size": 64, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "ema": 0.0,
+              "ema_rampup": 0.0, "iterations": 12000},
 }
+# R1's gamma when --penalty-weight is left out, for the models where it is not PENALTY_DEFAULTS': the speedrun
+# search (bench/results/speedrun-search-cpu-2026-12-03/) found gamma 10 better than 1 and 3 with the MLP's betas
+# (0, 0.99) over three seeds: lower FID at one minute, less salt noise.
+R1_GAMMA_DEFAULTS = {"mlp": 10.0}
 # A VAE-GAN's reconstruction settings when not given, per backbone: D's feature layer (1-based) where an image and
 # its reconstruction are compared, and gamma, the weight of that comparison beside the GAN loss in the decoder's
 # loss. The MLP's were searched (bench/results/vaegan-settings-cpu-2026-12-02/: layer 2 of 3, gamma 0.01 gave the
 # best FID at nearly the best reconstructions); DCGAN's were not: its last feature layer, and the MLP's gamma
 # scaled by the feature counts (128 there, 128 x 7 x 7 at DCGAN-28's layer 2), the same weight per feature.
-VAE_DEFAULTS = {"mlp": {"vae_layer": 2, "vae_gamma": 0.01}, "dcgan": {"vae_layer": 2, "vae_gamma": 2e-4}}
+# Its Adam betas are those its settings were searched with, (0.5, 0.999), on both backbones.
+VAE_DEFAULTS = {"mlp": {"vae_layer": 2, "vae_gamma": 0.01, "beta1": 0.5, "beta2": 0.999},
+                "dcgan": {"vae_layer": 2, "vae_gamma": 2e-4, "beta1": 0.5, "beta2": 0.999}}
 # --fid-every when not given, for a run whose images are scored at the end: its FID curve and seconds to each FID
 # milestone land in summary.json (at most --fid-budget of the training time).
 FID_EVERY_DEFAULT = 250
@@ -99,8 +106,8 @@ class TrainConfig:
     optimizer: str = "adam"
     lr_g: float | None = None          # None (as every field below left as None): its model's MODEL_DEFAULTS
     lr_d: float | None = None
-    beta1: float = 0.5
-    beta2: float = 0.999
+    beta1: float | None = None
+    beta2: float | None = None
     n_critic: int = 1                  # D steps per G step
     ema: float | None = None           # decay of the EMA of G's weights; 0 turns it off
     ema_rampup: float | None = None    # > 0: the EMA's half-life is at most this times the images seen so far
@@ -185,6 +192,9 @@ class TrainConfig:
             raise ValueError(f"--augment-p must be in [0, 1], got {self.augment_p}")
         if not 0 <= self.ada_target < 1:
             raise ValueError(f"--ada-target must be in [0, 1), got {self.ada_target}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"--ema must be in [0, 1), got {self.ema}")
         if self.ema_rampup < 0 or (self.ema_rampup > 0 and self.ema == 0):
@@ -238,12 +248,14 @@ class TrainConfig:
         0, or 2-D points) no FID curve."""
         from .data import MIXTURES
 
+        for name, value in VAE_DEFAULTS[self.vae_backbone].items():  # before the backbone's: they take precedence
+            if self.model == "vaegan" and getattr(self, name) is None:
+                setattr(self, name, value)
         for name, value in MODEL_DEFAULTS[self.architecture].items():
             if getattr(self, name) is None:
                 setattr(self, name, 0.0 if name == "ema_rampup" and self.ema == 0 else value)
-        for name, value in VAE_DEFAULTS[self.vae_backbone].items():
-            if self.model == "vaegan" and getattr(self, name) is None:
-                setattr(self, name, value)
+        if self.penalty_weight is None and self.penalty == "r1" and self.model in R1_GAMMA_DEFAULTS:
+            self.penalty_weight = R1_GAMMA_DEFAULTS[self.model]
         if self.fid_every is None:
             self.fid_every = FID_EVERY_DEFAULT if self.fid_samples > 0 and self.dataset not in MIXTURES else 0
 
@@ -280,12 +292,16 @@ class TrainConfig:
         if "steps" in values and "iterations" not in values:  # checkpoints written before the rename
             values["iterations"] = values.pop("steps")
         values.setdefault("width", LEGACY_WIDTH)  # a saved config without it had width 64
+        if values.get("penalty_weight") is None and values.get("penalty", "r1") != "none":
+            # saved before R1_GAMMA_DEFAULTS: the weight was PENALTY_DEFAULTS' (a config saved since holds its own)
+            values["penalty_weight"] = PENALTY_DEFAULTS[values.get("penalty", "r1")][0]
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
 # Fields whose default is None, and so whose type the default does not tell.
-_OPTIONAL_TYPES = {"width": int, "batch_size": int, "iterations": int, "lr_g": float, "lr_d": float, "ema": float,
+_OPTIONAL_TYPES = {"width": int, "batch_size": int, "iterations": int, "lr_g": float, "lr_d": float, "beta1": float,
+                   "beta2": float, "ema": float,
                    "ema_rampup": float, "penalty_weight": float, "penalty_every": int, "clip": float,
                    "image_size": int, "channels": int, "fid_every": int, "vae_layer": int, "vae_gamma": float,
                    "data_memory": float}

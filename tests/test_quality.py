@@ -33,6 +33,21 @@ def test_recipes_are_valid_configs():
     assert quality.contender_names("mlp-r1, dcgan-r1", "") == ["mlp-r1", "dcgan-r1"]
 
 
+def test_each_row_keeps_the_settings_it_was_measured_with():
+    """"default" is the shipped config; "default-<change>" one change to the default of 2026-12-02; the other rows
+    BASE with R1 at the gamma of their day (1), whatever the MLP's default gamma is now."""
+    shipped = quality.make_trainee("default").cfg
+    assert (shipped.beta1, shipped.penalty_weight) == (0.0, 10.0)
+    before = quality.make_trainee("default-2026-12-02").cfg
+    assert (before.beta1, before.beta2, before.penalty_weight, before.width, before.batch_size) == (
+        0.5, 0.999, 1.0, 32, 512)
+    changed = quality.make_trainee("default-beta0-r1g10").cfg
+    assert (changed.beta1, changed.beta2, changed.penalty_weight, changed.ema) == (0.0, 0.99, 10.0, 0.9995)
+    textbook_r1 = quality.make_trainee("mlp-r1").cfg
+    assert (textbook_r1.penalty_weight, textbook_r1.beta1, textbook_r1.width) == (1.0, 0.5, 64)
+    assert quality.make_trainee("mlp-wgan-gp").cfg.resolved_penalty_weight == 10.0
+
+
 @pytest.mark.slow
 def test_command_writes_a_curve_per_contender(tmp_path, capsys, monkeypatch):
     # the reference kernels: the suite's Triton interpreter would make this CPU run crawl

@@ -274,7 +274,8 @@ def test_resume_applies_and_reports_changed_hyperparameters(tmp_path):
     for ema_param, param in zip(state.G_ema.parameters(), state.G.parameters()):
         assert torch.equal(ema_param, param)  # the new EMA starts from the restored G, not a random one
     assert state.opt_g.param_groups[0]["lr"] == 0.05 and state.opt_d.param_groups[0]["lr"] == 2e-4
-    assert state.opt_g.param_groups[0]["betas"] == state.opt_d.param_groups[0]["betas"] == (0.9, 0.999)
+    # beta1 as changed, beta2 the MLP's default
+    assert state.opt_g.param_groups[0]["betas"] == state.opt_d.param_groups[0]["betas"] == (0.9, 0.99)
     assert set(session.resume_note["changes"]) == {"--loss", "--ema", "--lr-g", "--beta1", "--n-critic"}
     assert "; changed: " in session.resume_message and "--loss 'wgan' -> 'hinge'" in session.resume_message
     summary = train(changed, dataset=digits(), resume=str(out))

@@ -164,3 +164,32 @@ def test_each_model_gets_its_own_defaults_and_an_ema_turned_off_has_no_rampup():
     assert TrainConfig(fid_samples=0).validate().fid_every == 0  # not scored: no curve either
     assert TrainConfig(dataset="ring8").validate().fid_every == 0
     assert TrainConfig(fid_every=7).validate().fid_every == 7
+
+
+def test_the_mlp_defaults_to_adam_without_momentum_and_r1_gamma_3_and_older_recipes_keep_theirs():
+    """The second speedrun search's settings are the MLP's defaults only: DCGAN and the VAE-GAN keep Adam (0.5,
+    0.999) and PENALTY_DEFAULTS' weights, a given weight wins, and the older named recipes (and configs saved
+    before the change, which hold a weight of None) keep gamma 1."""
+    from ganforge.engine.config import PENALTY_DEFAULTS, R1_GAMMA_DEFAULTS
+    from ganforge.engine.recipes import DEFAULT_2026_12_02, RECIPES
+
+    mlp = TrainConfig().validate()
+    assert (mlp.beta1, mlp.beta2, mlp.penalty_weight) == (0.0, 0.99, R1_GAMMA_DEFAULTS["mlp"]) == (0.0, 0.99, 10.0)
+    assert mlp.resolved_penalty_weight == 10.0
+    dcgan = TrainConfig(model="dcgan").validate()
+    assert (dcgan.beta1, dcgan.beta2, dcgan.resolved_penalty_weight) == (0.5, 0.999, PENALTY_DEFAULTS["r1"][0])
+    vaegan = TrainConfig(model="vaegan").validate()
+    assert (vaegan.beta1, vaegan.beta2, vaegan.resolved_penalty_weight) == (0.5, 0.999, 1.0)
+    assert TrainConfig(penalty="wgan-gp", loss="wgan").validate().resolved_penalty_weight == 10.0
+    assert TrainConfig(penalty_weight=0.5, beta1=0.9).validate().penalty_weight == 0.5
+    assert TrainConfig(beta1=0.9).validate().beta1 == 0.9
+    for name in ("mlp-r1", "default-2026-12-02"):
+        old = TrainConfig(**RECIPES[name]).validate()
+        assert (old.beta1, old.beta2, old.resolved_penalty_weight) == (0.5, 0.999, 1.0), name
+    assert TrainConfig(**DEFAULT_2026_12_02).validate().width == 32
+    saved_before = {**mlp.to_dict(), "penalty_weight": None, "beta1": 0.5, "beta2": 0.999}
+    assert TrainConfig.from_dict(saved_before).validate().resolved_penalty_weight == 1.0
+    assert TrainConfig.from_dict(mlp.to_dict()).validate().penalty_weight == 10.0
+    for bad in ({"beta1": 1.0}, {"beta2": -0.1}):
+        with pytest.raises(ValueError, match="--beta"):
+            TrainConfig(**bad).validate()
