@@ -55,7 +55,10 @@ _HELP = {
     "penalty": "none, wgan-gp (gradient penalty on interpolates), r1 (on reals; the default), r2 (on generated "
                "samples) or r1+r2 (both, as R3GAN)",
     "penalty_every": "lazy regularisation interval in D steps (default: 1 for wgan-gp, r2 and r1+r2, 4 for r1)",
-    "penalty_weight": "lambda of WGAN-GP, gamma of R1 / R2 (default: 10 for wgan-gp, 1 for the others)",
+    "penalty_weight": "lambda of WGAN-GP, gamma of R1 / R2 (default: 10 for wgan-gp, 10 for R1 on the MLP, 1 for "
+                      "the others)",
+    "beta1": f"Adam's beta1 (default {_per_model('beta1')}; the VAE-GAN 0.5)",
+    "beta2": f"Adam's beta2 (default {_per_model('beta2')}; the VAE-GAN 0.999)",
     "feature_matching": "add W * ||mean f(real) - mean f(fake)||^2 to G's loss, f = D's penultimate features "
                         "(Salimans et al. 2016); 0 disables",
     "lecam": "add W * the LeCam regulariser (Tseng et al. 2021) to D's loss, with EMAs (decay 0.99) of D's real "
