@@ -44,8 +44,9 @@ R1_GAMMA_DEFAULTS = {"mlp": 10.0}
 # loss. The MLP's were searched (bench/results/vaegan-settings-cpu-2026-12-02/: layer 2 of 3, gamma 0.01 gave the
 # best FID at nearly the best reconstructions); DCGAN's were not: its last feature layer, and the MLP's gamma
 # scaled by the feature counts (128 there, 128 x 7 x 7 at DCGAN-28's layer 2), the same weight per feature.
-# Its Adam betas are those its settings were searched with, (0.5, 0.999), on both backbones.
-VAE_DEFAULTS = {"mlp": {"vae_layer": 2, "vae_gamma": 0.01, "beta1": 0.5, "beta2": 0.999},
+# Its Adam betas are those its settings were searched with, (0.5, 0.999), on both backbones, and so are the MLP
+# backbone's 8,000 iterations.
+VAE_DEFAULTS = {"mlp": {"vae_layer": 2, "vae_gamma": 0.01, "beta1": 0.5, "beta2": 0.999, "iterations": 8000},
                 "dcgan": {"vae_layer": 2, "vae_gamma": 2e-4, "beta1": 0.5, "beta2": 0.999}}
 # --fid-every when not given, for a run whose images are scored at the end: its FID curve and seconds to each FID
 # milestone land in summary.json (at most --fid-budget of the training time).

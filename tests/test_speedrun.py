@@ -179,7 +179,8 @@ def test_the_mlp_defaults_to_adam_without_momentum_and_r1_gamma_3_and_older_reci
     dcgan = TrainConfig(model="dcgan").validate()
     assert (dcgan.beta1, dcgan.beta2, dcgan.resolved_penalty_weight) == (0.5, 0.999, PENALTY_DEFAULTS["r1"][0])
     vaegan = TrainConfig(model="vaegan").validate()
-    assert (vaegan.beta1, vaegan.beta2, vaegan.resolved_penalty_weight) == (0.5, 0.999, 1.0)
+    assert (vaegan.beta1, vaegan.beta2, vaegan.resolved_penalty_weight, vaegan.iterations) == (0.5, 0.999, 1.0, 8000)
+    assert TrainConfig().validate().iterations == 6000
     assert TrainConfig(penalty="wgan-gp", loss="wgan").validate().resolved_penalty_weight == 10.0
     assert TrainConfig(penalty_weight=0.5, beta1=0.9).validate().penalty_weight == 0.5
     assert TrainConfig(beta1=0.9).validate().beta1 == 0.9
