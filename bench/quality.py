@@ -26,8 +26,9 @@ from tqdm import tqdm
 
 from ..engine.config import TrainConfig
 from ..engine.data import load_dataset
-from ..engine.metrics.evaluate import generate
-from ..engine.metrics.fid import FIDScorer, class_shares_of
+from ..engine.metrics.classifier import class_shares_of
+from ..engine.metrics.fid import FIDScorer
+from ..engine.sampling import generate
 from ..engine.metrics.scores import isolated_pixels, precision_recall
 from ..engine.provenance import provenance
 from ..engine.recipes import DEFAULT_2026_12_02, PRE_SPEEDRUN, PRE_SPEEDRUN_R1_GAMMA

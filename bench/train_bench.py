@@ -42,7 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..engine.config import TrainConfig
 from ..engine.data import Dataset
 from .. import kernels
-from ..engine.runlog import SignalGuard
+from ..engine.signals import SignalGuard
 from ..engine.trainer import TrainLoop, build_session, run_iteration
 
 from .timing import StepClock, quantiles, time_blocks

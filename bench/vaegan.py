@@ -19,7 +19,7 @@ import torch
 from ..engine.checkpoint import load_generator
 from ..engine.config import TrainConfig
 from ..engine.data import load_dataset
-from ..engine.metrics.fid import load_mnist_classifier
+from ..engine.metrics.classifier import load_mnist_classifier
 from ..engine.provenance import provenance
 from ..engine.trainer import train
 from .results import device_name, write_and_report

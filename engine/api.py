@@ -7,7 +7,8 @@ import dataclasses
 
 from .checkpoint import load_checkpoint, load_generator
 from .config import TrainConfig
-from .metrics.evaluate import generate, requested_attributes, requested_labels, score_checkpoint
+from .metrics.evaluate import score_checkpoint
+from .sampling import generate, requested_attributes, requested_labels
 
 __all__ = ["TrainConfig", "train", "sample", "score", "load_generator", "load_checkpoint"]
 

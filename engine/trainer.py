@@ -20,12 +20,14 @@ from . import distributed
 from .config import TrainConfig
 from .data import DataError, Dataset, attribute_names_for, attribute_vectors, load_dataset, require_labels
 from .data.stream import BatchStream, StreamedDataset, open_streamed_npy
-from .metrics.evaluate import FIDTracker, check_scoring, evaluate_generator, run_generator
+from .metrics.evaluate import FIDTracker, check_scoring, evaluate_generator
 from .images import save_fid_curve, save_loss_curve, save_samples
 from .io import atomic_write_json, strict_json
 from .provenance import provenance
 from .rundir import RunDir
-from .runlog import DiscardLog, RunLog, SignalGuard
+from .runlog import DiscardLog, RunLog
+from .sampling import run_generator
+from .signals import SignalGuard
 from .tensorboard import TensorBoardLog
 from .steps import TrainState
 

@@ -6,7 +6,7 @@ from PIL import Image
 from ganforge.cli import main
 from ganforge.engine.config import TrainConfig
 from ganforge.engine.data import load_dataset
-from ganforge.engine.metrics.evaluate import slerp
+from ganforge.engine.sampling import slerp
 from ganforge.engine.trainer import train
 
 

@@ -11,7 +11,7 @@ from ganforge.cli import main
 from ganforge.engine.checkpoint import load_checkpoint, load_generator
 from ganforge.engine.config import TrainConfig
 from ganforge.engine.data import DataError, attribute_names_for, load_dataset
-from ganforge.engine.metrics.evaluate import parse_attribute_settings, requested_attributes
+from ganforge.engine.sampling import parse_attribute_settings, requested_attributes
 from ganforge.models import AttributeEmbedding, attribute_embedding, build_models, set_attribute_bank
 from test_celeba import ATTRIBUTE_NAMES, ATTRIBUTES, write_celeba
 

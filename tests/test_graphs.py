@@ -8,7 +8,7 @@ import torch
 
 from ganforge.engine.config import TrainConfig
 from ganforge.engine.data import Dataset
-from ganforge.engine.runlog import SignalGuard
+from ganforge.engine.signals import SignalGuard
 from ganforge.engine.trainer import TrainLoop, build_session, run_iteration
 
 pytestmark = pytest.mark.gpu

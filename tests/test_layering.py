@@ -5,9 +5,9 @@ module, lazy imports inside functions included, and each checked against the lay
 
     commands  ->  bench, applications  ->  the loop  ->  engine base  ->  models  ->  kernels
 
-Inside the engine base, the configuration sits above the data and augmentation it validates, and the metrics
-above the checkpoints they load. Nothing imports tests/, no package reaches into another's private modules,
-and bench and the applications do not import each other.
+Inside the engine base, the configuration sits above the data and augmentation it validates, sampling beside the
+checkpoints it loads, and the metrics above both. Nothing imports tests/, no package reaches into another's
+private modules, and bench and the applications do not import each other.
 """
 import ast
 import sys
@@ -24,10 +24,10 @@ LAYERS = [
     (0, ("ganforge.kernels",)),
     (1, ("ganforge.models",)),
     (2, ("ganforge.engine.io", "ganforge.engine.provenance", "ganforge.engine.distributed", "ganforge.engine.images",
-         "ganforge.engine.rundir")),
+         "ganforge.engine.rundir", "ganforge.engine.signals")),
     (3, ("ganforge.engine.data", "ganforge.engine.augment", "ganforge.engine.runlog", "ganforge.engine.tensorboard")),
     (4, ("ganforge.engine.config", "ganforge.engine.recipes")),
-    (5, ("ganforge.engine.losses", "ganforge.engine.checkpoint")),
+    (5, ("ganforge.engine.losses", "ganforge.engine.checkpoint", "ganforge.engine.sampling")),
     (6, ("ganforge.engine.metrics",)),
     (7, ("ganforge.engine.steps", "ganforge.engine.graphs", "ganforge.engine.trainer", "ganforge.engine.api",
          "ganforge.engine")),

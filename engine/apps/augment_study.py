@@ -181,7 +181,7 @@ def is_colour(data):
 def new_classifier(data, seed):
     """The study's classifier, initialised from ``seed``: ColourClassifier for colour images, else the project's
     digit CNN shaped for the data."""
-    from ..metrics.fid import MNISTClassifier
+    from ..metrics.classifier import MNISTClassifier
 
     torch.manual_seed(seed)
     c, h, _ = data.data_shape
@@ -226,7 +226,7 @@ def train_gan(cfg, kshot, seed, out_dir):
 
 
 def gan_samples(G, num_classes, per_class, seed):
-    from ..metrics.evaluate import generate
+    from ..sampling import generate
 
     labels = torch.arange(num_classes).repeat(per_class)
     images, labels = generate(G, len(labels), G.z_dim, "cpu", num_classes, seed=seed, labels=labels)
@@ -242,7 +242,7 @@ def confident(model, images, labels, threshold, batch_size=500):
 
 def run_study(cfg):
     """Run every (k, seed, variant); write study.json and study.png into cfg.out; return the report."""
-    from ..metrics.fid import class_accuracy
+    from ..metrics.classifier import class_accuracy
 
     cfg.validate()
     start = time.perf_counter()

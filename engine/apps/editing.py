@@ -22,7 +22,8 @@ from ...models.conditioning import condition_embedding
 from ..checkpoint import load_checkpoint, load_generator, read_torch_file
 from ..config import TrainConfig
 from ..data import DataError, attribute_vectors, load_dataset
-from ..metrics.evaluate import DIGIT_DATASETS, requested_attributes
+from ..metrics.classifier import DIGIT_DATASETS
+from ..sampling import requested_attributes
 from ..images import image_arrays, image_grid, save_samples
 from ..io import atomic_write, atomic_write_json
 
@@ -211,7 +212,7 @@ def reads_digits(G):
 
 def feature_model(device="cpu"):
     """The project's digit classifier, frozen: its features give the perceptual term of the encoding loss."""
-    from ..metrics.fid import load_mnist_classifier
+    from ..metrics.classifier import load_mnist_classifier
 
     return load_mnist_classifier(device).requires_grad_(False)
 

@@ -30,7 +30,9 @@ from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 from torchmetrics.image.mifid import MemorizationInformedFrechetInceptionDistance
 
-from .fid import FIDError, Features, Precomputed, frechet_distance
+from .backbones import Features, Precomputed
+from .errors import FIDError
+from .fid import frechet_distance
 
 DISTANCE_BLOCK = 1 << 24  # elements of one block of pairwise distances (64 MB in fp32, 128 MB in fp64)
 PR_K, DC_K = 3, 5

@@ -3,7 +3,7 @@
     python -m ganforge.engine.metrics.train_classifier --out engine/metrics/assets/mnist_classifier.pt
 
 Trains on the MNIST-5k train split only (the test split stays unseen), reports test accuracy, writes the
-weights atomically and prints the SHA-256 to paste into MNIST_CLASSIFIER_SHA256 in engine/metrics/fid.py.
+weights atomically and prints the SHA-256 to paste into MNIST_CLASSIFIER_SHA256 in engine/metrics/classifier.py.
 Deterministic: fixed seed, deterministic algorithms, one CPU thread.
 """
 import argparse
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data import load_dataset
-from .fid import MNIST_CLASSIFIER_PATH, MNISTClassifier, class_accuracy
+from .classifier import MNIST_CLASSIFIER_PATH, MNISTClassifier, class_accuracy
 from ..io import atomic_write_bytes
 
 

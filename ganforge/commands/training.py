@@ -190,7 +190,7 @@ def sample_command(argv):
     if args.num < 1:
         raise ValueError(f"--num must be >= 1, got {args.num}")
     check_output_file("--out", args.out)
-    from ..engine.metrics.evaluate import parse_attribute_settings, sample_grid
+    from ..engine.sampling import parse_attribute_settings, sample_grid
 
     settings = parse_attribute_settings(args.set)
     path = sample_grid(args.ckpt, args.out, args.num, args.label, not args.no_ema, args.seed, args.device, settings)
@@ -276,7 +276,7 @@ def interpolate_command(argv):
     parser.add_argument("--per-row", "--steps", dest="per_row", type=int, default=10, help="images per row")
     args = parser.parse_args(argv)
     check_output_file("--out", args.out)
-    from ..engine.metrics.evaluate import latent_walk
+    from ..engine.sampling import latent_walk
 
     path = latent_walk(args.ckpt, args.out, args.rows, args.per_row, not args.no_ema, args.seed, args.device)
     return wrote(path)
@@ -291,7 +291,7 @@ def augment_command(argv):
     _add_attribute_settings(parser, "generate with")
     args = parser.parse_args(argv)
     check_output_file("--out", args.out)
-    from ..engine.metrics.evaluate import export_samples, parse_attribute_settings
+    from ..engine.sampling import export_samples, parse_attribute_settings
 
     settings = parse_attribute_settings(args.set)
     path, arrays = export_samples(args.ckpt, args.out, args.count, args.label, not args.no_ema, args.seed,
@@ -371,7 +371,7 @@ def edit_command(argv):
                              "-1 off; repeat for more) as one edit; without --set each attribute is flipped in turn")
     args = parser.parse_args(argv)
     from ..engine.apps.editing import run_edit
-    from ..engine.metrics.evaluate import parse_attribute_settings
+    from ..engine.sampling import parse_attribute_settings
 
     settings = parse_attribute_settings(args.set)
     report = run_edit(args.ckpt, args.out, args.input, args.label, args.split, args.count,
