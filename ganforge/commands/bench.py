@@ -4,6 +4,7 @@
     ganforge bench compare BASE.json NEW.json [--threshold 10%]
     ganforge bench scaling [--nproc 1,2] [--device cpu|cuda] [-- train flags]   (torchrun data-parallel scaling)
     ganforge bench penalty-cost [--model dcgan-28] [--batch-size 64]   (RpGAN + R1 + R2: explicit vs double backward)
+    ganforge bench records [--check]   (write docs/results.md from bench/results/*/README.md, or check it)
     ganforge profile [train flags] [--out DIR] [--steps-to-profile N] [--synthetic-data]
     ganforge profile diff A/kernels.json B/kernels.json [--threshold 10%]
 """
@@ -26,7 +27,8 @@ def _bench_parser():
         description="Measure the device ceilings, kernel bandwidth and training throughput; compare two runs.",
         epilog="ganforge bench compare BASE.json NEW.json [--threshold 10%]: flag regressions between runs. "
                "ganforge bench scaling [--nproc 1,2]: images/s on N torchrun ranks against N x one rank. "
-               "ganforge bench penalty-cost: RpGAN + R1 + R2's D step, explicit gradient vs double backward.")
+               "ganforge bench penalty-cost: RpGAN + R1 + R2's D step, explicit gradient vs double backward. "
+               "ganforge bench records [--check]: write (or check) docs/results.md, the index of bench/results/.")
     parser.add_argument("what", choices=WHAT, help="kernels, train, or all of them")
     parser.add_argument("--quick", action="store_true", help="small sweep, few repeats (CI-sized)")
     parser.add_argument("--out", help="results JSON (default: runs/bench/<what>-<device>-<time>.json)")
@@ -78,6 +80,10 @@ def bench_command(argv):
         return main(argv[1:])
     if argv[:1] == ["penalty-cost"]:
         from ..bench.penalty_cost import main
+
+        return main(argv[1:])
+    if argv[:1] == ["records"]:
+        from ..bench.records import main
 
         return main(argv[1:])
 
