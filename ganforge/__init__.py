@@ -24,8 +24,8 @@ _API = {
     "score": "ganforge.engine.api",
     "load_generator": "ganforge.engine.api",
     "load_checkpoint": "ganforge.engine.api",
-    "encode_images": "ganforge.engine.apps.editing",  # a VAE-GAN's encoder: images -> (mu, log sigma^2)
-    "decode_codes": "ganforge.engine.apps.editing",   # a generator on given codes
+    "encode_images": "ganforge.engine.apps.editing.codes",  # a VAE-GAN's encoder: images -> (mu, log sigma^2)
+    "decode_codes": "ganforge.engine.apps.editing.codes",   # a generator on given codes
 }
 
 __all__ = sorted(_API)

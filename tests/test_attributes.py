@@ -162,7 +162,7 @@ def test_edit_encodes_real_faces_and_decodes_them_with_new_attributes(trained, t
 
 
 def test_an_edit_that_changes_nothing_decodes_the_reconstruction(trained, tmp_path):
-    from ganforge.engine.apps.editing import attribute_edits
+    from ganforge.engine.apps.editing.attribute_edits import attribute_edits
 
     a = torch.tensor([[1.0, -1.0, 1.0]])
     ((_, same),) = attribute_edits(NAMES, a, {"Smiling": 1.0})

@@ -12,9 +12,10 @@ from ganforge.cli import main
 from ganforge.engine.apps.augment_study import StudyConfig, fit, k_shot, mean_ci, study_sets, t_quantile_975
 from ganforge.engine.config import TrainConfig
 from ganforge.engine.data import DataError, Dataset, load_dataset
-from ganforge.engine.apps.editing import (EditError, check_class, check_images, decode, edit_study, encode,
-                                     feature_model, load_conditional_generator, slant, stroke_thickness,
-                                     train_encoder)
+from ganforge.engine.apps.editing.class_edits import edit_study
+from ganforge.engine.apps.editing.digit_measures import slant, stroke_thickness
+from ganforge.engine.apps.editing.encoder import decode, encode, feature_model, train_encoder
+from ganforge.engine.apps.editing.inputs import EditError, check_class, check_images, load_conditional_generator
 from ganforge.engine.trainer import train
 
 

@@ -10,9 +10,10 @@ from torch.distributions import Normal, kl_divergence
 from ganforge.cli import main as cli
 from ganforge.engine import checkpoint as ckpt
 from ganforge.engine import losses
-from ganforge.engine.apps import editing
+from ganforge.engine.apps.editing.codes import decode_codes, encode_images
+from ganforge.engine.apps.editing.edit import run_edit
 from ganforge.engine.config import TrainConfig
-from ganforge.engine.data import Dataset
+from ganforge.engine.data import Dataset, load_dataset
 from ganforge.engine.trainer import build_session, train
 from ganforge.models import VAEGANGenerator, build_models
 
@@ -168,8 +169,8 @@ def test_encode_and_decode_round_trip_through_the_commands(conditional_vaegan, t
     assert cli(["encode", "--ckpt", str(conditional_vaegan), "--count", "20", "--out", str(codes)]) == 0
     with np.load(codes) as data:
         z, log_var, labels = (torch.from_numpy(data[k]) for k in ("z", "log_var", "labels"))
-    test_images = editing.load_dataset("mnist5k", split="test").images[:20]
-    mu, expected_log_var = editing.encode_images(conditional_vaegan, test_images, labels)
+    test_images = load_dataset("mnist5k", split="test").images[:20]
+    mu, expected_log_var = encode_images(conditional_vaegan, test_images, labels)
     torch.testing.assert_close(z, mu)
     torch.testing.assert_close(log_var, expected_log_var)
     assert cli(["decode", "--ckpt", str(conditional_vaegan), "--codes", str(codes), "--out",
@@ -178,7 +179,7 @@ def test_encode_and_decode_round_trip_through_the_commands(conditional_vaegan, t
         pixels, decoded_labels = data["images"], data["labels"]
     assert pixels.shape == (20, 28, 28, 1) and pixels.dtype == np.uint8
     assert np.array_equal(decoded_labels, labels.numpy())
-    decoded = editing.decode_codes(conditional_vaegan, mu, labels)
+    decoded = decode_codes(conditional_vaegan, mu, labels)
     expected = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
     assert (decoded - expected).abs().max() <= 1 / 127.5  # the .npz holds the decoded images, rounded to 8 bits
     assert cli(["decode", "--ckpt", str(conditional_vaegan), "--codes", str(codes), "--out",
@@ -200,14 +201,14 @@ def test_encode_refuses_a_model_without_an_encoder_and_bad_codes(conditional_vae
 
 
 def test_edit_uses_the_vaegan_own_encoder_and_steps_zero_decode_its_mean(conditional_vaegan, tmp_path):
-    report = editing.run_edit(conditional_vaegan, tmp_path / "edit", count=20, steps=0, progress=False,
-                              strengths=(-1.0, 1.0))
+    report = run_edit(conditional_vaegan, tmp_path / "edit", count=20, steps=0, progress=False,
+                      strengths=(-1.0, 1.0))
     assert report["encoder"] is True and report["encoder_file"] is None
     assert "VAE-GAN" in report["encoder_training"]["kind"]
-    images = editing.load_dataset("mnist5k", split="test").images[:20]
-    labels = editing.load_dataset("mnist5k", split="test").labels[:20]
-    mu, _ = editing.encode_images(conditional_vaegan, images, labels)
-    recon = editing.decode_codes(conditional_vaegan, mu, labels)
+    images = load_dataset("mnist5k", split="test").images[:20]
+    labels = load_dataset("mnist5k", split="test").labels[:20]
+    mu, _ = encode_images(conditional_vaegan, images, labels)
+    recon = decode_codes(conditional_vaegan, mu, labels)
     assert report["reconstruction"]["pixel_mse"] == pytest.approx(float((recon - images).pow(2).mean()), rel=1e-5)
     assert report["encode_seconds"] > 0 and 0 <= report["class_edit"]["success_random_code"] <= 1
 

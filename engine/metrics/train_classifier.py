@@ -40,8 +40,9 @@ def fit_classifier(model, images, labels, steps, batch_size=64, lr=2e-3, seed=0,
     """Train ``model`` on (images, labels) for ``steps`` Adam steps with a one-cycle learning rate.
 
     Each epoch visits the images in a fresh seeded order (the last batch may be short). shift: random_shift
-    every batch; flip: random_flip every batch too. extra: optional (images, labels) of a second source (e.g. a generator's samples), drawn at
-    random to make up a share ``extra_fraction`` of every batch (the rest comes from ``images``). Randomness
+    every batch; flip: random_flip every batch too. extra: optional (images, labels) of a second source (e.g. a
+    generator's samples), drawn at random to make up a share ``extra_fraction`` of every batch (the rest comes
+    from ``images``). Randomness
     comes only from a generator seeded with ``seed`` (seed the model's initialisation yourself), so the same
     seeds give the same model on one thread with deterministic algorithms.
     """

@@ -332,7 +332,7 @@ def train_encoder_command(argv):
     args = parser.parse_args(argv)
     if args.iterations < 1 or args.batch_size < 1:
         raise ValueError(f"--iterations and --batch-size must be >= 1, got {args.iterations}, {args.batch_size}")
-    from ..engine.apps.editing import train_encoder
+    from ..engine.apps.editing.encoder import train_encoder
 
     _, path, info = train_encoder(args.ckpt, args.iterations, args.batch_size, args.lr, args.feature_weight,
                                   args.real_weight, not args.no_ema, args.seed, args.device, args.kernels,
@@ -370,7 +370,7 @@ def edit_command(argv):
                         help="a model trained with --condition-on: decode each face with this attribute set (1 on, "
                              "-1 off; repeat for more) as one edit; without --set each attribute is flipped in turn")
     args = parser.parse_args(argv)
-    from ..engine.apps.editing import run_edit
+    from ..engine.apps.editing.edit import run_edit
     from ..engine.sampling import parse_attribute_settings
 
     settings = parse_attribute_settings(args.set)
@@ -392,7 +392,7 @@ def encode_command(argv):
     parser.add_argument("--kernels", default="auto", help="fused ops: auto, triton, ref")
     args = parser.parse_args(argv)
     check_output_file("--out", args.out)
-    from ..engine.apps.editing import run_encode
+    from ..engine.apps.editing.codes import run_encode
 
     path, info = run_encode(args.ckpt, args.out, args.input, args.label, args.split, args.count, not args.no_ema,
                             args.device, args.kernels)
@@ -408,7 +408,7 @@ def decode_command(argv):
     parser.add_argument("--kernels", default="auto", help="fused ops: auto, triton, ref")
     args = parser.parse_args(argv)
     check_output_file("--out", args.out)
-    from ..engine.apps.editing import run_decode
+    from ..engine.apps.editing.codes import run_decode
 
     path, images = run_decode(args.ckpt, args.codes, args.out, not args.no_ema, args.device, args.kernels)
     return wrote(path, f": {len(images)} images")
