@@ -24,7 +24,7 @@ from ..engine.data import load_dataset
 from ..engine.metrics.fid import FIDScorer
 from ..engine.provenance import provenance
 from ..engine.recipes import PRE_SPEEDRUN
-from ..engine.trainer import build_session, run_iteration
+from ..engine.session import build_session, run_iteration
 from .results import device_name, write_and_report
 
 SCHEMA = "ganforge-ema-norm/1"

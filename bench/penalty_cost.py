@@ -15,7 +15,7 @@ import sys
 
 from ..engine.config import TrainConfig
 from ..engine.provenance import provenance
-from ..engine.trainer import build_session
+from ..engine.session import build_session
 from .results import device_name, write_and_report
 from .timing import quantiles
 from .train_bench import BENCH_WIDTH, MODELS, Plan, bench_dataset, measure_interleaved, release

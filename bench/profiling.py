@@ -83,7 +83,7 @@ def synthetic_dataset_for(cfg):
 
 def profile_training(cfg, out_dir, steps_to_profile=5, warmup=3, dataset=None, log=print):
     """Profile ``steps_to_profile`` iterations after ``warmup``; write trace.json, kernels.json, kernels.txt."""
-    from ..engine.trainer import build_session, run_iteration
+    from ..engine.session import build_session, run_iteration
 
     if cfg.graphs == "on":
         log("profile: graphs off, so that the named step ranges are visible around their kernels")

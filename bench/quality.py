@@ -32,7 +32,7 @@ from ..engine.sampling import generate
 from ..engine.metrics.scores import isolated_pixels, precision_recall
 from ..engine.provenance import provenance
 from ..engine.recipes import DEFAULT_2026_12_02, PRE_SPEEDRUN, PRE_SPEEDRUN_R1_GAMMA
-from ..engine.trainer import build_session, run_iteration
+from ..engine.session import build_session, run_iteration
 from .results import device_name, write_and_report
 
 SCHEMA = "ganforge-quality/1"

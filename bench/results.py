@@ -19,7 +19,7 @@ import torch
 
 from ..engine.io import atomic_write_json
 from ..engine.provenance import provenance
-from ..engine.trainer import cpu_bf16_units
+from ..engine.devices import cpu_bf16_units
 
 SCHEMA = "ganforge-bench/1"
 

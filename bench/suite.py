@@ -12,7 +12,7 @@ WHAT = ("kernels", "train", "all")
 
 def resolve_device(name=None):
     """The engine's device rule ("auto": CUDA when present; a clear error for CUDA without a GPU), cpu/cuda only."""
-    from ..engine.trainer import resolve_device as resolve_engine_device
+    from ..engine.devices import resolve_device as resolve_engine_device
 
     device = resolve_engine_device(name or "auto")
     if device.type not in ("cuda", "cpu"):

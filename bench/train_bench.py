@@ -43,7 +43,8 @@ from ..engine.config import TrainConfig
 from ..engine.data import Dataset
 from .. import kernels
 from ..engine.signals import SignalGuard
-from ..engine.trainer import TrainLoop, build_session, run_iteration
+from ..engine.loop import TrainLoop
+from ..engine.session import build_session, run_iteration
 
 from .timing import StepClock, quantiles, time_blocks
 

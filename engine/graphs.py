@@ -6,11 +6,11 @@ then is captured once and replayed on every later call. Capture records work wit
 capturing call replays the new graph once: every call does exactly one step of training.
 
 Warm-up and capture run with cuDNN's benchmark-mode algorithm search on: the warm-up calls try the algorithms
-for each convolution shape, stride, dtype and layout (channels_last on CUDA, see engine.trainer) on the capture
+for each convolution shape, stride, dtype and layout (channels_last on CUDA, see engine.session) on the capture
 stream, and the capture then records the tuned plans from cuDNN's cache, so every replay runs them. The
 process-wide cuDNN settings are restored when each warm-up or capture call returns.
 
-The step functions themselves are engine.steps.TrainState's — the same code the eager runner calls — which is
+The step functions themselves are engine.steps' (a TrainState's) — the same code the eager runner calls — which is
 what makes the eager run the reference for the graphed one.
 """
 from contextlib import contextmanager

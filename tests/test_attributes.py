@@ -112,7 +112,7 @@ def test_training_keeps_the_names_and_a_bank_of_real_attribute_vectors(trained):
 
 
 def test_fake_batches_draw_the_attribute_vectors_of_real_rows(celeba):
-    from ganforge.engine.trainer import build_session
+    from ganforge.engine.session import build_session
 
     cfg = TrainConfig(dataset="celeba", data_path=str(celeba), image_size=16, model="mlp", width=4, z_dim=4,
                       condition_on="Smiling,Male", batch_size=16, iterations=1, kernels="ref", fid_samples=0)

@@ -6,7 +6,7 @@ import torch
 from ganforge.engine import augment as aug
 from ganforge.engine.config import TrainConfig
 from ganforge.engine.data import Dataset
-from ganforge.engine.trainer import build_session, run_iteration
+from ganforge.engine.session import build_session, run_iteration
 
 
 def images(n=6, c=1, size=12, seed=0):

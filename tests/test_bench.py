@@ -17,7 +17,7 @@ from ganforge.bench.profiling import STEP_RANGES
 from ganforge.bench.results import ResultsError, validate_results
 from ganforge.bench.timing import quantiles
 from ganforge.engine.provenance import command_line
-from ganforge.engine.trainer import resolve_precision
+from ganforge.engine.devices import resolve_precision
 
 
 @pytest.fixture(scope="module")

@@ -547,7 +547,7 @@ def test_training_on_uint8_data_draws_the_same_batches_as_on_float32():
     """The steps convert each gathered uint8 batch; the batches and so the trained weights equal those of the same
     data held as float32 (the resident layout before this change), bit for bit."""
     from ganforge.engine.config import TrainConfig
-    from ganforge.engine.trainer import build_session, run_iteration
+    from ganforge.engine.session import build_session, run_iteration
 
     digits = load_dataset("mnist5k")
     as_floats = Dataset(digits.images, digits.labels, digits.num_classes, digits.name)

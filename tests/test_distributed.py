@@ -22,7 +22,7 @@ from ganforge.engine.config import TrainConfig
 from ganforge.engine.data import to_unit_range
 from ganforge.engine.distributed import BatchDraw, SyncedBatchNorm, World, shard_indices
 from ganforge.engine.metrics.evaluate import score_checkpoint
-from ganforge.engine.trainer import build_session, run_iteration
+from ganforge.engine.session import build_session, run_iteration
 
 # Adam at 2e-4: the MLP's default 1.6e-3 amplifies the all-reduce's float rounding beyond the tolerances below
 RUN_FLAGS = ["--batch-size", "16", "--lr-g", "2e-4", "--lr-d", "2e-4", "--fid-samples", "0", "--log-every", "4",

@@ -14,7 +14,7 @@ from torch import nn
 from ganforge.engine import losses
 from ganforge.engine.config import TrainConfig
 from ganforge.engine.data import Dataset
-from ganforge.engine.trainer import build_session, run_iteration
+from ganforge.engine.session import build_session, run_iteration
 from ganforge.models import (DCGANDiscriminator, MLPDiscriminator, build_models, set_kernel_impl,
                              spectral_norm_layers)
 

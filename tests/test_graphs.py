@@ -9,7 +9,8 @@ import torch
 from ganforge.engine.config import TrainConfig
 from ganforge.engine.data import Dataset
 from ganforge.engine.signals import SignalGuard
-from ganforge.engine.trainer import TrainLoop, build_session, run_iteration
+from ganforge.engine.loop import TrainLoop
+from ganforge.engine.session import build_session, run_iteration
 
 pytestmark = pytest.mark.gpu
 

@@ -12,7 +12,7 @@ import collections
 import pytest
 import torch
 
-from ganforge.engine import trainer
+from ganforge.engine import loop, trainer
 from ganforge.engine.config import TrainConfig
 from ganforge.engine.data import Dataset
 
@@ -55,7 +55,7 @@ def counter(monkeypatch):
             return _original(self, *args, **kwargs)
         monkeypatch.setattr(torch.Tensor, name, counted)
 
-    run_iteration = trainer.run_iteration
+    run_iteration = loop.run_iteration
 
     def counted_iteration(session, iteration):
         counter.in_step = True
@@ -64,11 +64,11 @@ def counter(monkeypatch):
         finally:
             counter.in_step = False
             counter.iteration += 1
-    monkeypatch.setattr(trainer, "run_iteration", counted_iteration)
+    monkeypatch.setattr(loop, "run_iteration", counted_iteration)
 
     def counted_sync(self):
         counter.waits[counter.iteration] += 1
-    monkeypatch.setattr(trainer.IntervalTimer, "sync", counted_sync, raising=False)
+    monkeypatch.setattr(loop.IntervalTimer, "sync", counted_sync, raising=False)
     return counter
 
 

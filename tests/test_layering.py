@@ -29,7 +29,9 @@ LAYERS = [
     (4, ("ganforge.engine.config", "ganforge.engine.recipes")),
     (5, ("ganforge.engine.losses", "ganforge.engine.checkpoint", "ganforge.engine.sampling")),
     (6, ("ganforge.engine.metrics",)),
-    (7, ("ganforge.engine.steps", "ganforge.engine.graphs", "ganforge.engine.trainer", "ganforge.engine.api",
+    (7, ("ganforge.engine.steps", "ganforge.engine.train_state", "ganforge.engine.graphs", "ganforge.engine.devices",
+         "ganforge.engine.session", "ganforge.engine.schedule", "ganforge.engine.outputs", "ganforge.engine.resume",
+         "ganforge.engine.stopping", "ganforge.engine.loop", "ganforge.engine.trainer", "ganforge.engine.api",
          "ganforge.engine")),
     (8, ("ganforge.engine.apps", "ganforge.bench")),
     (9, ("ganforge.commands", "ganforge.cli", "ganforge.__main__", "ganforge")),
@@ -116,6 +118,7 @@ def test_imports_only_point_down():
     ("ganforge.engine.steps", "ganforge.bench.report"),
     ("ganforge.kernels.bias_act", "ganforge.models.layers"),
     ("ganforge.engine.metrics.fid", "ganforge.engine.steps"),
+    ("ganforge.engine.checkpoint", "ganforge.engine.train_state"),
 ])
 def test_an_upward_import_is_caught(tmp_path, monkeypatch, module, target):
     """The checker itself: one upward import planted in a copy of a module is reported."""

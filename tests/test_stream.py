@@ -11,7 +11,8 @@ from ganforge.engine.config import TrainConfig
 from ganforge.engine.data import DataError, to_unit_range
 from ganforge.engine.data.stream import BatchStream, open_streamed_npy, stream_batch_rows
 from ganforge.engine.distributed import shard_indices
-from ganforge.engine.trainer import build_session, run_iteration, train
+from ganforge.engine.session import build_session, run_iteration
+from ganforge.engine.trainer import train
 
 from test_distributed import RUN_FLAGS, flat_params, relative_difference, torchrun
 

@@ -7,7 +7,8 @@ from torch.nn.utils import parametrizations
 from ganforge.engine import checkpoint as ckpt
 from ganforge.engine.config import TrainConfig
 from ganforge.engine.data import Dataset
-from ganforge.engine.trainer import build_session, train
+from ganforge.engine.session import build_session
+from ganforge.engine.trainer import train
 from ganforge.models import build_models, spectral_norm_layers
 from ganforge.models.layers import FusedConv2d, FusedLinear
 

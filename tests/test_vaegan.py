@@ -14,7 +14,8 @@ from ganforge.engine.apps.editing.codes import decode_codes, encode_images
 from ganforge.engine.apps.editing.edit import run_edit
 from ganforge.engine.config import TrainConfig
 from ganforge.engine.data import Dataset, load_dataset
-from ganforge.engine.trainer import build_session, train
+from ganforge.engine.session import build_session
+from ganforge.engine.trainer import train
 from ganforge.models import VAEGANGenerator, build_models
 
 

@@ -13,7 +13,7 @@ import pytest
 from ganforge.bench import train_bench
 from ganforge.bench.suite import resolve_device
 from ganforge.bench.timing import synchronized
-from ganforge.engine.trainer import run_iteration
+from ganforge.engine.session import run_iteration
 
 QUICK = True  # the quick plan: small batches, and nothing that takes minutes on a CPU
 PLAN = train_bench.default_plan(resolve_device(), QUICK)

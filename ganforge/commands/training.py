@@ -156,7 +156,8 @@ def train_command(argv):
                         help="resuming into its own folder from an older checkpoint: move the newer checkpoints and "
                              "the log into OUT/abandoned-NNNNNN/ (without it, such a resume is refused)")
     args = parse_train_args(parser, argv)
-    from ..engine.trainer import TrainingStopped, train
+    from ..engine.stopping import TrainingStopped
+    from ..engine.trainer import train
 
     try:
         summary = train(config_from_args(args), resume=args.resume, overwrite=args.overwrite,
