@@ -10,7 +10,8 @@ clock counts training only: each evaluation pauses it. Improved precision and re
 features), the class shares and the classes found come with each FID.
 
 Contenders:
-- recipes: ganforge configurations (RECIPES below), trained by the engine itself;
+- recipes: ganforge configurations (QUALITY_ROWS below: the experiment rows, each a complete set of settings,
+  built on the user recipes of engine.recipes), trained by the engine itself;
 - peers: PyTorch-GAN's `wgan_gp` and `dcgan` models (github.com/eriklindernoren/PyTorch-GAN) with that
   repository's default settings, rebuilt here from its description (layers, losses, optimiser, batch, update
   order) and trained on the same data in the same process; nothing of theirs is imported.
@@ -31,56 +32,69 @@ from ..engine.metrics.fid import FIDScorer
 from ..engine.sampling import generate
 from ..engine.metrics.scores import isolated_pixels, precision_recall
 from ..engine.provenance import provenance
-from ..engine.recipes import DEFAULT_2026_12_02, PRE_SPEEDRUN, PRE_SPEEDRUN_R1_GAMMA
+from ..engine.recipes import PRE_SPEEDRUN, PRE_SPEEDRUN_R1_GAMMA, SPEEDRUN_MOMENTUM, recipe_settings
 from ..engine.session import build_session, run_iteration
 from .results import device_name, write_and_report
 
 SCHEMA = "ganforge-quality/1"
 MARKS_S = (60, 120, 300)
 
-# name -> overrides of BASE; every recipe trains on mnist5k. BASE holds the settings every row was measured with
-# before the speedrun (engine.recipes: batch 64, lr 2e-4, fp32, no EMA, width 64 = the textbook MLP), so a row
-# keeps its meaning when the shipped defaults move; the one recipe SHIPPED is TrainConfig exactly as
+# The experiment rows: name -> the settings the row trains with (every row trains on mnist5k). A row named like a
+# user recipe (engine.recipes) is that recipe. The other rows of the grid are built on PRE_SPEEDRUN, the settings
+# every row was measured with before the speedrun (batch 64, lr 2e-4, fp32, no EMA, width 64 = the textbook MLP), so
+# a row keeps its meaning when the shipped defaults move; the one row SHIPPED is TrainConfig exactly as
 # `ganforge train` ships it now.
 # The grid is model x objective: ns (the textbook non-saturating loss, no penalty), r1 (ns with lazy R1), hinge
 # (no penalty) and wgan-gp (Wasserstein critic, 5 critic steps); then the searched variants.
-BASE = PRE_SPEEDRUN
 SHIPPED = "default"
 
 
+def _pre_speedrun(**changes):
+    """A row of the grid: PRE_SPEEDRUN with ``changes``, R1 at the gamma of its day (1) unless changed."""
+    settings = {**PRE_SPEEDRUN, **changes}
+    if settings.get("penalty", "r1") == "r1":
+        settings.setdefault("penalty_weight", PRE_SPEEDRUN_R1_GAMMA)
+    return settings
+
+
+def _momentum(**changes):
+    """A row of the speedrun's second search: one change to the first speedrun recipe (speedrun-momentum)."""
+    return {**SPEEDRUN_MOMENTUM, **changes}
+
+
 def _bf16_mlp(batch, lr, width=64, ema=(0.0, 0.0), **extra):
-    """A speedrun search recipe: the MLP in bf16 at ``batch``, Adam ``lr`` for G and D, ``ema`` = (decay, ramp-up)."""
-    return {"model": "mlp", "precision": "bf16", "batch_size": batch, "lr_g": lr, "lr_d": lr, "width": width,
-            "ema": ema[0], "ema_rampup": ema[1], **extra}
+    """A speedrun search row: the MLP in bf16 at ``batch``, Adam ``lr`` for G and D, ``ema`` = (decay, ramp-up)."""
+    return _pre_speedrun(model="mlp", precision="bf16", batch_size=batch, lr_g=lr, lr_d=lr, width=width, ema=ema[0],
+                         ema_rampup=ema[1], **extra)
 
 
-RECIPES = {
-    SHIPPED: {},                                                           # the default recipe, as it ships
-    "mlp-ns": {"model": "mlp", "penalty": "none"},                         # the textbook GAN
-    "mlp-r1": {"model": "mlp"},                                            # the default of 2026-12-01
-    "mlp-hinge": {"model": "mlp", "loss": "hinge", "penalty": "none"},
-    "mlp-wgan-gp": {"model": "mlp", "loss": "wgan", "penalty": "wgan-gp", "n_critic": 5},
-    "dcgan-ns": {"model": "dcgan", "penalty": "none"},
-    "dcgan-r1": {"model": "dcgan"},
-    "dcgan-hinge": {"model": "dcgan", "loss": "hinge", "penalty": "none"},
-    "dcgan-wgan-gp": {"model": "dcgan", "loss": "wgan", "penalty": "wgan-gp", "n_critic": 5},
+QUALITY_ROWS = {
+    SHIPPED: recipe_settings(SHIPPED),                                     # the default recipe, as it ships
+    "mlp-ns": recipe_settings("textbook"),                                 # the textbook GAN
+    "mlp-r1": recipe_settings("mlp-r1"),                                   # the default of 2026-12-01
+    "mlp-hinge": _pre_speedrun(model="mlp", loss="hinge", penalty="none"),
+    "mlp-wgan-gp": _pre_speedrun(model="mlp", loss="wgan", penalty="wgan-gp", n_critic=5),
+    "dcgan-ns": _pre_speedrun(model="dcgan", penalty="none"),
+    "dcgan-r1": _pre_speedrun(model="dcgan"),
+    "dcgan-hinge": _pre_speedrun(model="dcgan", loss="hinge", penalty="none"),
+    "dcgan-wgan-gp": _pre_speedrun(model="dcgan", loss="wgan", penalty="wgan-gp", n_critic=5),
     # variants tried in the recipe search
-    "mlp-r1-ema": {"model": "mlp", "ema": 0.999, "ema_rampup": 0.05},
-    "dcgan-r1-ema": {"model": "dcgan", "ema": 0.999, "ema_rampup": 0.05},
-    "dcgan-r1-aug-ema": {"model": "dcgan", "ema": 0.999, "ema_rampup": 0.05, "augment": "translation,cutout",
-                         "ada_target": 0.6},
-    "dcgan-hinge-aug-ema": {"model": "dcgan", "loss": "hinge", "penalty": "none", "augment": "translation,cutout",
-                            "ada_target": 0.6, "ema": 0.999, "ema_rampup": 0.05},
+    "mlp-r1-ema": _pre_speedrun(model="mlp", ema=0.999, ema_rampup=0.05),
+    "dcgan-r1-ema": _pre_speedrun(model="dcgan", ema=0.999, ema_rampup=0.05),
+    "dcgan-r1-aug-ema": _pre_speedrun(model="dcgan", ema=0.999, ema_rampup=0.05, augment="translation,cutout",
+                                      ada_target=0.6),
+    "dcgan-hinge-aug-ema": _pre_speedrun(model="dcgan", loss="hinge", penalty="none", augment="translation,cutout",
+                                         ada_target=0.6, ema=0.999, ema_rampup=0.05),
     # the toolbox, each piece added to the default recipe of its model (or, for spectral norm on DCGAN, in its
     # classic setting: hinge loss, no penalty, SNGAN)
-    "mlp-rpgan-r1r2": {"model": "mlp", "loss": "rpgan", "penalty": "r1+r2"},   # R3GAN's objective, every D step
-    "mlp-lsgan-r1": {"model": "mlp", "loss": "lsgan"},
-    "mlp-r1-sn": {"model": "mlp", "spectral_norm": True},
-    "mlp-r1-fm": {"model": "mlp", "feature_matching": 1.0},
-    "mlp-r1-lecam": {"model": "mlp", "lecam": 0.1},
-    "dcgan-rpgan-r1r2": {"model": "dcgan", "loss": "rpgan", "penalty": "r1+r2"},
-    "dcgan-hinge-sn": {"model": "dcgan", "loss": "hinge", "penalty": "none", "spectral_norm": True},
-    "dcgan-r1-lecam": {"model": "dcgan", "lecam": 0.1},
+    "mlp-rpgan-r1r2": _pre_speedrun(model="mlp", loss="rpgan", penalty="r1+r2"),   # R3GAN"s objective, every D step
+    "mlp-lsgan-r1": _pre_speedrun(model="mlp", loss="lsgan"),
+    "mlp-r1-sn": _pre_speedrun(model="mlp", spectral_norm=True),
+    "mlp-r1-fm": _pre_speedrun(model="mlp", feature_matching=1.0),
+    "mlp-r1-lecam": _pre_speedrun(model="mlp", lecam=0.1),
+    "dcgan-rpgan-r1r2": _pre_speedrun(model="dcgan", loss="rpgan", penalty="r1+r2"),
+    "dcgan-hinge-sn": _pre_speedrun(model="dcgan", loss="hinge", penalty="none", spectral_norm=True),
+    "dcgan-r1-lecam": _pre_speedrun(model="dcgan", lecam=0.1),
     # the speedrun search (FID per second of the default command on a 2-core CPU): bf16 (AMX) pays off on the MLP
     # from batch 256 up, so batch and learning rate move together; _bf16_mlp(batch, lr, width, (ema, ramp-up))
     "mlp-r1-bf16-b256": _bf16_mlp(256, 2e-4),
@@ -103,35 +117,33 @@ RECIPES = {
     "mlp-r1-bf16-b512-lr16-ema9998-fm-w32": _bf16_mlp(512, 1.6e-3, 32, (0.9998, 0.25), feature_matching=1.0),
     "mlp-r1-bf16-b512-lr11-ema-w16": _bf16_mlp(512, 1.1e-3, 16, (0.999, 0.05)),
     "mlp-rpgan-r1r2-bf16-b256-lr8-ema": _bf16_mlp(256, 8e-4, ema=(0.999, 0.05), loss="rpgan", penalty="r1+r2"),
-    # the speedrun's second search (bench/results/speedrun-search-cpu-2026-12-03/): changes that cost no time per
-    # iteration, each to the default of 2026-12-02 (every name starting "default-" overrides DEFAULT_2026_12_02,
-    # not BASE); "default-2026-12-02" is that recipe itself
-    "default-2026-12-02": {},
-    "default-r1g03": {"penalty_weight": 0.3},
-    "default-r1g01": {"penalty_weight": 0.1},
-    "default-r1g3": {"penalty_weight": 3.0},
-    "default-beta0": {"beta1": 0.0, "beta2": 0.99},
-    "default-b1-0": {"beta1": 0.0},
-    "default-b2-099": {"beta2": 0.99},
-    "default-beta0-r1g3": {"beta1": 0.0, "beta2": 0.99, "penalty_weight": 3.0},
-    "default-beta0-lr11": {"beta1": 0.0, "beta2": 0.99, "lr_g": 1.1e-3, "lr_d": 1.1e-3},
-    "default-beta0-b2-09": {"beta1": 0.0, "beta2": 0.9},
-    "default-beta0-r1g6": {"beta1": 0.0, "beta2": 0.99, "penalty_weight": 6.0},
-    "default-beta0-r1g10": {"beta1": 0.0, "beta2": 0.99, "penalty_weight": 10.0},
-    "default-beta0-r1g3-ema9998": {"beta1": 0.0, "beta2": 0.99, "penalty_weight": 3.0, "ema": 0.9998,
-                                   "ema_rampup": 0.25},
-    "default-beta0-r1g3-lr24": {"beta1": 0.0, "beta2": 0.99, "penalty_weight": 3.0, "lr_g": 2.4e-3, "lr_d": 2.4e-3},
-    "default-beta0-r1g3-b2-09": {"beta1": 0.0, "beta2": 0.9, "penalty_weight": 3.0},
-    "default-beta0-r1g3-b256": {"beta1": 0.0, "beta2": 0.99, "penalty_weight": 3.0, "batch_size": 256,
-                                "lr_g": 1.1e-3, "lr_d": 1.1e-3},
-    "default-ttur": {"lr_g": 1.2e-3, "lr_d": 2.4e-3},
-    "default-z32": {"z_dim": 32},
+    # the speedrun"s second search (bench/results/speedrun-search-cpu-2026-12-03/): changes that cost no time per
+    # iteration, each to the default of 2026-12-02 (the recipe speedrun-momentum, the row "default-2026-12-02")
+    "default-2026-12-02": recipe_settings("speedrun-momentum"),
+    "default-r1g03": _momentum(penalty_weight=0.3),
+    "default-r1g01": _momentum(penalty_weight=0.1),
+    "default-r1g3": _momentum(penalty_weight=3.0),
+    "default-beta0": _momentum(beta1=0.0, beta2=0.99),
+    "default-b1-0": _momentum(beta1=0.0),
+    "default-b2-099": _momentum(beta2=0.99),
+    "default-beta0-r1g3": _momentum(beta1=0.0, beta2=0.99, penalty_weight=3.0),
+    "default-beta0-lr11": _momentum(beta1=0.0, beta2=0.99, lr_g=1.1e-3, lr_d=1.1e-3),
+    "default-beta0-b2-09": _momentum(beta1=0.0, beta2=0.9),
+    "default-beta0-r1g6": _momentum(beta1=0.0, beta2=0.99, penalty_weight=6.0),
+    "default-beta0-r1g10": _momentum(beta1=0.0, beta2=0.99, penalty_weight=10.0),
+    "default-beta0-r1g3-ema9998": _momentum(beta1=0.0, beta2=0.99, penalty_weight=3.0, ema=0.9998, ema_rampup=0.25),
+    "default-beta0-r1g3-lr24": _momentum(beta1=0.0, beta2=0.99, penalty_weight=3.0, lr_g=2.4e-3, lr_d=2.4e-3),
+    "default-beta0-r1g3-b2-09": _momentum(beta1=0.0, beta2=0.9, penalty_weight=3.0),
+    "default-beta0-r1g3-b256": _momentum(beta1=0.0, beta2=0.99, penalty_weight=3.0, batch_size=256, lr_g=1.1e-3,
+                                         lr_d=1.1e-3),
+    "default-ttur": _momentum(lr_g=1.2e-3, lr_d=2.4e-3),
+    "default-z32": _momentum(z_dim=32),
 }
 # The toolbox's rows and the default recipes they are measured against, in one run.
 TOOLBOX = ("mlp-r1", "mlp-rpgan-r1r2", "mlp-lsgan-r1", "mlp-r1-sn", "mlp-r1-fm", "mlp-r1-lecam",
            "dcgan-r1", "dcgan-rpgan-r1r2", "dcgan-hinge-sn", "dcgan-r1-lecam")
 # The speedrun searches' recipes (bench/results/speedrun-search-cpu-2026-12-02/ and -12-03/), in their order.
-SPEEDRUN = tuple(name for name in RECIPES
+SPEEDRUN = tuple(name for name in QUALITY_ROWS
                  if (name.startswith("mlp-") and "-bf16-" in name) or name.startswith(SHIPPED + "-"))
 GROUPS = {"toolbox": TOOLBOX, "speedrun": SPEEDRUN}  # names --recipes expands
 
@@ -144,16 +156,8 @@ class RecipeTrainee:
 
     kind = "recipe"
 
-    def __init__(self, name, overrides, seed=0, device="cpu"):
+    def __init__(self, name, settings, seed=0, device="cpu"):
         self.name = name
-        if name == SHIPPED:
-            settings = {}
-        elif name.startswith(SHIPPED + "-"):  # one change to the default of 2026-12-02
-            settings = {**DEFAULT_2026_12_02, **overrides}
-        else:
-            settings = {**BASE, **overrides}
-            if settings.get("penalty", "r1") == "r1":
-                settings.setdefault("penalty_weight", PRE_SPEEDRUN_R1_GAMMA)  # the R1 these rows were measured with
         self.cfg = TrainConfig(**{**settings, "progress": False, "fid_samples": 0, "seed": seed, "device": device,
                                   "iterations": 10**9}).validate()
         self.session = build_session(self.cfg)
@@ -311,13 +315,13 @@ PEERS = {"pytorch-gan-wgan_gp": PyTorchGANWGANGP, "pytorch-gan-dcgan": PyTorchGA
 
 
 def make_trainee(name, seed=0, device="cpu"):
-    if name in RECIPES:
-        return RecipeTrainee(name, RECIPES[name], seed, device)
+    if name in QUALITY_ROWS:
+        return RecipeTrainee(name, QUALITY_ROWS[name], seed, device)
     if name in PEERS:
         size = PEERS[name].settings["image_size"]
         images = load_dataset("mnist5k", split="train", image_size=None if size == 28 else size).images
         return PEERS[name](images, seed, device)
-    raise ValueError(f"unknown contender {name!r}; expected a recipe {tuple(RECIPES)} or a peer {tuple(PEERS)}")
+    raise ValueError(f"unknown contender {name!r}; expected a recipe {tuple(QUALITY_ROWS)} or a peer {tuple(PEERS)}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -411,8 +415,8 @@ def contender_names(recipes, peers):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m ganforge.bench.quality", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="results JSON to write")
-    parser.add_argument("--recipes", default=",".join(RECIPES),
-                        help="comma-separated ganforge recipes; 'toolbox' and 'speedrun' stand for their rows")
+    parser.add_argument("--recipes", default=",".join(QUALITY_ROWS),
+                        help="comma-separated rows of QUALITY_ROWS; 'toolbox' and 'speedrun' stand for their rows")
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated peer models ('' for none)")
     parser.add_argument("--marks", default=",".join(map(str, MARKS_S)), help="training seconds to score at")
     parser.add_argument("--fid-samples", type=int, default=2000)
@@ -427,9 +431,9 @@ def main(argv=None):
               file=sys.stderr)
         return 2
     for name in names:
-        if name not in RECIPES and name not in PEERS:
-            print(f"bench.quality: error: unknown contender {name!r}; recipes {tuple(RECIPES)}, peers {tuple(PEERS)}",
-                  file=sys.stderr)
+        if name not in QUALITY_ROWS and name not in PEERS:
+            print(f"bench.quality: error: unknown contender {name!r}; recipes {tuple(QUALITY_ROWS)}, peers "
+                  f"{tuple(PEERS)}", file=sys.stderr)
             return 2
     results = run(names, marks, args.fid_samples, args.seed, device=args.device, progress=not args.no_progress)
     write_and_report(results, args.out, markdown_table)

@@ -24,7 +24,8 @@ def train(config=None, *, dataset=None, resume=None, overwrite=False, **override
     """
     from .trainer import train as run_training
 
-    config = dataclasses.replace(config or TrainConfig(), **overrides)
+    # without a config, the overrides pick the presets (train(model="dcgan") gets DCGAN's batch, widths, ...)
+    config = TrainConfig(**overrides) if config is None else dataclasses.replace(config, **overrides)
     return run_training(config, dataset=dataset, resume=resume, overwrite=overwrite)
 
 

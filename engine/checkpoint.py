@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .config import LEGACY_WIDTH, TrainConfig
+from .config import TrainConfig, fields_with_resume_class, flag
 from .io import atomic_write, fsync_dir
 
 FORMAT = "ganforge-checkpoint/1"
@@ -173,29 +173,24 @@ def load_checkpoint(path, map_location="cpu"):
     return state
 
 
-# Fields that shape the models or the optimizer state: a resumed run must agree with its checkpoint on them.
-ARCHITECTURE_FIELDS = ("model", "dataset", "image_size", "channels", "conditional", "condition_on", "z_dim", "width",
-                       "optimizer", "penalty", "spectral_norm", "vae_backbone")
-# Fields a resumed run may change: applied to the restored state and reported (trainer logs them).
-TUNABLE_FIELDS = ("lr_g", "lr_d", "beta1", "beta2", "loss", "n_critic", "penalty_weight", "penalty_every", "clip",
-                  "ema", "ema_rampup", "batch_size", "precision", "augment", "augment_p", "ada_target", "penalty_grad",
-                  "kernels", "graphs", "compile", "feature_matching", "lecam", "vae_layer", "vae_gamma", "vae_kl")
-
-
-def flag(name):
-    return "--" + name.replace("_", "-")
+# Fields that shape the models or the optimizer state: a resumed run must agree with its checkpoint on them; and
+# fields a resumed run may change: applied to the restored state and reported (trainer logs them). Each field's
+# class is declared with it (engine.config, `resume=`).
+ARCHITECTURE_FIELDS = fields_with_resume_class("architecture")
+TUNABLE_FIELDS = fields_with_resume_class("tunable")
 
 
 def hyperparameter_changes(saved_config, cfg):
     """{field: (checkpoint's value, value now)} for each tunable field a resumed run changes."""
-    return {name: (saved_config.get(name), getattr(cfg, name)) for name in TUNABLE_FIELDS
-            if name in saved_config and saved_config[name] != getattr(cfg, name)}
+    saved = TrainConfig.from_dict(saved_config).to_dict()  # a None an older version saved: the preset it stood for
+    return {name: (saved[name], getattr(cfg, name)) for name in TUNABLE_FIELDS
+            if name in saved_config and saved[name] != getattr(cfg, name)}
 
 
 def check_same_architecture(state, cfg, path, data_shape=None):
     """Refuse a checkpoint of another architecture, or of data of another shape (``data_shape``, when known)."""
-    defaults = TrainConfig(width=LEGACY_WIDTH)  # a field newer than the checkpoint had its default there
-    saved = {name: state["config"].get(name, getattr(defaults, name)) for name in ARCHITECTURE_FIELDS}
+    # a field newer than the checkpoint had its default there; a configuration too old to read raises, naming path
+    saved = TrainConfig.from_dict(state["config"], source=path).to_dict()
     mismatched = [f"{flag(name)} {saved[name]!r} in the checkpoint, {getattr(cfg, name)!r} now"
                   for name in ARCHITECTURE_FIELDS if saved[name] != getattr(cfg, name)]
     if data_shape is not None and list(state.get("data_shape", data_shape)) != list(data_shape):
@@ -251,7 +246,7 @@ def load_generator(path, device="cpu", use_ema=True, kernels="auto"):
     from ..models import build_models
 
     state = load_checkpoint(path)
-    cfg = TrainConfig.from_dict(state["config"])
+    cfg = TrainConfig.from_dict(state["config"], source=path)
     G, _ = build_models(cfg.model, tuple(state["data_shape"]), cfg.z_dim, state["num_classes"], cfg.width,
                         impl=kernels, backbone=cfg.vae_backbone,
                         attribute_names=tuple(state.get("attribute_names", ())))

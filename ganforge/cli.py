@@ -20,6 +20,7 @@ COMMANDS = {
     "encode": ("ganforge.commands.training", "encode_command"),
     "decode": ("ganforge.commands.training", "decode_command"),
     "augment-study": ("ganforge.commands.training", "augment_study_command"),
+    "flags": ("ganforge.commands.flags", "flags_command"),
     "bench": ("ganforge.commands.bench", "bench_command"),
     "profile": ("ganforge.commands.bench", "profile_command"),
 }

@@ -86,7 +86,6 @@ def test_attribute_names_are_checked_against_the_data(celeba):
     with pytest.raises(DataError, match="has none"):
         attribute_names_for("Smiling", load_dataset("mnist5k", split="test"))
     cfg = TrainConfig(conditional=True, condition_on="Smiling")
-    cfg.resolve_defaults()
     with pytest.raises(ValueError, match="choose one"):
         cfg.validate()
 
@@ -116,7 +115,6 @@ def test_fake_batches_draw_the_attribute_vectors_of_real_rows(celeba):
 
     cfg = TrainConfig(dataset="celeba", data_path=str(celeba), image_size=16, model="mlp", width=4, z_dim=4,
                       condition_on="Smiling,Male", batch_size=16, iterations=1, kernels="ref", fid_samples=0)
-    cfg.resolve_defaults()
     state = build_session(cfg).state
     _, fake = state.latent_batch()
     _, real = state.real_batch()

@@ -88,7 +88,7 @@ def test_a_recipe_sets_the_defaults_that_config_and_flags_override(tmp_path):
         return config_from_args(parse_train_args(add_train_args(argparse.ArgumentParser()), list(argv)))
 
     textbook = parsed("--recipe", "textbook")
-    for name, value in RECIPES["textbook"].items():
+    for name, value in RECIPES["textbook"].settings.items():
         assert getattr(textbook, name) == value, name
     assert (textbook.penalty, textbook.width, textbook.batch_size, textbook.precision) == ("none", 64, 64, "fp32")
     assert parsed("--recipe", "textbook", "--penalty", "r1").penalty == "r1"

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ganforge.bench import quality
+from ganforge.engine.recipes import RECIPES, recipe_settings
 
 
 @pytest.mark.parametrize("name,size", [("pytorch-gan-wgan_gp", 28), ("pytorch-gan-dcgan", 32)])
@@ -22,14 +23,18 @@ def test_peer_models_train_and_sample(name, size):
     assert trainee.G.training  # sampling put G back in training mode
 
 
-def test_recipes_are_valid_configs():
-    for name, overrides in quality.RECIPES.items():
-        quality.TrainConfig(**overrides).validate()
-    assert set(quality.TOOLBOX) <= set(quality.RECIPES)
+def test_rows_are_valid_configs_and_rows_named_like_a_recipe_are_that_recipe():
+    for name, settings in quality.QUALITY_ROWS.items():
+        quality.TrainConfig(**settings).validate()
+    assert set(quality.TOOLBOX) <= set(quality.QUALITY_ROWS)
     assert quality.contender_names("toolbox", "pytorch-gan-dcgan") == [*quality.TOOLBOX, "pytorch-gan-dcgan"]
-    assert set(quality.SPEEDRUN) <= set(quality.RECIPES) and quality.contender_names("speedrun", "") == [
+    assert set(quality.SPEEDRUN) <= set(quality.QUALITY_ROWS) and quality.contender_names("speedrun", "") == [
         *quality.SPEEDRUN]
-    assert quality.SHIPPED in quality.RECIPES and quality.RECIPES[quality.SHIPPED] == {}
+    assert quality.SHIPPED in quality.QUALITY_ROWS and quality.QUALITY_ROWS[quality.SHIPPED] == {}
+    for name in set(quality.QUALITY_ROWS) & set(RECIPES):
+        assert quality.QUALITY_ROWS[name] == recipe_settings(name), name
+    assert quality.QUALITY_ROWS["default-2026-12-02"] == recipe_settings("speedrun-momentum")
+    assert quality.QUALITY_ROWS["mlp-ns"] == recipe_settings("textbook")
     assert quality.contender_names("mlp-r1, dcgan-r1", "") == ["mlp-r1", "dcgan-r1"]
 
 
@@ -51,7 +56,7 @@ def test_each_row_keeps_the_settings_it_was_measured_with():
 @pytest.mark.slow
 def test_command_writes_a_curve_per_contender(tmp_path, capsys, monkeypatch):
     # the reference kernels: the suite's Triton interpreter would make this CPU run crawl
-    monkeypatch.setitem(quality.RECIPES, "mlp-ns", {"model": "mlp", "kernels": "ref"})
+    monkeypatch.setitem(quality.QUALITY_ROWS, "mlp-ns", {**quality.QUALITY_ROWS["mlp-ns"], "kernels": "ref"})
     out = tmp_path / "q.json"
     code = quality.main(["--out", str(out), "--recipes", "mlp-ns", "--peers", "pytorch-gan-dcgan", "--marks", "1,2",
                          "--fid-samples", "100", "--no-progress"])

@@ -1,5 +1,5 @@
 """The speedrun's pieces: the EMA of G samples with BatchNorm statistics of its own weights; the salt-noise count of
-the final grid; the per-model default width; bf16 where the CPU has AMX."""
+the final grid; bf16 where the CPU has AMX. (Each model's defaults, the presets: tests/test_config.py.)"""
 import copy
 
 import pytest
@@ -118,20 +118,6 @@ def test_isolated_pixels_counts_ink_with_no_ink_around():
         isolated_pixels(torch.zeros(2, 3, 8, 8))
 
 
-def test_width_defaults_per_model_and_saved_configs_keep_theirs():
-    """--width left out: 32 for the MLP (hidden 64, 128, 256), 64 for DCGAN, resolved at validation so config.json
-    and checkpoints hold it; a saved config without the field is read as the width every model had then (64)."""
-    from ganforge.engine.config import LEGACY_WIDTH, MODEL_DEFAULTS
-
-    assert TrainConfig().validate().width == MODEL_DEFAULTS["mlp"]["width"] == 32
-    assert TrainConfig(model="dcgan").validate().width == MODEL_DEFAULTS["dcgan"]["width"] == 64
-    assert TrainConfig(width=48).validate().width == 48
-    saved = TrainConfig().validate().to_dict()
-    assert TrainConfig.from_dict(saved).width == 32
-    del saved["width"]
-    assert TrainConfig.from_dict(saved).width == LEGACY_WIDTH == 64
-
-
 def test_auto_precision_is_bf16_where_the_cpu_has_amx(monkeypatch):
     from ganforge.engine import devices
 
@@ -149,48 +135,3 @@ def test_auto_precision_is_bf16_where_the_cpu_has_amx(monkeypatch):
     monkeypatch.setattr(devices, "cpu_bf16_units", lambda: [])
     assert devices.resolve_precision("auto", torch.device("cpu")) == "fp32"
     assert devices.resolve_precision("fp32", torch.device("cpu")) == "fp32"
-
-
-def test_each_model_gets_its_own_defaults_and_an_ema_turned_off_has_no_rampup():
-    from ganforge.engine.config import FID_EVERY_DEFAULT, MODEL_DEFAULTS
-
-    for model, defaults in MODEL_DEFAULTS.items():
-        cfg = TrainConfig(model=model).validate()
-        assert {name: getattr(cfg, name) for name in defaults} == defaults
-    off = TrainConfig(ema=0.0).validate()
-    assert (off.ema, off.ema_rampup) == (0.0, 0.0)
-    assert TrainConfig(batch_size=64).validate().lr_g == MODEL_DEFAULTS["mlp"]["lr_g"]  # no hidden rescaling
-    assert TrainConfig().validate().fid_every == FID_EVERY_DEFAULT
-    assert TrainConfig(fid_samples=0).validate().fid_every == 0  # not scored: no curve either
-    assert TrainConfig(dataset="ring8").validate().fid_every == 0
-    assert TrainConfig(fid_every=7).validate().fid_every == 7
-
-
-def test_the_mlp_defaults_to_adam_without_momentum_and_r1_gamma_3_and_older_recipes_keep_theirs():
-    """The second speedrun search's settings are the MLP's defaults only: DCGAN and the VAE-GAN keep Adam (0.5,
-    0.999) and PENALTY_DEFAULTS' weights, a given weight wins, and the older named recipes (and configs saved
-    before the change, which hold a weight of None) keep gamma 1."""
-    from ganforge.engine.config import PENALTY_DEFAULTS, R1_GAMMA_DEFAULTS
-    from ganforge.engine.recipes import DEFAULT_2026_12_02, RECIPES
-
-    mlp = TrainConfig().validate()
-    assert (mlp.beta1, mlp.beta2, mlp.penalty_weight) == (0.0, 0.99, R1_GAMMA_DEFAULTS["mlp"]) == (0.0, 0.99, 10.0)
-    assert mlp.resolved_penalty_weight == 10.0
-    dcgan = TrainConfig(model="dcgan").validate()
-    assert (dcgan.beta1, dcgan.beta2, dcgan.resolved_penalty_weight) == (0.5, 0.999, PENALTY_DEFAULTS["r1"][0])
-    vaegan = TrainConfig(model="vaegan").validate()
-    assert (vaegan.beta1, vaegan.beta2, vaegan.resolved_penalty_weight, vaegan.iterations) == (0.5, 0.999, 1.0, 8000)
-    assert TrainConfig().validate().iterations == 6000
-    assert TrainConfig(penalty="wgan-gp", loss="wgan").validate().resolved_penalty_weight == 10.0
-    assert TrainConfig(penalty_weight=0.5, beta1=0.9).validate().penalty_weight == 0.5
-    assert TrainConfig(beta1=0.9).validate().beta1 == 0.9
-    for name in ("mlp-r1", "default-2026-12-02"):
-        old = TrainConfig(**RECIPES[name]).validate()
-        assert (old.beta1, old.beta2, old.resolved_penalty_weight) == (0.5, 0.999, 1.0), name
-    assert TrainConfig(**DEFAULT_2026_12_02).validate().width == 32
-    saved_before = {**mlp.to_dict(), "penalty_weight": None, "beta1": 0.5, "beta2": 0.999}
-    assert TrainConfig.from_dict(saved_before).validate().resolved_penalty_weight == 1.0
-    assert TrainConfig.from_dict(mlp.to_dict()).validate().penalty_weight == 10.0
-    for bad in ({"beta1": 1.0}, {"beta2": -0.1}):
-        with pytest.raises(ValueError, match="--beta"):
-            TrainConfig(**bad).validate()

@@ -6,98 +6,27 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import fields
 from pathlib import Path
 
-from ..engine.config import MODEL_DEFAULTS, TrainConfig, field_type, load_config_file
-
-# Flags whose value is a boolean switch rather than a typed value.
-_BOOL_FLAGS = {"conditional": "train a conditional GAN (class labels into G and D)",
-               "progress": "show the progress bar (--no-progress hides it)",
-               "tensorboard": "also write scalars, sample grids and FID to OUT/tensorboard (needs tensorboard)",
-               "sync_bn": "under torchrun: normalise with BatchNorm statistics of the global batch (one all-reduce per "
-                          "BatchNorm layer) instead of each rank's own",
-               "spectral_norm": "spectrally normalise D's layers (Miyato et al. 2018): one power iteration per D "
-                                "step, its vectors in D's state and checkpoints",
-               "compile": "torch.compile the D and G steps (Inductor; captured after compiling with --graphs); a "
-                          "penalty then needs the explicit input gradient (torch.compile cannot double backward)"}
-def _per_model(name):
-    """A field's default for each model, as help text: "mlp 512, dcgan 64"."""
-    return ", ".join(f"{model} {values[name]:g}" for model, values in MODEL_DEFAULTS.items())
+from ..engine.config import (FIELDS, GROUPS, RESOLVED_FIELDS, TrainConfig, default_text, field_type, flag,
+                              load_config_file)
 
 
-_HELP = {
-    "model": "mlp (the textbook MLP GAN), dcgan, or vaegan (an encoder trained with G, Larsen et al. 2016; on "
-             "--vae-backbone)",
-    "vae_backbone": "--model vaegan: the G (decoder) and D it builds on, mlp or dcgan (its encoder is the "
-                    "backbone's critic body at the same width)",
-    "vae_layer": "--model vaegan: D's feature layer (1-based) where an image and its reconstruction are compared "
-                 "(default: 2)",
-    "vae_gamma": "--model vaegan: weight of that feature reconstruction beside the GAN loss in the decoder's loss "
-                 "(default: 0.01 on the MLP, 2e-4 on DCGAN)",
-    "vae_kl": "--model vaegan: weight of the KL to the prior in the encoder's loss",
-    "width": "DCGAN's base channel count; the MLP's hidden layers are 2w, 4w, 8w (64: the textbook's 128, 256, 512) "
-             f"(default {_per_model('width')})",
-    "batch_size": f"images per iteration (default {_per_model('batch_size')})",
-    "lr_g": f"G's Adam/RMSprop learning rate (default {_per_model('lr_g')})",
-    "lr_d": f"D's learning rate (default {_per_model('lr_d')})",
-    "dataset": "mnist5k (embedded), ring8, grid25, mnist-idx, cifar10, celeba, folder, npy",
-    "condition_on": "condition G and D on binary attributes of the data, comma-separated (CelebA: Smiling,Male,"
-                    "Eyeglasses) or all; G takes the -1/1 vector, D projects it; sample and edit them with --set",
-    "data_path": "file or folder for mnist-idx, cifar10, celeba, folder and npy datasets",
-    "stream": "read training batches from disk while the steps run instead of holding the data in memory: on, off, "
-              "or auto (stream a uint8 .npy array larger than --data-memory)",
-    "data_memory": "GiB the resident data may take before auto streams it (default: half the host's available "
-                   "memory; on CUDA also half the device's free memory)",
-    "data_workers": "worker processes reading a streamed dataset (0: the training process reads)",
-    "loss": "ns (non-saturating), minimax, wgan, hinge, rpgan (relativistic pairing, R3GAN's) or lsgan (least "
-            "squares)",
-    "penalty": "none, wgan-gp (gradient penalty on interpolates), r1 (on reals; the default), r2 (on generated "
-               "samples) or r1+r2 (both, as R3GAN)",
-    "penalty_every": "lazy regularisation interval in D steps (default: 1 for wgan-gp, r2 and r1+r2, 4 for r1)",
-    "penalty_weight": "lambda of WGAN-GP, gamma of R1 / R2 (default: 10 for wgan-gp, 10 for R1 on the MLP, 1 for "
-                      "the others)",
-    "beta1": f"Adam's beta1 (default {_per_model('beta1')}; the VAE-GAN 0.5)",
-    "beta2": f"Adam's beta2 (default {_per_model('beta2')}; the VAE-GAN 0.999)",
-    "feature_matching": "add W * ||mean f(real) - mean f(fake)||^2 to G's loss, f = D's penultimate features "
-                        "(Salimans et al. 2016); 0 disables",
-    "lecam": "add W * the LeCam regulariser (Tseng et al. 2021) to D's loss, with EMAs (decay 0.99) of D's real "
-             "and fake scores; 0 disables",
-    "penalty_grad": "D's input gradient for the penalty: auto (explicit when the critic supports it), explicit "
-                    "(first-order ops, no double backward) or autograd (double backward)",
-    "clip": "WGAN weight clipping of D's parameters to [-clip, clip]",
-    "n_critic": "D steps per G step",
-    "ema": f"decay of the EMA of G, which then samples; 0 disables (default {_per_model('ema')})",
-    "ema_rampup": ("EMA ramp-up: its half-life is at most this times the images seen; 0 disables "
-                   f"(default {_per_model('ema_rampup')})"),
-    "augment": "augment every image D sees: none or a comma-separated subset of translation,cutout,color",
-    "augment_p": "probability of each augmentation op per sample (the fixed strength)",
-    "ada_target": "adaptive strength: keep E[sign(D(real))] at this target (e.g. 0.6); 0 keeps p fixed",
-    "iterations": ("training iterations, each n_critic D steps and one G step (--steps is an alias; "
-                   f"default {_per_model('iterations')})"),
-    "precision": "fp32, bf16, fp16 or auto (bf16 on CUDA, fp32 on CPU)",
-    "graphs": "capture D and G steps in CUDA graphs: auto (on with CUDA), on, off",
-    "kernels": "fused ops: auto (Triton on CUDA), triton, ref (plain PyTorch reference)",
-    "fid_samples": "generated images scored at the end (0 skips the final evaluation)",
-    "metrics": "the final evaluation's metrics: comma-separated fid,kid,is,pr,dc,mifid,intra-fid, or all (the "
-               "default: every one that applies; intra-fid for conditional models)",
-    "fid_every": "also score FID every N iterations during training, keep the best checkpoint (0: off; default "
-                 "250 when the run is scored at the end)",
-    "fid_every_samples": "generated images per FID during training",
-    "fid_budget": "FID during training skips a scoring when it has used this share of the training time",
-    "inception_weights": "local Inception weights file for --fid-backbone inception",
-    "keep_checkpoints": "keep the newest K checkpoint-NNNNNN.pt files (checkpoint.pt links the newest)",
-    "on_nan": "a non-finite loss or weight: stop (keep the last good checkpoint) or rollback to it with the "
-              "learning rates halved",
-    "dist_timeout": "under torchrun: seconds a rank waits for the others (joining, or in a collective) before it "
-                    "stops with an error",
-    "max_rollbacks": "--on-nan rollback: at most this many rollbacks before stopping",
-}
+def field_help(name):
+    """TrainConfig field ``name``'s help with its default (per model where it depends on the model). A field whose
+    None is a real value says what it means in its help ("not set: ..."), so nothing is added there."""
+    text = FIELDS[name].metadata["help"]
+    if FIELDS[name].default is None and name not in RESOLVED_FIELDS:
+        return text
+    return f"{text} (default: {default_text(name)})"
 
 
-# Older spellings a flag still answers to.
-_ALIASES = {"iterations": ("--steps",)}
+def recipe_help():
+    """--recipe's help: each recipe of the registry (engine.recipes) with its description."""
+    from ..engine.recipes import RECIPES
 
+    listing = "; ".join(f"{name}: {recipe.description}" for name, recipe in RECIPES.items())
+    return f"start from a named recipe; --config and flags override it. {listing}"
 
 
 def wrote(path, detail=""):
@@ -107,25 +36,24 @@ def wrote(path, detail=""):
 
 
 def add_train_args(parser):
-    """One flag per TrainConfig field, named like the field with dashes, and --config FILE.
+    """One flag per TrainConfig field, named like the field with dashes, in the field's group; --recipe NAME and
+    --config FILE. A bool field is a switch (--NAME / --no-NAME).
 
-    Values from --config become the flags' defaults, so flags given on the command line override the file.
+    A field whose default depends on the model defaults to None here (take the preset); values from --recipe and
+    --config become the flags' defaults, so flags given on the command line override them.
     """
-    defaults = TrainConfig()
-    parser.add_argument("--recipe", metavar="NAME",
-                        help="start from a named recipe: default, textbook (the seed's MLP GAN) or mlp-r1 (the "
-                             "default until 2026-12-01); --config and flags override it")
-    parser.add_argument("--config", metavar="FILE",
-                        help="TOML or JSON file of settings (a run's config.json repeats it); flags override it")
-    for f in fields(TrainConfig):
-        flags = ["--" + f.name.replace("_", "-"), *_ALIASES.get(f.name, ())]
-        default = getattr(defaults, f.name)
-        if f.name in _BOOL_FLAGS:
-            parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
-                                help=_BOOL_FLAGS[f.name])
-            continue
-        parser.add_argument(*flags, dest=f.name, type=field_type(f.name), default=default,
-                            help=_HELP.get(f.name, f"default: {default}"))
+    settings = parser.add_argument_group("settings", "where the defaults come from")
+    settings.add_argument("--recipe", metavar="NAME", help=recipe_help().replace("%", "%%"))
+    settings.add_argument("--config", metavar="FILE",
+                          help="TOML or JSON file of settings (a run's config.json repeats it); flags override it")
+    groups = {name: parser.add_argument_group(name, description) for name, description in GROUPS.items()}
+    for name, f in FIELDS.items():
+        flags = [flag(name), *map(flag, f.metadata["aliases"])]
+        kind = field_type(name)
+        options = dict(action=argparse.BooleanOptionalAction) if kind is bool else dict(type=kind)
+        action = groups[f.metadata["group"]].add_argument(*flags, dest=name, default=f.default, **options)
+        # set after creation: BooleanOptionalAction appends its own default on some Python versions
+        action.help = field_help(name).replace("%", "%%")
     return parser
 
 
@@ -143,11 +71,13 @@ def parse_train_args(parser, argv):
 
 
 def config_from_args(args):
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)}).validate()
+    return TrainConfig(**{name: getattr(args, name) for name in FIELDS}).validate()
 
 
 def train_command(argv):
-    parser = add_train_args(argparse.ArgumentParser(prog="ganforge train", description="Train a GAN."))
+    parser = add_train_args(argparse.ArgumentParser(
+        prog="ganforge train", description="Train a GAN. Every flag is optional; docs/flags.md lists them too.",
+        usage="%(prog)s [--recipe NAME] [--config FILE] [--resume PATH] [--FLAG VALUE ...]"))
     parser.add_argument("--resume", metavar="PATH",
                         help="continue from a checkpoint file, or from a run folder's newest loadable checkpoint")
     parser.add_argument("--overwrite", action="store_true",
@@ -214,7 +144,7 @@ def _score(argv, prog, description, fixed_metrics=None):
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--samples", type=int, default=2000, help="generated images to score")
     if fixed_metrics is None:
-        parser.add_argument("--metrics", default="all", help=_HELP["metrics"])
+        parser.add_argument("--metrics", default="all", help=FIELDS["metrics"].metadata["help"])
     parser.add_argument("--no-ema", action="store_true")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json-out", help="also write the scores to this JSON file")
@@ -422,8 +352,8 @@ def augment_study_command(argv):
     parser = argparse.ArgumentParser(prog="ganforge augment-study",
                                      description="Does a k-shot set plus a conditional GAN's samples train a better "
                                                  "classifier? Writes study.json and study.png.")
-    parser.add_argument("--dataset", default=d.dataset, help=_HELP["dataset"])
-    parser.add_argument("--data-path", help=_HELP["data_path"])
+    parser.add_argument("--dataset", default=d.dataset, help=FIELDS["dataset"].metadata["help"])
+    parser.add_argument("--data-path", help=FIELDS["data_path"].metadata["help"])
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--channels", type=int)
     parser.add_argument("--shots", type=_csv(int), default=d.shots, help="real images per class, e.g. 10,50,200")
@@ -433,7 +363,7 @@ def augment_study_command(argv):
     parser.add_argument("--gan-model", default=d.gan_model, help="mlp or dcgan")
     parser.add_argument("--gan-width", type=int, default=d.gan_width)
     parser.add_argument("--gan-iterations", type=int, default=d.gan_iterations)
-    parser.add_argument("--gan-penalty", default=d.gan_penalty, help=_HELP["penalty"])
+    parser.add_argument("--gan-penalty", default=d.gan_penalty, help=FIELDS["penalty"].metadata["help"])
     parser.add_argument("--gan-penalty-weight", type=float, default=d.gan_penalty_weight)
     parser.add_argument("--gan-penalty-every", type=int, default=d.gan_penalty_every)
     parser.add_argument("--gan-samples-per-class", type=int, default=d.gan_samples_per_class)
