@@ -1,6 +1,6 @@
 """Time to quality: FID, precision and recall after 1, 2 and 5 minutes of training, for recipes and peers.
 
-    python -m ganforge.bench.quality --out bench/results/quality-cpu-DATE.json [--recipes a,b] [--peers a,b]
+    python -m ganforge.bench.quality --out bench/results/DATE_quality-cpu/quality.json [--recipes a,b] [--peers a,b]
                                      [--marks 60,120,300] [--fid-samples 2000]
 
 A user waits in minutes, not images per second, so this measures quality against training time. Every
@@ -117,7 +117,7 @@ QUALITY_ROWS = {
     "mlp-r1-bf16-b512-lr16-ema9998-fm-w32": _bf16_mlp(512, 1.6e-3, 32, (0.9998, 0.25), feature_matching=1.0),
     "mlp-r1-bf16-b512-lr11-ema-w16": _bf16_mlp(512, 1.1e-3, 16, (0.999, 0.05)),
     "mlp-rpgan-r1r2-bf16-b256-lr8-ema": _bf16_mlp(256, 8e-4, ema=(0.999, 0.05), loss="rpgan", penalty="r1+r2"),
-    # the speedrun"s second search (bench/results/speedrun-search-cpu-2026-12-03/): changes that cost no time per
+    # the speedrun"s second search (bench/results/2026-12-03_speedrun-search-cpu/): changes that cost no time per
     # iteration, each to the default of 2026-12-02 (the recipe speedrun-momentum, the row "default-2026-12-02")
     "default-2026-12-02": recipe_settings("speedrun-momentum"),
     "default-r1g03": _momentum(penalty_weight=0.3),
@@ -142,7 +142,7 @@ QUALITY_ROWS = {
 # The toolbox's rows and the default recipes they are measured against, in one run.
 TOOLBOX = ("mlp-r1", "mlp-rpgan-r1r2", "mlp-lsgan-r1", "mlp-r1-sn", "mlp-r1-fm", "mlp-r1-lecam",
            "dcgan-r1", "dcgan-rpgan-r1r2", "dcgan-hinge-sn", "dcgan-r1-lecam")
-# The speedrun searches' recipes (bench/results/speedrun-search-cpu-2026-12-02/ and -12-03/), in their order.
+# The speedrun searches' recipes (bench/results/2026-12-02_speedrun-search-cpu/ and 2026-12-03_speedrun-search-cpu/), in their order.
 SPEEDRUN = tuple(name for name in QUALITY_ROWS
                  if (name.startswith("mlp-") and "-bf16-" in name) or name.startswith(SHIPPED + "-"))
 GROUPS = {"toolbox": TOOLBOX, "speedrun": SPEEDRUN}  # names --recipes expands

@@ -42,17 +42,17 @@ RESUME_CLASSES = ("architecture", "tunable", "ignored")
 
 # -- Presets: the settings a run leaves out, per model ------------------------------------------------------------
 # Each penalty's weight and lazy interval in D steps: WGAN-GP's lambda 10 on every D step; R1 with gamma 1 on every
-# 4th D step (lazy, StyleGAN2), which bench/results/recipe-search-cpu-2026-11-29.json found best on MNIST-5k; R2 (on
+# 4th D step (lazy, StyleGAN2), which bench/results/2026-11-29_recipe-search-cpu/recipe-search-cpu-2026-11-29.json found best on MNIST-5k; R2 (on
 # fakes) and R1 + R2 with gamma 1 on every D step, as R3GAN applies them (its author warns that lazy intervals void
 # the convergence argument). A preset may change a weight (the MLP's R1 gamma).
 PENALTY_WEIGHTS = {"none": 0.0, "wgan-gp": 10.0, "r1": 1.0, "r2": 1.0, "r1+r2": 1.0}
 PENALTY_INTERVALS = {"none": 1, "wgan-gp": 1, "r1": 4, "r2": 1, "r1+r2": 1}
-# The MLP's preset is the speedrun recipe (bench/results/speedrun-search-cpu-2026-12-02/ and -12-03/): width 32
+# The MLP's preset is the speedrun recipe (bench/results/2026-12-02_speedrun-search-cpu/ and 2026-12-03_speedrun-search-cpu/): width 32
 # (hidden layers 64, 128, 256; 64 is the textbook's 128, 256, 512), batch 512 with Adam at 1.6e-3 (bf16 on AMX pays
 # off from batch 256 up) and betas (0, 0.99) (no momentum: 3x lower FID at one minute than (0.5, 0.999)), an EMA of
 # G with a ramp-up, 6,000 iterations (with these betas the FID curve is flat from 5,000 on:
-# bench/results/default-train-cpu-2026-12-03/), and R1 gamma 10, which the second speedrun search
-# (bench/results/speedrun-search-cpu-2026-12-03/) found better than 1 and 3 with these betas over three seeds:
+# bench/results/2026-12-03_default-train-cpu/), and R1 gamma 10, which the second speedrun search
+# (bench/results/2026-12-03_speedrun-search-cpu/) found better than 1 and 3 with these betas over three seeds:
 # lower FID at one minute, less salt noise.
 MLP_PRESET = {"width": 32, "batch_size": 512, "lr_g": 1.6e-3, "lr_d": 1.6e-3, "beta1": 0.0, "beta2": 0.99,
               "ema": 0.9995, "ema_rampup": 0.15, "iterations": 6000,
@@ -65,7 +65,7 @@ DCGAN_PRESET = {"width": 64, "batch_size": 64, "lr_g": 2e-4, "lr_d": 2e-4, "beta
                 "vae_layer": None, "vae_gamma": None}
 # A VAE-GAN takes its backbone's preset, with its reconstruction settings: D's feature layer (1-based) where an
 # image and its reconstruction are compared, and gamma, the weight of that comparison beside the GAN loss in the
-# decoder's loss. The MLP's were searched (bench/results/vaegan-settings-cpu-2026-12-02/: layer 2 of 3, gamma 0.01
+# decoder's loss. The MLP's were searched (bench/results/2026-12-02_vaegan-settings-cpu/: layer 2 of 3, gamma 0.01
 # gave the best FID at nearly the best reconstructions), with Adam betas (0.5, 0.999), R1 gamma 1 and 8,000
 # iterations, which it keeps; DCGAN's were not: its last feature layer, and the MLP's gamma scaled by the feature
 # counts (128 there, 128 x 7 x 7 at DCGAN-28's layer 2), the same weight per feature.

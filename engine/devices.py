@@ -24,7 +24,7 @@ def resolve_precision(precision, device):
     """auto: bf16 on CUDA, and on a CPU with AMX tiles (bf16 matrix units); fp32 on other CPUs, or on any CPU when
     the environment sets GANFORGE_CPU_AUTO_PRECISION=fp32 (the test suite does: its interpreted Triton kernels are
     slow in bf16, and its results must not depend on the CPU that runs it). On AMX bf16 autocast trains the default
-    MLP faster than fp32 from batch 256 up (bench/results/speedrun-search-cpu-2026-12-02/; about even at batch
+    MLP faster than fp32 from batch 256 up (bench/results/2026-12-02_speedrun-search-cpu/; about even at batch
     64: precision-cpu-2026-12-01/), which the default recipe's batch was chosen for; a CPU without them would
     emulate bf16, slower than fp32."""
     if precision != "auto":
