@@ -10,7 +10,7 @@ the activations of the live weights. Each point scores, on the same 2,000 latent
 - ema_copied_statistics: the EMA with the live G's running statistics copied in (what the EMA did before);
 - ema_batch_statistics: the EMA in train mode (each batch of 500 normalised by its own statistics);
 - ema_own_statistics: the EMA with statistics recomputed over its own activations (what it does now,
-  engine.steps.TrainState.recompute_ema_norm_statistics).
+  engine.train_state.TrainState.recompute_ema_norm_statistics).
 """
 import argparse
 import copy

@@ -15,7 +15,7 @@ Each configuration (model x objective x batch size) runs in any of these columns
                       penalty through the explicit input gradient), bf16, CUDA graphs where the device has them
     steps             what `ganforge train` resolves on this device (precision, graphs, kernels, penalty gradient
                       all "auto"), its steps timed alone
-    loop              the same settings through the trainer's own loop (engine.trainer.TrainLoop.run, what
+    loop              the same settings through the trainer's own loop (engine.loop.TrainLoop.run, what
                       `ganforge train` runs): progress bar, signal checks, log records, sample grids and
                       checkpoints, their intervals scaled to the timed block (LOOP_INTERVALS)
 

@@ -6,6 +6,7 @@ import torch
 
 
 def resolve_device(name):
+    """--device as a torch.device: "auto" is CUDA where there is one; CUDA asked for where there is none fails."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -40,6 +41,7 @@ def resolve_precision(precision, device):
 
 
 def resolve_graphs(graphs, device):
+    """Whether the steps run as CUDA graphs (--graphs auto: on CUDA devices)."""
     if graphs == "on" and device.type != "cuda":
         raise ValueError("--graphs on needs a CUDA device (CUDA graphs capture GPU work); "
                          f"this run is on {device.type}: use --graphs off")

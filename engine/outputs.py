@@ -64,6 +64,8 @@ def world_fields(session):
 
 
 def write_summary(session, out, timer, iteration, fields):
+    """summary.json (rank 0 writes it): ``fields`` (the status and scores) beside the run's time, images/s, device,
+    precision, kernels, data, ranks, provenance and config. Returns what the file holds."""
     cfg = session.cfg
     summary = {
         **fields,

@@ -14,6 +14,7 @@ def resume_folder(resume):
 
 
 def newest_checkpoint(out):
+    """The newest numbered checkpoint in the run folder ``out``, or a phrase saying there is none."""
     found = ckpt.numbered_checkpoints(out) if Path(out).is_dir() else []
     return found[0] if found else "none (no checkpoint was written)"
 

@@ -31,5 +31,6 @@ class TrainingInterrupted(TrainingStopped):
 
 
 def describe_os_error(exc):
+    """One line naming the file an OSError was about and why it failed."""
     where = f"{exc.filename}: " if exc.filename else ""
     return f"cannot write the run's files: {where}{exc.strerror or exc}"

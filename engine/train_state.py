@@ -111,10 +111,10 @@ class TrainState(Steps):
     def recompute_ema_norm_statistics(self):
         """Set the EMA's BatchNorm running statistics to those of its own activations: the mean over
         EMA_NORM_SAMPLES fixed latents, in train mode. The live G's statistics (which the EMA used to copy) belong
-        to other weights; with them the EMA scored worse than G, with its own better (bench/results/
-        ema-batchnorm-cpu-2026-12-02.json). Skipped when the EMA has not changed since the last time (one host read
-        of its update count: this runs as side work, never inside a step); the training random streams do not
-        move."""
+        to other weights; with them the EMA scored worse than G, with its own better
+        (bench/results/2026-12-02_ema-batchnorm-cpu/). Skipped when the EMA has not changed since the last time
+        (one host read of its update count: this runs as side work, never inside a step); the training random
+        streams do not move."""
         norms = [m for m in self.G_ema.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         updates = int(self.ema_updates)
         if not norms or updates == self.ema_norm_updates:
