@@ -49,7 +49,7 @@ def measure(model_name="dcgan-28", batch_size=64, device="cpu", iters=10, repeat
     rows = []
     for column, session, t in zip(COLUMNS, sessions, timed):
         d_ms = quantiles(t.d_ms)
-        penalized = session.cfg.resolved_penalty_every < NEVER
+        penalized = session.cfg.penalty_every < NEVER
         rows.append({"column": column, "penalty": session.cfg.penalty if penalized else "none",
                      "penalty_grad": session.state.penalty_grad if penalized else None,
                      "precision": session.precision, "graphs": session.graphs,

@@ -327,7 +327,7 @@ def _open_session(row, objective, device, dataset, block):
     session = open_session(row["name"], objective, row["column"], row["batch_size"], device, dataset, block)
     row.update(penalty_grad=session.state.penalty_grad, precision=session.precision, graphs=session.graphs,
                kernels=kernels.resolve_impl(session.cfg.kernels, session.state.pixels),
-               penalty=session.cfg.penalty, penalty_every=session.cfg.resolved_penalty_every,
+               penalty=session.cfg.penalty, penalty_every=session.cfg.penalty_every,
                n_critic=session.cfg.n_critic)
     if row["column"] == "loop":
         row["loop_intervals"] = {key: getattr(session.cfg, key) for key in LOOP_INTERVALS}

@@ -445,16 +445,6 @@ class TrainConfig:
         """The G and D family the model builds: the model itself, or a VAE-GAN's backbone."""
         return self.vae_backbone if self.model == "vaegan" else self.model
 
-    @property
-    def resolved_penalty_weight(self):
-        """The penalty's weight (always set now: construction fills it from the preset)."""
-        return self.penalty_weight
-
-    @property
-    def resolved_penalty_every(self):
-        """The penalty's interval in D steps (always set now: construction fills it from the preset)."""
-        return self.penalty_every
-
     def penalized_d_steps(self, iteration):
         """For each of the n_critic D steps of ``iteration``: whether it adds the penalty (every
         penalty_every-th D step counted over the whole run, the lazy regularisation interval)."""

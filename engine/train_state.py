@@ -96,7 +96,7 @@ class TrainState(Steps):
         # parameter, -1 while all is finite; set by torch ops inside the steps, read by the trainer.
         self.nonfinite_at = torch.full((), -1, dtype=torch.long, device=self.device)
         # Lazy regularisation: a penalty applied on every k-th D step weighs k times as much (the same strength).
-        self.penalty_step_weight = cfg.resolved_penalty_weight * cfg.resolved_penalty_every
+        self.penalty_step_weight = cfg.penalty_weight * cfg.penalty_every
         # Differentiable augmentation of every image D sees (none by default); its strength p lives on the device.
         self.augment = Augment(cfg.augment, cfg.augment_p, cfg.ada_target, cfg.batch_size, self.device)
         # "explicit" or "autograd" (None without a penalty); explicit asked of a critic that cannot raises here.

@@ -50,7 +50,7 @@ def test_each_row_keeps_the_settings_it_was_measured_with():
     assert (changed.beta1, changed.beta2, changed.penalty_weight, changed.ema) == (0.0, 0.99, 10.0, 0.9995)
     textbook_r1 = quality.make_trainee("mlp-r1").cfg
     assert (textbook_r1.penalty_weight, textbook_r1.beta1, textbook_r1.width) == (1.0, 0.5, 64)
-    assert quality.make_trainee("mlp-wgan-gp").cfg.resolved_penalty_weight == 10.0
+    assert quality.make_trainee("mlp-wgan-gp").cfg.penalty_weight == 10.0
 
 
 @pytest.mark.slow
