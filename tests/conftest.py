@@ -16,13 +16,14 @@ import pytest  # noqa: E402
 os.environ["GANFORGE_CACHE"] = tempfile.mkdtemp(prefix="ganforge-test-cache-")
 # --precision auto means fp32 on every CPU here (bf16 where the CPU has AMX, outside the suite): the suite's results
 # must not depend on the CPU that runs it, and the interpreted Triton kernels are slow in bf16. Child processes
-# inherit it. tests/test_speedrun.py checks the AMX rule itself.
+# inherit it. tests/test_devices.py checks the AMX rule itself.
 os.environ["GANFORGE_CPU_AUTO_PRECISION"] = "fp32"
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one)")
-    config.addinivalue_line("markers", "slow: a training run of tens of seconds")
+    config.addinivalue_line("markers", "slow: seconds or more each (training runs, torchrun ranks, subprocesses); "
+                                       "the fast tier, `pytest -m 'not slow'`, leaves them out")
 
 
 def pytest_collection_modifyitems(config, items):

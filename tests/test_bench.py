@@ -53,6 +53,7 @@ def _with_kernel_row(data, median_ms, spread):
 
 # -- the results file ---------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_quick_run_follows_the_schema(quick_run):
     data = validate_results(_load(quick_run))
     assert data["schema"] == "ganforge-bench/1"
@@ -62,6 +63,7 @@ def test_quick_run_follows_the_schema(quick_run):
         assert data["ceilings"][key] > 0
 
 
+@pytest.mark.slow
 def test_quick_run_train_rows(quick_run):
     rows = _load(quick_run)["train"]
     configs = {(r["name"], r["penalty"]) for r in rows}
@@ -103,6 +105,7 @@ def test_quick_run_train_rows(quick_run):
         assert r["loop_intervals"] == {"log_every": 1, "sample_every": 1, "ckpt_every": 2}
 
 
+@pytest.mark.slow
 def test_results_record_the_commit_and_the_command(quick_run, monkeypatch):
     data = _load(quick_run)
     assert "git_commit" in data and data["command"] and not data["command"].startswith("/")
@@ -114,6 +117,7 @@ def test_results_record_the_commit_and_the_command(quick_run, monkeypatch):
     assert command_line(["/somewhere/gpu_check.py", "--out", "d"]) == "python -m ganforge.bench.gpu_check --out d"
 
 
+@pytest.mark.slow
 def test_validate_rejects_broken_results(quick_run):
     data = _load(quick_run)
     broken = copy.deepcopy(data)
@@ -134,6 +138,7 @@ def test_validate_rejects_broken_results(quick_run):
         validate_results(broken)
 
 
+@pytest.mark.slow
 def test_report_prints_markdown(quick_run, capsys):
     assert report.main([str(quick_run)]) == 0
     text = capsys.readouterr().out
@@ -145,11 +150,13 @@ def test_report_prints_markdown(quick_run, capsys):
 
 # -- compare ------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_compare_identical_files_pass(quick_run, capsys):
     assert bench_command(["compare", str(quick_run), str(quick_run)]) == 0
     assert "0 regression(s)" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_compare_flags_an_injected_slowdown(quick_run, tmp_path, capsys):
     # Quick CPU timings are noisy; a fixed small spread makes the decision about the rule, not the machine.
     base = _with_kernel_row(_load(quick_run), 1.0, 0.02)
@@ -172,6 +179,7 @@ def test_compare_flags_an_injected_slowdown(quick_run, tmp_path, capsys):
     assert bench_command(["compare", str(tmp_path / "base.json"), str(tmp_path / "k.json"), "--threshold", "40%"]) == 0
 
 
+@pytest.mark.slow
 def test_compare_ignores_changes_inside_the_noise(quick_run):
     base = _with_kernel_row(_load(quick_run), 1.0, 0.5)  # a 50% run-to-run spread
     new = copy.deepcopy(base)
@@ -182,6 +190,7 @@ def test_compare_ignores_changes_inside_the_noise(quick_run):
     assert entry["slowdown"] == pytest.approx(0.3)
 
 
+@pytest.mark.slow
 def test_compare_fails_when_a_row_starts_failing(quick_run, tmp_path):
     base = _load(quick_run)
     new = copy.deepcopy(base)

@@ -543,6 +543,7 @@ def test_uint8_resize_and_grey_round_to_the_nearest_level(tmp_path):
 
 
 @needs_mnist5k
+@pytest.mark.slow
 def test_training_on_uint8_data_draws_the_same_batches_as_on_float32():
     """The steps convert each gathered uint8 batch; the batches and so the trained weights equal those of the same
     data held as float32 (the resident layout before this change), bit for bit."""

@@ -24,6 +24,8 @@ from ganforge.engine.distributed import BatchDraw, SyncedBatchNorm, World, shard
 from ganforge.engine.metrics.evaluate import score_checkpoint
 from ganforge.engine.session import build_session, run_iteration
 
+pytestmark = pytest.mark.slow  # every test starts torchrun ranks: processes, not threads
+
 # Adam at 2e-4: the MLP's default 1.6e-3 amplifies the all-reduce's float rounding beyond the tolerances below
 RUN_FLAGS = ["--batch-size", "16", "--lr-g", "2e-4", "--lr-d", "2e-4", "--fid-samples", "0", "--log-every", "4",
              "--ckpt-every", "4", "--keep-checkpoints", "5", "--no-progress", "--device", "cpu", "--dist-timeout", "60"]

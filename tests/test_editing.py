@@ -229,6 +229,7 @@ def test_augment_study_runs_on_colour_images_of_another_size(tmp_path, capsys):
     assert report["held_out_size"] == 12 and report["summary"]["2"]["variants"]["real"]["mean"] > 0.5
 
 
+@pytest.mark.slow
 def test_augment_study_on_cifar10_files_uses_the_colour_classifier(tmp_path):
     """The study's CIFAR path end to end, from batches in the official pickle format: each class a colour of its
     own (learnable from two images a class), read by the colour CNN with flips in the shift variants."""

@@ -6,6 +6,8 @@ import torch
 
 from ganforge.bench import gpu_check
 
+pytestmark = pytest.mark.slow  # each test runs phases of the GPU check end to end on the CPU
+
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the check runs for real")
 def test_gpu_check_skips_gpu_phases_without_cuda(tmp_path, capsys):

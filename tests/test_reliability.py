@@ -127,6 +127,7 @@ def small_checkpoint(tmp_path_factory):
 
 
 # -- a run folder is owned ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_second_run_into_a_busy_folder_fails_at_once_naming_the_holder(tmp_path):
     out = tmp_path / "run"
     first = start_ganforge("train", *TINY, "--iterations", "2000", "--log-every", "1", "--out", str(out))

@@ -186,3 +186,25 @@ def test_metrics_cost_bench_times_every_metric(tmp_path, capsys):
     assert row["samples"] == 20 and set(row["metric_seconds"]) == set(METRICS)
     assert all(v > 0 for v in row["metric_seconds"].values()) and row["backbone_seconds"] > 0
     assert "| 20 |" in capsys.readouterr().out
+
+
+def test_isolated_pixels_counts_ink_with_no_ink_around():
+    blank = -torch.ones(3, 1, 6, 6)
+    blank[0, 0, 2, 2] = 1.0             # alone: 1
+    blank[0, 0, 0, 5] = 0.0             # alone in a corner (the border is blank): 1
+    blank[1, 0, 1, 1] = blank[1, 0, 2, 2] = 1.0  # diagonal neighbours: 0
+    blank[2, 0, 4, 4] = -0.6            # below the ink threshold: 0
+    assert scores.isolated_pixels(blank) == pytest.approx(2 / 3)
+    assert scores.isolated_pixels(blank, threshold=-0.7) == pytest.approx(3 / 3)
+    random = torch.rand(50, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    ink = random > -0.5
+    padded = torch.nn.functional.pad(ink, (1, 1, 1, 1))
+    brute = 0
+    for n in range(50):
+        for i in range(28):
+            for j in range(28):
+                if ink[n, 0, i, j] and padded[n, 0, i:i + 3, j:j + 3].sum() == 1:
+                    brute += 1
+    assert scores.isolated_pixels(random) == pytest.approx(brute / 50)
+    with pytest.raises(ValueError, match="grey images"):
+        scores.isolated_pixels(torch.zeros(2, 3, 8, 8))

@@ -116,6 +116,7 @@ def test_what_cannot_be_streamed_is_refused_with_the_reason(tmp_path):
         stream_config(path, tmp_path / "x", stream="yes").validate()
 
 
+@pytest.mark.slow
 def test_two_ranks_stream_what_one_process_trains_on_their_concatenated_batches(tmp_path):
     path, images = digits_file(tmp_path, n=400)
     out = tmp_path / "run"

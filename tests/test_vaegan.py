@@ -165,6 +165,7 @@ def conditional_vaegan(tmp_path_factory):
     return out / "checkpoint.pt"
 
 
+@pytest.mark.slow
 def test_encode_and_decode_round_trip_through_the_commands(conditional_vaegan, tmp_path):
     codes = tmp_path / "codes.npz"
     assert cli(["encode", "--ckpt", str(conditional_vaegan), "--count", "20", "--out", str(codes)]) == 0
@@ -188,6 +189,7 @@ def test_encode_and_decode_round_trip_through_the_commands(conditional_vaegan, t
     assert (tmp_path / "decoded.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_encode_refuses_a_model_without_an_encoder_and_bad_codes(conditional_vaegan, tmp_path, capsys):
     plain = tmp_path / "gan"
     train(TrainConfig(width=4, batch_size=64, iterations=2, progress=False, fid_samples=0, out=str(plain)))
@@ -201,6 +203,7 @@ def test_encode_refuses_a_model_without_an_encoder_and_bad_codes(conditional_vae
     assert "give each code's class" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_edit_uses_the_vaegan_own_encoder_and_steps_zero_decode_its_mean(conditional_vaegan, tmp_path):
     report = run_edit(conditional_vaegan, tmp_path / "edit", count=20, steps=0, progress=False,
                       strengths=(-1.0, 1.0))
@@ -214,6 +217,7 @@ def test_edit_uses_the_vaegan_own_encoder_and_steps_zero_decode_its_mean(conditi
     assert report["encode_seconds"] > 0 and 0 <= report["class_edit"]["success_random_code"] <= 1
 
 
+@pytest.mark.slow
 def test_sampling_commands_work_on_a_vaegan_unchanged(conditional_vaegan, tmp_path):
     assert cli(["sample", "--ckpt", str(conditional_vaegan), "--out", str(tmp_path / "s.png")]) == 0
     assert cli(["augment", "--ckpt", str(conditional_vaegan), "--count", "12", "--out", str(tmp_path / "a.npz")]) == 0
