@@ -142,7 +142,8 @@ QUALITY_ROWS = {
 # The toolbox's rows and the default recipes they are measured against, in one run.
 TOOLBOX = ("mlp-r1", "mlp-rpgan-r1r2", "mlp-lsgan-r1", "mlp-r1-sn", "mlp-r1-fm", "mlp-r1-lecam",
            "dcgan-r1", "dcgan-rpgan-r1r2", "dcgan-hinge-sn", "dcgan-r1-lecam")
-# The speedrun searches' recipes (bench/results/2026-12-02_speedrun-search-cpu/ and 2026-12-03_speedrun-search-cpu/), in their order.
+# The speedrun searches' recipes, in their order (bench/results/2026-12-02_speedrun-search-cpu/ and
+# 2026-12-03_speedrun-search-cpu/).
 SPEEDRUN = tuple(name for name in QUALITY_ROWS
                  if (name.startswith("mlp-") and "-bf16-" in name) or name.startswith(SHIPPED + "-"))
 GROUPS = {"toolbox": TOOLBOX, "speedrun": SPEEDRUN}  # names --recipes expands

@@ -42,14 +42,14 @@ RESUME_CLASSES = ("architecture", "tunable", "ignored")
 
 # -- Presets: the settings a run leaves out, per model ------------------------------------------------------------
 # Each penalty's weight and lazy interval in D steps: WGAN-GP's lambda 10 on every D step; R1 with gamma 1 on every
-# 4th D step (lazy, StyleGAN2), which bench/results/2026-11-29_recipe-search-cpu/recipe-search-cpu-2026-11-29.json found best on MNIST-5k; R2 (on
+# 4th D step (lazy, StyleGAN2), which bench/results/2026-11-29_recipe-search-cpu/ found best on MNIST-5k; R2 (on
 # fakes) and R1 + R2 with gamma 1 on every D step, as R3GAN applies them (its author warns that lazy intervals void
 # the convergence argument). A preset may change a weight (the MLP's R1 gamma).
 PENALTY_WEIGHTS = {"none": 0.0, "wgan-gp": 10.0, "r1": 1.0, "r2": 1.0, "r1+r2": 1.0}
 PENALTY_INTERVALS = {"none": 1, "wgan-gp": 1, "r1": 4, "r2": 1, "r1+r2": 1}
-# The MLP's preset is the speedrun recipe (bench/results/2026-12-02_speedrun-search-cpu/ and 2026-12-03_speedrun-search-cpu/): width 32
-# (hidden layers 64, 128, 256; 64 is the textbook's 128, 256, 512), batch 512 with Adam at 1.6e-3 (bf16 on AMX pays
-# off from batch 256 up) and betas (0, 0.99) (no momentum: 3x lower FID at one minute than (0.5, 0.999)), an EMA of
+# The MLP's preset is the speedrun recipe (bench/results/2026-12-02_speedrun-search-cpu/ and
+# 2026-12-03_speedrun-search-cpu/): width 32 (hidden layers 64, 128, 256; 64 is the textbook's 128, 256, 512),
+# batch 512 with Adam at 1.6e-3 (bf16 on AMX pays off from batch 256 up) and betas (0, 0.99) (no momentum: 3x lower FID at one minute than (0.5, 0.999)), an EMA of
 # G with a ramp-up, 6,000 iterations (with these betas the FID curve is flat from 5,000 on:
 # bench/results/2026-12-03_default-train-cpu/), and R1 gamma 10, which the second speedrun search
 # (bench/results/2026-12-03_speedrun-search-cpu/) found better than 1 and 3 with these betas over three seeds:
