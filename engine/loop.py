@@ -55,10 +55,15 @@ class TrainLoop:
         self.z_fixed, self.labels_fixed = fixed_latents(cfg, session.state.G, session.device)
         self.iteration = self.logged_at = start
         self.checkpointed_at = start if resumed else None  # a resumed run's checkpoint at ``start`` exists
+        # A resumed run carries on its history's figures: the clock, the FID curve and its best point.
+        carried = session.history if resumed else {}
+        self.timer = IntervalTimer(session.device, carried.get("train_seconds", 0.0), carried.get("train_images", 0))
+        self.tracker = FIDTracker(cfg, references, session.device, world) if cfg.fid_every else None
+        self.carried_fid = carried.get("fid_tracker")  # kept for later checkpoints even while FID is not tracked
+        if self.tracker is not None:
+            self.tracker.restore(self.carried_fid)
         if cfg.on_nan == "rollback" and not resumed:
             self.save_checkpoint()  # something to roll back to before the first periodic checkpoint
-        self.timer = IntervalTimer(session.device)
-        self.tracker = FIDTracker(cfg, references, session.device, world) if cfg.fid_every else None
         self.bar = tqdm(total=cfg.iterations, initial=start, disable=not (cfg.progress and self.main), desc="train",
                         unit="it", dynamic_ncols=True, file=progress_file)
         self.schedule = Schedule(cfg, world, signals, writes_samples=self.main, tracks_fid=self.tracker is not None)
@@ -138,8 +143,15 @@ class TrainLoop:
         return False
 
     def save_checkpoint(self):
-        save_checkpoint(self.session, self.out, self.iteration)
+        save_checkpoint(self.session, self.out, self.iteration, self.history())
         self.checkpointed_at = self.iteration
+
+    def history(self):
+        """The run's figures so far, which a checkpoint carries so that a resume continues them: training seconds
+        and images (train_seconds and images_per_sec count the whole history) and the FID tracking."""
+        seconds, images = self.timer.totals()
+        fid = self.tracker.state() if self.tracker is not None else self.carried_fid
+        return {"train_seconds": seconds, "train_images": images, **({"fid_tracker": fid} if fid else {})}
 
     def write_summary(self, fields):
         return write_summary(self.session, self.out, self.timer, self.iteration, fields)
@@ -164,6 +176,7 @@ class TrainLoop:
     def finish(self):
         """The final checkpoint (unless the loop just wrote it), samples, loss curve, FID and summary.json."""
         session, cfg, out, state = self.session, self.session.cfg, self.out, self.session.state
+        self.timer.stop()
         if self.checkpointed_at != cfg.iterations:
             self.save_checkpoint()
         self.stop_if_signalled()
@@ -246,12 +259,15 @@ class IntervalTimer:
     so queued steps finish inside the timed interval, not the side work. Between those points the host never
     waits, and on a GPU it runs ahead queueing steps."""
 
-    def __init__(self, device):
+    def __init__(self, device, seconds=0.0, images=0):
+        """seconds, images: what a resumed run trained before (its checkpoint's), so the clock counts the whole
+        history."""
         self.device = device
-        self.seconds, self.images = 0.0, 0
-        self.side_work_began = 0.0  # training seconds when the current (or last) side work began
+        self.seconds, self.images = float(seconds), int(images)
+        self.side_work_began = self.seconds  # training seconds when the current (or last) side work began
         self.interval_seconds = 0.0  # training seconds of the last lap
         self._start, self._images, self._side = time.perf_counter(), 0, 0.0
+        self._paused_at = None  # training seconds where the clock stands still (side work, or training over)
 
     def sync(self):
         """Wait for the device's queued work (CPU work is synchronous: nothing to wait for)."""
@@ -266,8 +282,12 @@ class IntervalTimer:
         self.sync()
         side_start = time.perf_counter()
         self.side_work_began = self.seconds + side_start - self._start - self._side
-        yield
-        self._side += time.perf_counter() - side_start
+        self._paused_at = self.side_work_began
+        try:
+            yield
+        finally:
+            self._paused_at = None
+            self._side += time.perf_counter() - side_start
 
     def lap(self):
         """images/s of the interval since the last lap, and training seconds so far."""
@@ -279,3 +299,16 @@ class IntervalTimer:
         self.interval_seconds = elapsed
         self._start, self._images, self._side = time.perf_counter(), 0, 0.0
         return record
+
+    def totals(self):
+        """(training seconds, images) so far, the open interval included: what checkpoints and summary.json
+        record."""
+        seconds = self._paused_at
+        if seconds is None:
+            seconds = self.seconds + time.perf_counter() - self._start - self._side
+        return seconds, self.images + self._images
+
+    def stop(self):
+        """Training is over: the clock stops, so the final outputs (samples, FID) do not count as training."""
+        self.sync()
+        self._paused_at = self.totals()[0]

@@ -39,14 +39,16 @@ def write_samples(session, z, labels, path, tb=None, iteration=0):
     return save_samples(samples, path, nrow=nrow, real_points=real)
 
 
-def save_checkpoint(session, out, iteration):
-    """Checkpoint into the run folder, keeping the newest --keep-checkpoints (rank 0 alone writes)."""
+def save_checkpoint(session, out, iteration, history=None):
+    """Checkpoint into the run folder, keeping the newest --keep-checkpoints (rank 0 alone writes). ``history``:
+    the run's figures so far (training time, the FID curve), which a resume carries on."""
     state = session.state
     if not session.world.is_main:
         return None
     return ckpt.save_run_checkpoint(out, state, iteration, session.dataset.data_shape, state.num_classes,
                                     keep=session.cfg.keep_checkpoints,
-                                    extra={"rollbacks": session.rollbacks, **world_fields(session)})
+                                    extra={"rollbacks": session.rollbacks, "history": history or {},
+                                           **world_fields(session)})
 
 
 def world_fields(session):
@@ -67,18 +69,19 @@ def write_summary(session, out, timer, iteration, fields):
     """summary.json (rank 0 writes it): ``fields`` (the status and scores) beside the run's time, images/s, device,
     precision, kernels, data, ranks, provenance and config. Returns what the file holds."""
     cfg = session.cfg
+    seconds, images = timer.totals()  # of the whole history: a resumed run's clock starts at its checkpoint's
     summary = {
         **fields,
         "iterations": iteration,
-        "images_per_sec": timer.images / timer.seconds if timer.seconds > 0 else None,
-        "train_seconds": timer.seconds,
+        "images_per_sec": images / seconds if seconds > 0 else None,
+        "train_seconds": seconds,
         "device": torch.cuda.get_device_name(session.device) if session.device.type == "cuda" else "cpu",
         "precision": session.precision,
         "graphs": session.graphs,
         "penalty_grad": session.state.penalty_grad,  # the input gradient the penalty used: explicit, autograd or None
         "data": "streamed" if session.stream is not None else "resident",
         **({"input_wait_seconds": round(session.stream.total_wait_seconds, 3),
-            "input_wait_share": round(session.stream.total_wait_seconds / timer.seconds, 4) if timer.seconds > 0
+            "input_wait_share": round(session.stream.total_wait_seconds / seconds, 4) if seconds > 0
             else None} if session.stream is not None else {}),
         "kernels": kernels.resolve_impl(cfg.kernels, session.state.pixels),  # what "auto" became here
         **provenance(),  # commit, command, date, torch and python versions

@@ -63,6 +63,7 @@ def restore(session, resume, run_folder=None, discard_newer=False):
         raise ValueError(f"--iterations {cfg.iterations} is not above the iteration of {path} "
                          f"({start}): nothing left to train; ask for more iterations")
     session.rollbacks = state.get("rollbacks", 0)
+    session.history = state.get("history", {})  # training time and FID curve so far (engine.loop carries them on)
     session.resume_note = {"resumed_from": str(path), "resumed_at": start,
                            "changes": {**{ckpt.flag(k): {"was": a, "now": b} for k, (a, b) in changes.items()},
                                        **seed_note}}

@@ -25,15 +25,17 @@ class Session:
     runner: object  # EagerRunner or engine.graphs.GraphRunner: d_step(penalize), g_step()
     world: distributed.World = field(default_factory=distributed.World)  # this process among torchrun's ranks
     rollbacks: int = 0  # --on-nan rollback: how many so far (carried in checkpoints)
+    history: dict = field(default_factory=dict)  # a resumed run's figures so far: training time, FID curve
     resume_note: dict = field(default_factory=dict)  # where a resumed run came from and what it changed
     resume_message: str = ""
     stream: BatchStream | None = None  # a streamed dataset's batches (--stream); None: the data reside on the device
 
     def feed_real_batch(self, iteration, read):
         """Streaming: copy the batch of this iteration's ``read``-th real-batch read into the steps' input buffer.
-        Batch numbers follow from the iteration alone, so a resume or rollback reads what the first pass read."""
+        Batch numbers follow from the iteration alone, so a resume or rollback reads what the first pass read. The
+        seed is the run's as it is now: a resume replaces an asked --seed by its checkpoint's after the stream is made."""
         reads = self.cfg.n_critic + int(self.state.g_step_reads_real)
-        self.stream.fill(self.state.pixels, iteration * reads + read)
+        self.stream.fill(self.state.pixels, iteration * reads + read, seed=self.cfg.seed)
 
     # The train state holds what the steps run with; the session reads it from there.
     @property

@@ -178,6 +178,17 @@ class FIDTracker:
         self.seconds_spent = 0.0
         self.points = []
 
+    def state(self):
+        """What a checkpoint carries of the tracking so far (plain values), so a resumed run keeps its curve and
+        its best point: without it the first point after a resume would count as the best."""
+        return {"points": [dict(p) for p in self.points], "seconds_spent": self.seconds_spent}
+
+    def restore(self, state):
+        """Continue from ``state()`` as a checkpoint saved it; None (a checkpoint without it) starts afresh."""
+        if state:
+            self.points = [dict(p) for p in state["points"]]
+            self.seconds_spent = float(state["seconds_spent"])
+
     def due(self, iteration, train_seconds):
         return iteration % self.cfg.fid_every == 0 and self.seconds_spent <= self.cfg.fid_budget * train_seconds
 

