@@ -48,7 +48,7 @@ def restore(session, resume, run_folder=None, discard_newer=False):
             raise ValueError(f"{run_folder} holds checkpoints newer than {path} ({names}): resuming from it would "
                              f"mix two histories in one folder; resume from {run_folder} itself, or pass "
                              "--discard-newer to move the newer checkpoints and the log into "
-                             f"{run_folder}/abandoned-{state['iteration']:06d}/")
+                             f"{abandoned_folder(run_folder, state['iteration'])}/")
         if newer and main:
             abandon(run_folder, newer, state["iteration"])
     saved_seed = state["config"].get("seed", cfg.seed)
@@ -77,13 +77,41 @@ def restore(session, resume, run_folder=None, discard_newer=False):
     return start
 
 
+def abandoned_folder(run_folder, iteration):
+    """Where a branch abandoned at ``iteration`` goes: abandoned-NNNNNN/, or abandoned-NNNNNN-2/, -3/ ... when an
+    earlier branch abandoned at the same iteration holds that name (a record of another history is never replaced)."""
+    first = Path(run_folder) / f"abandoned-{iteration:06d}"
+    aside, count = first, 1
+    while aside.exists():
+        count += 1
+        aside = first.with_name(f"{first.name}-{count}")
+    return aside
+
+
 def abandon(run_folder, newer, iteration):
-    """--discard-newer: the abandoned history's checkpoints and log go into run_folder/abandoned-NNNNNN/."""
-    aside = Path(run_folder) / f"abandoned-{iteration:06d}"
-    aside.mkdir(exist_ok=True)
-    for path in newer:
+    """--discard-newer: the abandoned history's checkpoints, its samples after ``iteration`` and its best generator
+    (when it was found after ``iteration``) move into a new abandoned-NNNNNN/ folder; its log and summary are
+    copied there."""
+    run_folder = Path(run_folder)
+    aside = abandoned_folder(run_folder, iteration)
+    aside.mkdir()
+    # the resumed run would write samples of the same names over these
+    moved = newer + [p for p in run_folder.glob("samples_*.png") if p.stem.removeprefix("samples_").isdigit()
+                     and int(p.stem.removeprefix("samples_")) > iteration]
+    best = run_folder / "checkpoint-best.pt"
+    if best.is_file() and _iteration_of(best) > iteration:
+        moved.append(best)  # found after the resumed checkpoint: the resumed history never reached it
+    for path in moved:
         path.rename(aside / path.name)
     for name in ("log.jsonl", "summary.json"):
-        if (Path(run_folder) / name).is_file():
-            shutil.copy2(Path(run_folder) / name, aside / name)  # the folder's own copy is cut back on resume
+        if (run_folder / name).is_file():
+            shutil.copy2(run_folder / name, aside / name)  # the folder's own copy is cut back on resume
     print(f"moved {len(newer)} newer checkpoint(s) and the log into {aside}", file=sys.stderr)
+
+
+def _iteration_of(path):
+    """A checkpoint's iteration; an unreadable file counts as newest, so it goes aside rather than stays."""
+    try:
+        return ckpt.load_checkpoint(path)["iteration"]
+    except ValueError:
+        return float("inf")

@@ -30,9 +30,9 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def run(out, iterations, resume=None, **fields):
+def run(out, iterations, resume=None, discard_newer=False, **fields):
     cfg = TrainConfig(**{**TINY, "iterations": iterations, "out": str(out), **fields})
-    return train(cfg, dataset=digits(), resume=resume and str(resume))
+    return train(cfg, dataset=digits(), resume=resume and str(resume), discard_newer=discard_newer)
 
 
 @pytest.mark.slow
@@ -61,3 +61,19 @@ def test_finishing_a_run_keeps_the_training_time_of_its_history(tmp_path):
     assert first["train_seconds"] <= finished["train_seconds"] < first["train_seconds"] + 1.0
     images = finished["images_per_sec"] * finished["train_seconds"]
     assert images == pytest.approx(4 * TINY["batch_size"])  # every image of the history, over its whole time
+
+
+@pytest.mark.slow
+def test_a_second_discard_newer_from_the_same_iteration_keeps_the_first_abandoned_branch(tmp_path):
+    out = tmp_path / "run"
+    run(out, 6)
+    older = out / "checkpoint-000002.pt"
+    run(out, 6, resume=older, discard_newer=True, lr_g=1e-4)  # the first branch goes into abandoned-000002/
+    first = out / "abandoned-000002"
+    recorded = {p.name: p.read_bytes() for p in first.iterdir()}
+    assert sorted(recorded) == ["checkpoint-000004.pt", "checkpoint-000006.pt", "log.jsonl", "summary.json"]
+    run(out, 6, resume=older, discard_newer=True)  # the lr_g 1e-4 branch goes aside too, from the same iteration
+    assert {p.name: p.read_bytes() for p in first.iterdir()} == recorded
+    second = out / "abandoned-000002-2"
+    assert sorted(p.name for p in second.iterdir()) == sorted(recorded)
+    assert ckpt.load_checkpoint(second / "checkpoint-000006.pt")["config"]["lr_g"] == 1e-4
