@@ -17,13 +17,14 @@ from .resume import load_resume_state
 from .runlog import DiscardLog, RunLog
 from .schedule import Schedule
 from .session import run_iteration
-from .stopping import TrainingDiverged, TrainingInterrupted, describe_os_error
+from .stopping import TrainingDiverged, TrainingFailed, TrainingInterrupted, describe_os_error
 from .tensorboard import TensorBoardLog
 
 
-def train_loop(session, out, start, resumed, signals, references):
-    """Train from iteration ``start`` to the end, then finish the run (final checkpoint, samples, FID, summary)."""
-    loop = TrainLoop(session, out, start, resumed, signals, references)
+def train_loop(session, out, start, resumed, signals, references, run_dir=None):
+    """Train from iteration ``start`` to the end, then finish the run (final checkpoint, samples, FID, summary).
+    run_dir: the locked engine.rundir.RunDir of ``out`` (rank 0's), watched so a run whose folder is taken stops."""
+    loop = TrainLoop(session, out, start, resumed, signals, references, run_dir=run_dir)
     try:
         with loop:
             loop.run(session.cfg.iterations)
@@ -41,10 +42,12 @@ class TrainLoop:
     the one place the clock is read (one device sync and two host reads), and side work is entered only on the
     iterations it is due. ``bench.train_bench`` times ``run`` itself, so its figures are the user's."""
 
-    def __init__(self, session, out, start, resumed, signals, references, progress_file=None):
+    def __init__(self, session, out, start, resumed, signals, references, progress_file=None, run_dir=None):
         cfg, world = session.cfg, session.world
-        self.session, self.out, self.references = session, out, references
+        self.session, self.out, self.references, self.run_dir = session, out, references, run_dir
         self.main = world.is_main  # under torchrun, rank 0 alone writes the log, samples, checkpoints and summary
+        self.iteration = start
+        self.require_run_folder()
         self.tb = TensorBoardLog(out / "tensorboard") if cfg.tensorboard and self.main else None
         self.log = RunLog(out / "log.jsonl", resume_iteration=start if resumed else None) if self.main \
             else DiscardLog()
@@ -93,6 +96,7 @@ class TrainLoop:
 
     def on_log(self):
         """One log record: the interval's mean statistics and images/s. False when the run rolled back."""
+        self.require_run_folder()
         record = {"iteration": self.iteration, **self.session.state.read_and_reset_stats(), **self.timer.lap()}
         stream = self.session.stream
         if stream is not None:  # how long the loop waited for the disk: a large share means the run is input-bound
@@ -111,6 +115,7 @@ class TrainLoop:
         """The side work ``due`` names, in this order: an FID point, a sample grid, a checkpoint, the stop on a
         signal. A divergence found before the checkpoint rolls the run back instead (or stops it)."""
         i = self.iteration
+        self.require_run_folder()
         if due.fid and self.session.world.from_main(self.tracker.due(i, self.timer.seconds)):  # rank 0's clock
             track_fid(self.session, self.out, self.log, self.tb, self.tracker, i, self.timer.side_work_began)
         if due.samples:
@@ -156,8 +161,20 @@ class TrainLoop:
     def write_summary(self, fields):
         return write_summary(self.session, self.out, self.timer, self.iteration, fields)
 
+    def require_run_folder(self):
+        """Stop (TrainingFailed) when the run folder or its lock was taken from this run: removed, moved or
+        replaced. Nothing more is written then, so the folder is not re-created and another run's is not touched.
+        Checked on every rank alike (rank 0 sees the folder) before each write point."""
+        taken = self.run_dir.taken_away() if self.run_dir is not None else None
+        taken = self.session.world.from_main(taken)
+        if taken:
+            raise TrainingFailed(f"{taken}; stopped at iteration {self.iteration} without writing anything more; "
+                                 f"restore the folder and continue with --resume {self.out}")
+
     def record_failure(self, exc):
         """summary.json with status "failed" and the cause, if the folder still takes a write."""
+        if self.run_dir is not None and self.run_dir.taken_away():
+            return  # a write would re-create the folder, or land in another run's
         try:
             self.write_summary({"status": "failed", "error": describe_os_error(exc)})
         except OSError:
@@ -177,6 +194,7 @@ class TrainLoop:
         """The final checkpoint (unless the loop just wrote it), samples, loss curve, FID and summary.json."""
         session, cfg, out, state = self.session, self.session.cfg, self.out, self.session.state
         self.timer.stop()
+        self.require_run_folder()
         if self.checkpointed_at != cfg.iterations:
             self.save_checkpoint()
         self.stop_if_signalled()
@@ -195,6 +213,7 @@ class TrainLoop:
                                     cfg.fid_samples, progress=cfg.progress and self.main, references=self.references,
                                     world=session.world)
         scores["evaluation_seconds"] = round(time.perf_counter() - started, 3)  # the final scores' own cost
+        self.require_run_folder()
         self.stop_if_signalled()
         tracked = {}
         if self.tracker is not None and self.tracker.points:

@@ -86,6 +86,23 @@ class RunDir:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
 
+    def taken_away(self):
+        """Why this process no longer holds its run folder, or None while it does: the folder was removed or moved,
+        or its run.lock removed or replaced (the lock then guards nothing). One stat, cheap at every log record."""
+        if self._lock_file is None:
+            return None
+        lock = self.path / LOCK_NAME
+        if not self.path.is_dir():
+            return f"the run folder {self.path} was removed or moved away while the run was going on"
+        try:
+            on_disk = os.stat(lock)
+        except FileNotFoundError:
+            return f"{lock} was removed while the run was going on: the folder is no longer locked for it"
+        held = os.fstat(self._lock_file.fileno())
+        if (on_disk.st_dev, on_disk.st_ino) != (held.st_dev, held.st_ino):
+            return f"{lock} was replaced while the run was going on: the folder is no longer this run's"
+        return None
+
     def close(self):
         if self._lock_file is not None:
             self._lock_file.close()  # closing the descriptor releases the flock

@@ -50,7 +50,7 @@ def train(cfg, dataset=None, resume=None, overwrite=False, discard_newer=False):
         if run_dir is not None:
             run_dir.clear_previous_run()
         try:
-            summary = train_loop(session, out, start, resume is not None, signals, references)
+            summary = train_loop(session, out, start, resume is not None, signals, references, run_dir)
         except OSError as exc:  # a full disk, a folder made read-only or removed: one line, the checkpoints intact
             raise TrainingFailed(f"{describe_os_error(exc)}; the last good checkpoint is "
                                  f"{newest_checkpoint(out)}; free the space or fix the folder, then continue with "

@@ -1,6 +1,7 @@
 """A run folder holds one history across kills and resumes: the FID curve and the best generator, training time,
 abandoned branches, checkpoint.pt, and the folder itself taken away mid-run."""
 import functools
+import shutil
 import json
 
 import pytest
@@ -77,3 +78,23 @@ def test_a_second_discard_newer_from_the_same_iteration_keeps_the_first_abandone
     second = out / "abandoned-000002-2"
     assert sorted(p.name for p in second.iterdir()) == sorted(recorded)
     assert ckpt.load_checkpoint(second / "checkpoint-000006.pt")["config"]["lr_g"] == 1e-4
+
+
+def test_a_run_whose_folder_is_removed_stops_with_one_line_and_recreates_nothing(tmp_path, monkeypatch, capsys):
+    from ganforge.cli import main as cli_main
+    from ganforge.engine import loop
+
+    out = tmp_path / "run"
+    run_iteration = loop.run_iteration
+
+    def remove_the_folder_after_3(session, index):
+        run_iteration(session, index)
+        if index + 1 == 3:
+            shutil.rmtree(out)  # someone cleans up runs/ while this one trains
+    monkeypatch.setattr(loop, "run_iteration", remove_the_folder_after_3)
+    code = cli_main(["train", "--batch-size", "8", "--kernels", "ref", "--fid-samples", "0", "--no-progress",
+                     "--iterations", "6", "--log-every", "2", "--ckpt-every", "2", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert f"the run folder {out} was removed" in err and "stopped at iteration 4" in err
+    assert not out.exists()  # nothing re-created it
