@@ -3,14 +3,18 @@
 Every file the engine writes whole (checkpoints, summary.json, config.json, exports, classifier weights) goes
 through atomic_write: a temporary file unique to this call in the same folder, flushed and fsync'ed, renamed
 over the target (atomic on POSIX), then the folder fsync'ed so the rename itself survives a power cut. On any
-error the temporary file is removed.
+exit before the rename (an error, or a signal the command turned into an exception, engine.signals) the
+temporary file is removed, and an error names the target file, never the temporary one.
 """
 import contextlib
+import io
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
+
+TEMPORARY_NAME_KEEPS = 200  # characters of a target's name kept in its temporary file's name
 
 
 def fsync_dir(folder):
@@ -26,32 +30,68 @@ def fsync_dir(folder):
         os.close(fd)
 
 
+def temporary_prefix(path):
+    """How the names of ``path``'s temporary files start: a dot and its name, cut short enough that the random part
+    and ".tmp" still fit in a file name (255 bytes) when ``path``'s own name is near that limit."""
+    return f".{path.name[:TEMPORARY_NAME_KEEPS]}."
+
+
+@contextlib.contextmanager
+def temporary_beside(path):
+    """The path of a new, empty, unique temporary file (.NAME.XXXX.tmp) in ``path``'s folder; removed when the
+    block exits in any way, unless the block has renamed it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=".tmp", dir=path.parent)
+    try:
+        os.close(fd)
+        yield tmp
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def naming_target(exc, path, tmp_prefix):
+    """``exc`` (an OSError) naming ``path`` where it named no file or the temporary file beside it."""
+    named = exc.filename
+    if named is not None and not Path(os.fsdecode(named)).name.startswith(tmp_prefix):
+        return exc
+    return OSError(exc.errno, exc.strerror or str(exc), str(path))
+
+
 def atomic_write(path, write):
     """Call ``write(binary_file)`` on a temporary file, then move it to ``path`` atomically. Returns path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.filename is None:  # a failed write names no file: name ours
-            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with temporary_beside(path) as tmp:
+            with open(tmp, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
+            os.replace(tmp, path)
+    except OSError as exc:  # a user reads the file they asked for, not our temporary one
+        named = naming_target(exc, path, temporary_prefix(path))
+        if named is exc:
+            raise
+        raise named from exc
     fsync_dir(path.parent)
     return path
 
 
 def atomic_write_bytes(path, data):
     return atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_torch(path, obj):
+    """torch.save ``obj`` to ``path`` atomically. It is serialised in memory first: torch's writer turns a failed
+    write (a full disk) into a RuntimeError, while a plain write of the bytes fails as the OSError it is."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(path, buffer.getbuffer())
 
 
 def atomic_write_text(path, text):

@@ -1,5 +1,7 @@
 """The signal guard that lets a run stop cleanly: the first SIGINT/SIGTERM asks the loop to finish its step and
-save; a second one exits at once."""
+save; a second one exits at once. Every other command turns SIGTERM into an exception (terminate_raises), as
+Python does SIGINT, so its ``finally`` blocks run and no temporary file outlives it."""
+import contextlib
 import os
 import signal
 import sys
@@ -28,3 +30,30 @@ class SignalGuard:
     def __exit__(self, *exc):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread. A BaseException, like KeyboardInterrupt: ``except Exception`` lets it
+    through."""
+    exit_code = 128 + signal.SIGTERM
+
+
+@contextlib.contextmanager
+def terminate_raises():
+    """Within the block, SIGTERM raises Terminated in this process (a forked child still dies of it at once)."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+        yield
+        return
+    owner = os.getpid()
+
+    def raise_terminated(signum, frame):
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -7,6 +7,8 @@ import importlib
 import os
 import sys
 
+from .engine.signals import Terminated, terminate_raises
+
 # subcommand -> (module, function taking argv and returning an exit code)
 COMMANDS = {
     "train": ("ganforge.commands.training", "train_command"),
@@ -39,14 +41,22 @@ def main(argv=None):
     module, function = COMMANDS[command]
     run = getattr(importlib.import_module(module), function)
     try:
-        return run(rest)
+        with terminate_raises():  # SIGTERM unwinds like Ctrl-C: temporary files are removed on the way out
+            return run(rest)
     except ValueError as exc:  # bad flags, data or checkpoints: one clear line, no traceback
         where = f" (rank {os.environ['RANK']})" if os.environ.get("WORLD_SIZE", "1") != "1" else ""  # torchrun
         print(f"ganforge {command}{where}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file that cannot be written or read (a full disk, a read-only folder): one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"ganforge {command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # Ctrl-C outside a training loop (which saves and exits on its own)
         print(f"ganforge {command}: interrupted", file=sys.stderr)
         return 130
+    except Terminated as exc:  # SIGTERM outside a training loop
+        print(f"ganforge {command}: terminated (SIGTERM)", file=sys.stderr)
+        return exc.exit_code
 
 
 if __name__ == "__main__":

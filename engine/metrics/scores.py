@@ -21,8 +21,9 @@ forked RNG: scores repeat exactly and never move the training RNG.
 """
 import hashlib
 import os
+import sys
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import torch
@@ -174,7 +175,10 @@ def score_features(metrics, real, fake, train=None, real_labels=None, fake_label
     train: Features of the training images (MiFID's memorisation reference; without it MiFID is skipped).
     real_labels / fake_labels / num_classes: for intra-class FID (skipped without them)."""
     out = {}
-    if not torch.isfinite(fake.pool).all():
+    require_finite(real, "the real images")
+    if train is not None:
+        require_finite(train, "the training images")
+    if not torch.isfinite(fake.pool).all():  # a diverged generator: nothing to score, and nothing wrong with us
         return {name: float("nan") for name in _keys(metrics)}
     if "fid" in metrics:
         out["fid"] = frechet_distance(real.pool, fake.pool)
@@ -217,25 +221,84 @@ def images_digest(images):
 
 def cached_features(scorer, images, cache=True):
     """The Features of a whole real set through ``scorer`` (a FIDScorer), read from the cache when its key (the
-    set's digest and the backbone's key) is there, else computed and written; a cache that cannot be read or
-    written is recomputed, never an error. Under torchrun each rank featurises its rows and the features are
-    gathered (no cache)."""
+    set's digest and the backbone's key) is there, else computed and written. The cache is an optimisation: an
+    entry that cannot be read or does not hold this set's features is removed and recomputed, and a write that
+    fails (a full disk, a read-only folder) is skipped, each with one line on stderr. Under torchrun each rank
+    featurises its rows and the features are gathered (no cache)."""
     if scorer.world.launched:
-        return scorer.features(images[scorer.world.rows(len(images))])
+        return require_finite(scorer.features(images[scorer.world.rows(len(images))]), "the real images")
     if not cache:
-        return scorer.features(images)
-    from ..io import atomic_write
-
+        return require_finite(scorer.features(images), "the real images")
     path = cache_dir() / f"{scorer.backbone.key}-{images_digest(images)[:32]}.pt"
+    features = _read_cache_entry(path, scorer, images)
+    if features is None:
+        features = require_finite(scorer.features(images), "the real images")
+        _write_cache_entry(path, features)
+    return features
+
+
+def require_finite(features, what):
+    """``features``, or a one-line FIDError where any is NaN or inf: the distances and covariances below would
+    be meaningless, and the LAPACK routines under them crash the process on NaN."""
+    for name, values in (("pool", features.pool), ("logits", features.logits)):
+        if not torch.isfinite(values).all():
+            raise FIDError(f"the backbone's {name} features of {what} are not finite (NaN or inf): the images hold "
+                           "NaN or inf pixels, so there is nothing to score")
+    return features
+
+
+def _read_cache_entry(path, scorer, images):
+    """The Features cached at ``path`` for ``images``, or None: absent, or bad (then removed, with one line)."""
     try:
         saved = torch.load(path, map_location=scorer.device, weights_only=True)
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # noqa: BLE001 -- partial, foreign or corrupt: whatever torch.load raises
+        problem = f"unreadable: {type(exc).__name__}"
+    else:
+        problem = _cache_entry_problem(saved, len(images), _feature_widths(scorer, images))
+    if problem is None:
         return Features(saved["pool"], saved["logits"])
-    except Exception:  # noqa: BLE001 -- absent, partial or foreign: compute it
-        pass
-    features = scorer.features(images)
+    with suppress(OSError):
+        path.unlink()
+    print(f"{path}: dropped a bad feature cache entry ({problem}); recomputing the features", file=sys.stderr)
+    return None
+
+
+def _feature_widths(scorer, images):
+    """(pool width, logits width) of the backbone's features: one image's, computed here."""
+    probe = scorer.backbone.extract(images[:1])
+    return probe.pool.shape[1], probe.logits.shape[1]
+
+
+def _cache_entry_problem(saved, rows, widths):
+    """What is wrong with a loaded cache entry for ``rows`` images of feature ``widths``, or None."""
+    if not isinstance(saved, dict) or set(saved) != {"pool", "logits"}:
+        return "not a dict of pool and logits"
+    for (name, values), width in zip((("pool", saved["pool"]), ("logits", saved["logits"])), widths):
+        if not isinstance(values, torch.Tensor):
+            return f"{name} is a {type(values).__name__}, not a tensor"
+        if values.dtype != torch.float64:
+            return f"{name} is {values.dtype}, not torch.float64"
+        if tuple(values.shape) != (rows, width):
+            return f"{name} has shape {tuple(values.shape)}, not {(rows, width)}"
+        if not torch.isfinite(values).all():
+            return f"{name} holds NaN or inf"
+    return None
+
+
+_UNWRITABLE_ENTRIES = set()  # cache entries whose write failed in this process: tried and reported once
+
+
+def _write_cache_entry(path, features):
+    """Write the cache entry atomically; a failed write is skipped with one line (the features are in hand)."""
+    from ..io import atomic_write_torch
+
+    if path in _UNWRITABLE_ENTRIES:
+        return
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda f: torch.save({"pool": features.pool.cpu(), "logits": features.logits.cpu()}, f))
-    except OSError:
-        pass
-    return features
+        atomic_write_torch(path, {"pool": features.pool.cpu(), "logits": features.logits.cpu()})
+    except OSError as exc:
+        _UNWRITABLE_ENTRIES.add(path)
+        print(f"{exc.filename or path}: feature cache not written ({exc.strerror or exc}); the scores are computed "
+              "all the same", file=sys.stderr)

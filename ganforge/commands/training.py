@@ -120,7 +120,7 @@ def sample_command(argv):
     args = parser.parse_args(argv)
     if args.num < 1:
         raise ValueError(f"--num must be >= 1, got {args.num}")
-    check_output_file("--out", args.out)
+    check_output_file("--out", args.out, reads=[("--ckpt", args.ckpt)])
     from ..engine.sampling import parse_attribute_settings, sample_grid
 
     settings = parse_attribute_settings(args.set)
@@ -152,7 +152,7 @@ def _score(argv, prog, description, fixed_metrics=None):
     if args.samples < 2:
         raise ValueError(f"--samples must be >= 2 (FID compares two sets' covariances), got {args.samples}")
     if args.json_out:
-        check_output_file("--json-out", args.json_out)
+        check_output_file("--json-out", args.json_out, reads=[("--ckpt", args.ckpt)])
     from ..engine.metrics.evaluate import score_checkpoint
     from ..engine.io import atomic_write_json, strict_json
 
@@ -177,8 +177,10 @@ def scores_table(scores):
     return "\n".join(lines)
 
 
-def check_output_file(option, path):
-    """An output file's folder must exist and be writable, and the path must not be a folder: checked before work."""
+def check_output_file(option, path, reads=()):
+    """An output file's folder must exist and be writable, its name must fit the file system, the path must not be
+    a folder, and it must not be a file the command reads (``reads``: (option, path) pairs, a path None where not
+    given), which writing it would destroy: checked before work."""
     path = Path(path)
     folder = path.parent
     if path.is_dir():
@@ -188,6 +190,21 @@ def check_output_file(option, path):
         raise ValueError(f"{option} {path}: the folder {folder} {what}")
     if not os.access(folder, os.W_OK):
         raise ValueError(f"{option} {path}: the folder {folder} is not writable")
+    if len(os.fsencode(path.name)) > os.pathconf(folder, "PC_NAME_MAX"):
+        raise ValueError(f"{option} {path}: the file name is longer than the file system allows")
+    for input_option, input_path in reads:
+        if input_path is not None and same_file(path, input_path):
+            raise ValueError(f"{option} {path} is the file {input_option} reads; writing it would destroy the "
+                             "input: give another name")
+
+
+def same_file(a, b):
+    """Whether paths ``a`` and ``b`` name one file: the same resolved path, or one file under two names (a hard
+    link, as checkpoint.pt is to the newest numbered checkpoint)."""
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    return a.exists() and b.exists() and os.path.samefile(a, b)
 
 
 def _checkpoint_parser(prog, description):
@@ -206,7 +223,7 @@ def interpolate_command(argv):
     parser.add_argument("--rows", type=int, default=8)
     parser.add_argument("--per-row", "--steps", dest="per_row", type=int, default=10, help="images per row")
     args = parser.parse_args(argv)
-    check_output_file("--out", args.out)
+    check_output_file("--out", args.out, reads=[("--ckpt", args.ckpt)])
     from ..engine.sampling import latent_walk
 
     path = latent_walk(args.ckpt, args.out, args.rows, args.per_row, not args.no_ema, args.seed, args.device)
@@ -221,7 +238,7 @@ def augment_command(argv):
     parser.add_argument("--label", type=int, default=None, help="only this class (default: classes in turn)")
     _add_attribute_settings(parser, "generate with")
     args = parser.parse_args(argv)
-    check_output_file("--out", args.out)
+    check_output_file("--out", args.out, reads=[("--ckpt", args.ckpt)])
     from ..engine.sampling import export_samples, parse_attribute_settings
 
     settings = parse_attribute_settings(args.set)
@@ -263,6 +280,8 @@ def train_encoder_command(argv):
     args = parser.parse_args(argv)
     if args.iterations < 1 or args.batch_size < 1:
         raise ValueError(f"--iterations and --batch-size must be >= 1, got {args.iterations}, {args.batch_size}")
+    if args.out:
+        check_output_file("--out", args.out, reads=[("--ckpt", args.ckpt)])
     from ..engine.apps.editing.encoder import train_encoder
 
     _, path, info = train_encoder(args.ckpt, args.iterations, args.batch_size, args.lr, args.feature_weight,
@@ -322,7 +341,7 @@ def encode_command(argv):
     _add_image_inputs(parser, "encode", "encode")
     parser.add_argument("--kernels", default="auto", help="fused ops: auto, triton, ref")
     args = parser.parse_args(argv)
-    check_output_file("--out", args.out)
+    check_output_file("--out", args.out, reads=[("--ckpt", args.ckpt), ("--input", args.input)])
     from ..engine.apps.editing.codes import run_encode
 
     path, info = run_encode(args.ckpt, args.out, args.input, args.label, args.split, args.count, not args.no_ema,
@@ -338,7 +357,7 @@ def decode_command(argv):
     parser.add_argument("--out", default="decoded.png", help="a PNG grid, or an .npz of images and labels")
     parser.add_argument("--kernels", default="auto", help="fused ops: auto, triton, ref")
     args = parser.parse_args(argv)
-    check_output_file("--out", args.out)
+    check_output_file("--out", args.out, reads=[("--ckpt", args.ckpt), ("--codes", args.codes)])
     from ..engine.apps.editing.codes import run_decode
 
     path, images = run_decode(args.ckpt, args.codes, args.out, not args.no_ema, args.device, args.kernels)
