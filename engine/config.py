@@ -11,6 +11,7 @@ A run writes its configuration to config.json; `ganforge train --config FILE` re
 TOML/JSON one) back, so a run can be repeated exactly.
 """
 import json
+import reprlib
 import sys
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -24,6 +25,12 @@ SWITCHES = ("auto", "on", "off")
 KERNELS = ("auto", "triton", "ref")
 VAE_BACKBONES = ("mlp", "dcgan")
 FID_BACKBONES = ("mnist", "inception")
+# Upper bounds on the model's sizes, far above any model here (z 100, width 64; StyleGAN's z is 512), so that a typo
+# such as --z-dim 100000000 fails at once with a line instead of asking the allocator for tens of GiB.
+MAX_Z_DIM = 4096
+MAX_WIDTH = 1024
+# A seed seeds torch's generators, which take a 64-bit integer: 0 <= seed < 2**63.
+SEED_LIMIT = 2**63
 # Penalties on D's input gradient at real samples, and at generated ones.
 PENALIZES_REAL = ("r1", "r1+r2")
 PENALIZES_FAKE = ("r2", "r1+r2")
@@ -169,6 +176,13 @@ def parse_metrics(text, conditional=False):
     if "intra-fid" in names and not conditional:
         raise ValueError("--metrics intra-fid scores each class apart: it needs a conditional model (--conditional)")
     return tuple(m for m in METRICS if m in names)
+
+
+def check_seed(seed, option="--seed"):
+    """Raise ValueError unless ``seed`` is an integer the random generators take (0 <= seed < SEED_LIMIT)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"{option} must be an integer in [0, 2**63), got {seed!r}")
+    return seed
 
 
 def flag(name):
@@ -371,6 +385,9 @@ class TrainConfig:
         if self.data_workers < 0:
             raise ValueError(f"--data-workers must be >= 0, got {self.data_workers}")
         self._check_at_least_one("z_dim", "width")
+        for name, bound in (("z_dim", MAX_Z_DIM), ("width", MAX_WIDTH)):
+            if getattr(self, name) > bound:
+                raise ValueError(f"{flag(name)} must be at most {bound}, got {getattr(self, name)}")
         if self.condition_on and self.conditional:
             raise ValueError("--conditional (class labels) and --condition-on (attribute vectors) are two ways of "
                              "conditioning a model: choose one")
@@ -403,6 +420,7 @@ class TrainConfig:
             raise ValueError(f"--ema must be in [0, 1), got {self.ema}")
         if self.ema_rampup < 0 or (self.ema_rampup > 0 and self.ema == 0):
             raise ValueError(f"--ema-rampup must be >= 0 and needs --ema > 0, got {self.ema_rampup}")
+        check_seed(self.seed)
         if self.max_rollbacks < 0:
             raise ValueError(f"--max-rollbacks must be >= 0, got {self.max_rollbacks}")
         if not self.dist_timeout > 0:
@@ -512,7 +530,11 @@ def load_config_file(path):
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"--config: {path} does not exist or is not a file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"--config: {path} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x}); "
+                         "expected a TOML (.toml) or JSON file") from None
     try:
         if path.suffix.lower() == ".toml":
             if sys.version_info >= (3, 11):
@@ -524,6 +546,9 @@ def load_config_file(path):
             raw = json.loads(text)
     except ValueError as exc:  # json.JSONDecodeError and tomllib.TOMLDecodeError are ValueErrors
         raise ValueError(f"--config: cannot parse {path} ({exc}); expected a TOML (.toml) or JSON file") from None
+    except RecursionError:  # both parsers recurse once per level of nested arrays or tables
+        raise ValueError(f"--config: {path} nests arrays or tables too deeply to read; expected a table of "
+                         "settings, each a number, text or switch") from None
     if not isinstance(raw, dict):
         raise ValueError(f"--config: {path} must hold a table of settings, got {type(raw).__name__}")
     values = {key.replace("-", "_"): value for key, value in raw.items()}
@@ -538,7 +563,7 @@ def load_config_file(path):
         kind = field_type(name)
         ok = value is None or isinstance(value, kind) or (kind is float and isinstance(value, int))
         if not ok or (kind is not bool and isinstance(value, bool)):
-            raise ValueError(f"--config: {path}: {name} must be {kind.__name__}, got {value!r}")
+            raise ValueError(f"--config: {path}: {name} must be {kind.__name__}, got {reprlib.repr(value)}")
         if kind is float and value is not None:
             values[name] = float(value)
     return values

@@ -93,7 +93,10 @@ def train_command(argv):
         summary = train(config_from_args(args), resume=args.resume, overwrite=args.overwrite,
                         discard_newer=args.discard_newer)
     except TrainingStopped as stop:  # diverged or interrupted: the outputs are consistent; one line, no traceback
-        print(f"ganforge train: {stop}", file=sys.stderr)
+        # Under torchrun every rank stops alike, so rank 0 says why, once; a rank that lost the others (hard_exit)
+        # says so itself, since rank 0 may be the one that is gone.
+        if getattr(stop, "hard_exit", False) or os.environ.get("RANK", "0") == "0":
+            print(f"ganforge train: {stop}", file=sys.stderr)
         if getattr(stop, "hard_exit", False):  # torchrun's other ranks are gone: do not wait on the process group
             sys.stdout.flush()
             sys.stderr.flush()
@@ -120,6 +123,7 @@ def sample_command(argv):
     args = parser.parse_args(argv)
     if args.num < 1:
         raise ValueError(f"--num must be >= 1, got {args.num}")
+    check_device_and_seed(args)
     check_output_file("--out", args.out, reads=[("--ckpt", args.ckpt)])
     from ..engine.sampling import parse_attribute_settings, sample_grid
 
@@ -151,6 +155,7 @@ def _score(argv, prog, description, fixed_metrics=None):
     args = parser.parse_args(argv)
     if args.samples < 2:
         raise ValueError(f"--samples must be >= 2 (FID compares two sets' covariances), got {args.samples}")
+    check_device_and_seed(args)
     if args.json_out:
         check_output_file("--json-out", args.json_out, reads=[("--ckpt", args.ckpt)])
     from ..engine.metrics.evaluate import score_checkpoint
@@ -175,6 +180,17 @@ def scores_table(scores):
         floor = scores.get(f"{key}_real_floor")
         lines.append(f"| {key} | {value:.4g} | {'' if floor is None else f'{floor:.4g}'} |")
     return "\n".join(lines)
+
+
+def check_device_and_seed(args):
+    """--device must exist on this machine and --seed (where the command has one) must fit the RNG: checked before
+    any work, each failing with one line."""
+    from ..engine.config import check_seed
+    from ..engine.devices import resolve_device
+
+    resolve_device(args.device)
+    if getattr(args, "seed", None) is not None:
+        check_seed(args.seed)
 
 
 def check_output_file(option, path, reads=()):
@@ -223,6 +239,7 @@ def interpolate_command(argv):
     parser.add_argument("--rows", type=int, default=8)
     parser.add_argument("--per-row", "--steps", dest="per_row", type=int, default=10, help="images per row")
     args = parser.parse_args(argv)
+    check_device_and_seed(args)
     check_output_file("--out", args.out, reads=[("--ckpt", args.ckpt)])
     from ..engine.sampling import latent_walk
 
@@ -238,6 +255,7 @@ def augment_command(argv):
     parser.add_argument("--label", type=int, default=None, help="only this class (default: classes in turn)")
     _add_attribute_settings(parser, "generate with")
     args = parser.parse_args(argv)
+    check_device_and_seed(args)
     check_output_file("--out", args.out, reads=[("--ckpt", args.ckpt)])
     from ..engine.sampling import export_samples, parse_attribute_settings
 
@@ -280,6 +298,7 @@ def train_encoder_command(argv):
     args = parser.parse_args(argv)
     if args.iterations < 1 or args.batch_size < 1:
         raise ValueError(f"--iterations and --batch-size must be >= 1, got {args.iterations}, {args.batch_size}")
+    check_device_and_seed(args)
     if args.out:
         check_output_file("--out", args.out, reads=[("--ckpt", args.ckpt)])
     from ..engine.apps.editing.encoder import train_encoder
@@ -320,6 +339,7 @@ def edit_command(argv):
                         help="a model trained with --condition-on: decode each face with this attribute set (1 on, "
                              "-1 off; repeat for more) as one edit; without --set each attribute is flipped in turn")
     args = parser.parse_args(argv)
+    check_device_and_seed(args)
     from ..engine.apps.editing.edit import run_edit
     from ..engine.sampling import parse_attribute_settings
 
@@ -341,6 +361,7 @@ def encode_command(argv):
     _add_image_inputs(parser, "encode", "encode")
     parser.add_argument("--kernels", default="auto", help="fused ops: auto, triton, ref")
     args = parser.parse_args(argv)
+    check_device_and_seed(args)
     check_output_file("--out", args.out, reads=[("--ckpt", args.ckpt), ("--input", args.input)])
     from ..engine.apps.editing.codes import run_encode
 
@@ -357,6 +378,7 @@ def decode_command(argv):
     parser.add_argument("--out", default="decoded.png", help="a PNG grid, or an .npz of images and labels")
     parser.add_argument("--kernels", default="auto", help="fused ops: auto, triton, ref")
     args = parser.parse_args(argv)
+    check_device_and_seed(args)
     check_output_file("--out", args.out, reads=[("--ckpt", args.ckpt), ("--codes", args.codes)])
     from ..engine.apps.editing.codes import run_decode
 
