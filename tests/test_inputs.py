@@ -154,3 +154,32 @@ def test_torchrun_prints_the_stop_line_once(tmp_path):
     assert result.returncode != 0
     assert output.count("ganforge train: training diverged") == 1, output
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "diverged"
+
+
+@pytest.mark.slow
+def test_digit_backbone_on_faces_warns_once_and_notes_it_in_summary_and_score(tmp_path, capsys):
+    """The digit classifier scored a CelebA model FID 0.27 with nothing said but fid_backbone: mnist. The README's
+    CIFAR-10 and the CelebA commands train with the default backbone, so the run is scored, with one warning line
+    before training and fid_backbone_note beside the scores."""
+    from test_celeba import write_celeba
+
+    from ganforge.engine.metrics.classifier import digit_backbone_note
+
+    celeba, out = write_celeba(tmp_path / "celeba"), tmp_path / "faces"
+    code = main(["train", "--dataset", "celeba", "--data-path", str(celeba), "--image-size", "16", "--width", "4",
+                 "--z-dim", "4", "--iterations", "2", "--batch-size", "8", "--kernels", "ref", "--no-progress",
+                 "--fid-samples", "4", "--fid-every", "0", "--metrics", "fid", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "--fid-backbone mnist" in warnings[0] and "celeba images" in warnings[0], err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["fid_backbone"] == "mnist" and "--fid-backbone inception" in summary["fid_backbone_note"]
+    assert main(["score", "--ckpt", str(out / "checkpoint.pt"), "--samples", "4", "--metrics", "fid"]) == 0
+    captured = capsys.readouterr()
+    assert "ganforge score: warning: the scores use --fid-backbone mnist" in captured.err
+    assert "fid_backbone_note" in captured.out
+    # digits, and the Inception backbone, need no note
+    assert [digit_backbone_note(backbone, dataset) for backbone, dataset in
+            [("mnist", "mnist5k"), ("mnist", "mnist-idx"), ("inception", "celeba")]] == [None, None, None]
+    assert all(digit_backbone_note("mnist", d) for d in ("celeba", "cifar10", "npy", "folder"))

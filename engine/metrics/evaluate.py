@@ -11,7 +11,7 @@ import torch
 from ..checkpoint import load_generator
 from ..data import MIXTURE_STD, MIXTURES, DataError, Dataset, load_dataset, mixture_centers, to_unit_range
 from ..sampling import generate
-from .classifier import DIGIT_DATASETS, class_accuracy_of, class_shares_of
+from .classifier import DIGIT_DATASETS, class_accuracy_of, class_shares_of, digit_backbone_note
 
 
 # Formats holding one set: FID's held-out half is split off it. Every other dataset must have its test split.
@@ -135,6 +135,8 @@ def evaluate_generator(G, cfg, num_classes, device, n_samples, progress=False, r
         floors["mifid"] = memorization_informed_fid(train.pool, real.pool)
     out = {"metrics": list(names), "fid_samples": n, "fid_reference_size": len(held_out),
            "fid_backbone": cfg.fid_backbone, "fid": scores.pop("fid", None), "fid_real_floor": floors.pop("fid", None)}
+    if digit_backbone_note(cfg.fid_backbone, cfg.dataset):  # digit features on other images: say so beside them
+        out["fid_backbone_note"] = digit_backbone_note(cfg.fid_backbone, cfg.dataset)
     for key, value in scores.items():
         out[key] = value
         if key in floors:

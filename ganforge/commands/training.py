@@ -89,9 +89,10 @@ def train_command(argv):
     from ..engine.stopping import TrainingStopped
     from ..engine.trainer import train
 
+    cfg = config_from_args(args)
+    warn_of_digit_backbone(cfg)
     try:
-        summary = train(config_from_args(args), resume=args.resume, overwrite=args.overwrite,
-                        discard_newer=args.discard_newer)
+        summary = train(cfg, resume=args.resume, overwrite=args.overwrite, discard_newer=args.discard_newer)
     except TrainingStopped as stop:  # diverged or interrupted: the outputs are consistent; one line, no traceback
         # Under torchrun every rank stops alike, so rank 0 says why, once; a rank that lost the others (hard_exit)
         # says so itself, since rank 0 may be the one that is gone.
@@ -108,6 +109,18 @@ def train_command(argv):
     print(json.dumps(shown, indent=2))
     print(f"outputs in {args.out}")
     return 0
+
+
+def warn_of_digit_backbone(cfg):
+    """Before a scored run on images the digit classifier was not trained on: one warning line (from rank 0), the
+    same note summary.json records as fid_backbone_note."""
+    from ..engine.data import MIXTURES
+    from ..engine.metrics.classifier import digit_backbone_note
+
+    scored = (cfg.fid_samples > 0 or cfg.fid_every > 0) and cfg.dataset not in MIXTURES
+    note = digit_backbone_note(cfg.fid_backbone, cfg.dataset)
+    if scored and note and os.environ.get("RANK", "0") == "0":
+        print(f"ganforge train: warning: {note}", file=sys.stderr)
 
 
 def sample_command(argv):
@@ -163,6 +176,8 @@ def _score(argv, prog, description, fixed_metrics=None):
 
     metrics = fixed_metrics or args.metrics
     scores = score_checkpoint(args.ckpt, args.samples, not args.no_ema, args.device, metrics=metrics)
+    if "fid_backbone_note" in scores:
+        print(f"{prog}: warning: {scores['fid_backbone_note']}", file=sys.stderr)
     if fixed_metrics is None:
         print(scores_table(scores))
     print(strict_json(scores, indent=2))
