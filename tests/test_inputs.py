@@ -163,8 +163,6 @@ def test_digit_backbone_on_faces_warns_once_and_notes_it_in_summary_and_score(tm
     before training and fid_backbone_note beside the scores."""
     from test_celeba import write_celeba
 
-    from ganforge.engine.metrics.classifier import digit_backbone_note
-
     celeba, out = write_celeba(tmp_path / "celeba"), tmp_path / "faces"
     code = main(["train", "--dataset", "celeba", "--data-path", str(celeba), "--image-size", "16", "--width", "4",
                  "--z-dim", "4", "--iterations", "2", "--batch-size", "8", "--kernels", "ref", "--no-progress",
@@ -180,6 +178,8 @@ def test_digit_backbone_on_faces_warns_once_and_notes_it_in_summary_and_score(tm
     assert "ganforge score: warning: the scores use --fid-backbone mnist" in captured.err
     assert "fid_backbone_note" in captured.out
     # digits, and the Inception backbone, need no note
+    from ganforge.engine.metrics.classifier import digit_backbone_note
+
     assert [digit_backbone_note(backbone, dataset) for backbone, dataset in
             [("mnist", "mnist5k"), ("mnist", "mnist-idx"), ("inception", "celeba")]] == [None, None, None]
     assert all(digit_backbone_note("mnist", d) for d in ("celeba", "cifar10", "npy", "folder"))
