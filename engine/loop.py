@@ -115,7 +115,8 @@ class TrainLoop:
         """The side work ``due`` names, in this order: an FID point, a sample grid, a checkpoint, the stop on a
         signal. A divergence found before the checkpoint rolls the run back instead (or stops it)."""
         i = self.iteration
-        self.require_run_folder()
+        # a sample grid alone falls due on rank 0 only: no agreement between the ranks then
+        self.require_run_folder(agree=due.fid or due.checkpoint or due.stop is not None)
         if due.fid and self.session.world.from_main(self.tracker.due(i, self.timer.seconds)):  # rank 0's clock
             track_fid(self.session, self.out, self.log, self.tb, self.tracker, i, self.timer.side_work_began)
         if due.samples:
@@ -161,12 +162,14 @@ class TrainLoop:
     def write_summary(self, fields):
         return write_summary(self.session, self.out, self.timer, self.iteration, fields)
 
-    def require_run_folder(self):
+    def require_run_folder(self, agree=True):
         """Stop (TrainingFailed) when the run folder or its lock was taken from this run: removed, moved or
         replaced. Nothing more is written then, so the folder is not re-created and another run's is not touched.
-        Checked on every rank alike (rank 0 sees the folder) before each write point."""
+        Checked before each write point; rank 0 sees the folder, and with ``agree`` every rank (which must all
+        call it then) stops alike."""
         taken = self.run_dir.taken_away() if self.run_dir is not None else None
-        taken = self.session.world.from_main(taken)
+        if agree:
+            taken = self.session.world.from_main(taken)
         if taken:
             raise TrainingFailed(f"{taken}; stopped at iteration {self.iteration} without writing anything more; "
                                  f"restore the folder and continue with --resume {self.out}")
