@@ -14,6 +14,7 @@ import torch
 
 from .config import TrainConfig, fields_with_resume_class, flag
 from .io import atomic_write, fsync_dir
+from .rundir import STAGING
 
 FORMAT = "ganforge-checkpoint/1"
 
@@ -91,11 +92,22 @@ def save_run_checkpoint(folder, train_state, iteration, data_shape, num_classes,
     """Write checkpoint-NNNNNN.pt, point checkpoint.pt at it, and delete numbered ones beyond the newest ``keep``.
 
     checkpoint.pt is a hard link to the newest numbered file (a copy where links are not supported), swapped in
-    by an atomic rename, so readers always find a whole file. checkpoint-best.pt (--fid-every) is not numbered,
-    so pruning never touches it.
+    by an atomic rename, so readers always find a whole file. It is published first: the file is written whole
+    into FOLDER/.staging/, checkpoint.pt is linked to it, and only then is it renamed to checkpoint-NNNNNN.pt. So a
+    kill never leaves checkpoint.pt behind the newest numbered file; a kill between the two renames leaves it
+    ahead, and a resume from the folder takes it (find_resume_checkpoint). checkpoint-best.pt (--fid-every) is not
+    numbered, so pruning never touches it.
     """
-    path = save_checkpoint(numbered_path(folder, iteration), train_state, iteration, data_shape, num_classes, extra)
-    _replace_with_link(path, Path(folder) / LATEST)
+    staged = save_checkpoint(numbered_path(Path(folder) / STAGING, iteration), train_state, iteration, data_shape,
+                             num_classes, extra)
+    _replace_with_link(staged, Path(folder) / LATEST)
+    path = numbered_path(folder, iteration)
+    os.replace(staged, path)
+    try:
+        staged.parent.rmdir()  # empty again: a run folder holds its own files only
+    except OSError:
+        pass  # left for the next run's cleanup (engine.rundir)
+    fsync_dir(folder)
     for old in numbered_checkpoints(folder)[keep:]:
         old.unlink(missing_ok=True)
     return path
@@ -117,6 +129,22 @@ def _replace_with_link(source, target):
     fsync_dir(target.parent)
 
 
+def point_latest_at(path):
+    """Make the run folder's checkpoint.pt name ``path`` (a checkpoint-NNNNNN.pt in it), unless it already does."""
+    latest = Path(path).with_name(LATEST)
+    if not (latest.is_file() and os.path.samefile(latest, path)):
+        _replace_with_link(Path(path), latest)
+
+
+def _newer_latest(latest, iteration, map_location):
+    """checkpoint.pt's state when it is loadable and newer than ``iteration``, else None."""
+    try:
+        state = load_checkpoint(latest, map_location)
+    except ValueError:
+        return None
+    return state if state["iteration"] > iteration else None
+
+
 def find_resume_checkpoint(path, map_location="cpu"):
     """The checkpoint to resume from: ``path`` itself when a file, else a run folder's newest loadable one.
 
@@ -127,13 +155,20 @@ def find_resume_checkpoint(path, map_location="cpu"):
         return path, load_checkpoint(path, map_location), []
     if not path.is_dir():
         raise ValueError(f"--resume {path}: no such checkpoint file or run folder")
-    candidates = numbered_checkpoints(path) + ([path / LATEST] if (path / LATEST).is_file() else [])
+    latest = path / LATEST
+    candidates = numbered_checkpoints(path) + ([latest] if latest.is_file() else [])
     skipped = []
     for candidate in candidates:
         try:
-            return candidate, load_checkpoint(candidate, map_location), skipped
+            state = load_checkpoint(candidate, map_location)
         except ValueError as exc:
             skipped.append((candidate, str(exc)))
+            continue
+        if candidate != latest and latest.is_file() and not os.path.samefile(candidate, latest):
+            newer = _newer_latest(latest, state["iteration"], map_location)
+            if newer is not None:  # killed between save_run_checkpoint's two renames: checkpoint.pt is ahead
+                return latest, newer, skipped
+        return candidate, state, skipped
     reasons = "; ".join(reason for _, reason in skipped)
     raise ValueError(f"--resume {path}: no loadable checkpoint in this folder" + (f" ({reasons})" if reasons else ""))
 

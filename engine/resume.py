@@ -74,6 +74,8 @@ def restore(session, resume, run_folder=None, discard_newer=False):
     session.resume_message = f"resuming from {path} at iteration {start}" + (f"; changed: {changed}" if changed else "")
     if finishing:
         session.resume_message += "; training is complete: finishing the evaluation and summary"
+    if run_folder is not None and main and path.name != ckpt.LATEST:
+        ckpt.point_latest_at(path)  # checkpoint.pt names the newest checkpoint, which this history continues from
     return start
 
 

@@ -13,6 +13,7 @@ import socket
 from pathlib import Path
 
 LOCK_NAME = "run.lock"
+STAGING = ".staging"  # where a checkpoint is written whole before it is published (engine.checkpoint)
 # What a run writes into its folder; any of these marks the folder as holding a run.
 RUN_FILES = ("checkpoint.pt", "log.jsonl", "summary.json")
 RUN_GLOBS = ("checkpoint-*.pt", "samples_*.png", "loss_curve.png", "fid_curve.png", "config.json", *RUN_FILES)
@@ -81,10 +82,13 @@ class RunDir:
             self._replace_previous = False
 
     def remove_stale_temp_files(self):
-        """Temporary files of a killed writer; safe to remove while this process holds the lock."""
-        for tmp in self.path.glob(".*.tmp"):
+        """Temporary files of a killed writer; safe to remove while this process holds the lock. A checkpoint left
+        in .staging/ was either never published or is already checkpoint.pt (engine.checkpoint.save_run_checkpoint)."""
+        for tmp in [*self.path.glob(".*.tmp"), *(self.path / STAGING).glob("*")]:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+        with contextlib.suppress(OSError):
+            (self.path / STAGING).rmdir()
 
     def taken_away(self):
         """Why this process no longer holds its run folder, or None while it does: the folder was removed or moved,

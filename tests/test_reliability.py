@@ -205,11 +205,12 @@ def test_kill_9_mid_checkpoint_loses_nothing_saved_and_resumes_exactly(reference
         out = tmp_path / f"run{attempt}"
         proc = start_ganforge("train", *TINY, "--iterations", str(TOTAL), "--log-every", "1", "--ckpt-every", "1",
                               "--keep-checkpoints", "2", "--out", str(out))
-        mid_write = wait_for(lambda: len(logged_iterations(out)) >= 3 and any(out.glob(".checkpoint-*.tmp")),
+        writing = ".staging/.checkpoint-*.tmp"  # a checkpoint is written whole in .staging/, then published
+        mid_write = wait_for(lambda: len(logged_iterations(out)) >= 3 and any(out.glob(writing)),
                              timeout=120, poll=0.0005)
         proc.kill()
         proc.wait()
-        if mid_write and any(out.glob(".checkpoint-*.tmp")):
+        if mid_write and any(out.glob(writing)):
             break
     else:
         pytest.fail("no kill landed during a checkpoint write in 6 attempts")
@@ -223,7 +224,7 @@ def test_kill_9_mid_checkpoint_loses_nothing_saved_and_resumes_exactly(reference
     resumed = run_ganforge("train", *TINY, "--iterations", str(TOTAL), "--log-every", "1", "--ckpt-every", "1",
                            "--keep-checkpoints", "2", "--out", str(out), "--resume", str(out))
     assert resumed.returncode == 0, resumed.stderr
-    assert not list(out.glob(".*.tmp"))
+    assert not list(out.glob(".*.tmp")) and not (out / ".staging").exists()
     assert_same_weights(out / "checkpoint.pt", reference_run)
     assert logged_iterations(out) == list(range(1, TOTAL + 1))
 

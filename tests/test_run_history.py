@@ -1,8 +1,10 @@
 """A run folder holds one history across kills and resumes: the FID curve and the best generator, training time,
 abandoned branches, checkpoint.pt, and the folder itself taken away mid-run."""
 import functools
-import shutil
 import json
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -98,3 +100,38 @@ def test_a_run_whose_folder_is_removed_stops_with_one_line_and_recreates_nothing
     assert code == 1 and len(err.splitlines()) == 1, err
     assert f"the run folder {out} was removed" in err and "stopped at iteration 4" in err
     assert not out.exists()  # nothing re-created it
+
+
+def latest_iteration(out):
+    latest = out / ckpt.LATEST
+    return ckpt.load_checkpoint(latest)["iteration"] if latest.exists() else -1
+
+
+@pytest.mark.slow
+def test_checkpoint_pt_is_never_behind_the_newest_checkpoint_and_a_resume_repairs_it(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    replace = os.replace
+    behind = []
+
+    def kill_point(source, target, *args, **kwargs):  # every rename of the run is a point where a kill may land
+        replace(source, target, *args, **kwargs)
+        newest = ckpt.numbered_checkpoints(out)
+        if Path(target).parent == out and newest and latest_iteration(out) < ckpt.checkpoint_number(newest[0]):
+            behind.append(Path(target).name)
+    monkeypatch.setattr(os, "replace", kill_point)
+    run(out, 4)
+    monkeypatch.undo()
+    assert behind == []
+    # A folder left so by a kill (or by an older version): checkpoint.pt still at 2 beside checkpoint-000004.pt,
+    # and the summary never written. The resume that finishes the run points checkpoint.pt at 4.
+    (out / ckpt.LATEST).unlink()
+    os.link(out / "checkpoint-000002.pt", out / ckpt.LATEST)
+    (out / "summary.json").unlink()
+    assert run(out, 4, resume=out)["status"] == "finished"
+    assert os.path.samefile(out / ckpt.LATEST, out / "checkpoint-000004.pt")
+    # Killed between the two renames of the newest: checkpoint.pt at 4, no checkpoint-000004.pt yet.
+    (out / "checkpoint-000004.pt").unlink()
+    (out / "summary.json").unlink()
+    finished = run(out, 4, resume=out)
+    assert (finished["resumed_from"], finished["resumed_at"]) == (str(out / ckpt.LATEST), 4)
+    assert latest_iteration(out) == 4
