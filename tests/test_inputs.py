@@ -177,6 +177,10 @@ def test_digit_backbone_on_faces_warns_once_and_notes_it_in_summary_and_score(tm
     captured = capsys.readouterr()
     assert "ganforge score: warning: the scores use --fid-backbone mnist" in captured.err
     assert "fid_backbone_note" in captured.out
+    # what the note asks for: score the same checkpoint with another backbone (here refused: no weights file)
+    code, err = run_cli(["score", "--ckpt", str(out / "checkpoint.pt"), "--fid-backbone", "inception",
+                         "--inception-weights", str(tmp_path / "none.pth")], capsys)
+    assert "none.pth (it does not exist" in one_line_error(code, err)
     # digits, and the Inception backbone, need no note
     from ganforge.engine.metrics.classifier import digit_backbone_note
 

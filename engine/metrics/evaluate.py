@@ -152,9 +152,15 @@ def evaluate_generator(G, cfg, num_classes, device, n_samples, progress=False, r
     return out
 
 
-def score_checkpoint(ckpt_path, n_samples=2000, use_ema=True, device="cpu", metrics="fid"):
-    """A checkpoint's generator scored as at the end of its run (evaluate_generator), with ``metrics``."""
+def score_checkpoint(ckpt_path, n_samples=2000, use_ema=True, device="cpu", metrics="fid", backbone=None,
+                     inception_weights=None):
+    """A checkpoint's generator scored as at the end of its run (evaluate_generator), with ``metrics``; ``backbone``
+    and ``inception_weights``, when given, replace the run's own --fid-backbone and --inception-weights."""
     G, cfg, num_classes = load_generator(ckpt_path, device, use_ema)
+    if backbone is not None:
+        cfg.fid_backbone = backbone
+    if inception_weights is not None:
+        cfg.inception_weights = inception_weights
     return evaluate_generator(G, cfg, num_classes, device, n_samples, metrics=metrics)
 
 

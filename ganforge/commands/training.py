@@ -164,6 +164,10 @@ def _score(argv, prog, description, fixed_metrics=None):
         parser.add_argument("--metrics", default="all", help=FIELDS["metrics"].metadata["help"])
     parser.add_argument("--no-ema", action="store_true")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--fid-backbone", choices=FIELDS["fid_backbone"].metadata["choices"],
+                        help="the features every metric compares (default: the run's own --fid-backbone)")
+    parser.add_argument("--inception-weights", metavar="FILE",
+                        help="local Inception weights file for --fid-backbone inception (default: the run's own)")
     parser.add_argument("--json-out", help="also write the scores to this JSON file")
     args = parser.parse_args(argv)
     if args.samples < 2:
@@ -175,7 +179,8 @@ def _score(argv, prog, description, fixed_metrics=None):
     from ..engine.io import atomic_write_json, strict_json
 
     metrics = fixed_metrics or args.metrics
-    scores = score_checkpoint(args.ckpt, args.samples, not args.no_ema, args.device, metrics=metrics)
+    scores = score_checkpoint(args.ckpt, args.samples, not args.no_ema, args.device, metrics=metrics,
+                              backbone=args.fid_backbone, inception_weights=args.inception_weights)
     if "fid_backbone_note" in scores:
         print(f"{prog}: warning: {scores['fid_backbone_note']}", file=sys.stderr)
     if fixed_metrics is None:
