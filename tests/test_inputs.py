@@ -125,6 +125,7 @@ BAD_COMMAND_FLAGS = {  # name: (command and flags after --ckpt, what the one lin
     "sample --seed 1e23": (["sample", "--seed", str(10**23)], "--seed must be an integer in [0, 2**63)"),
     "sample --device cuda": (["sample", "--device", "cuda"], "--device cuda asked for CUDA"),
     "decode --device nonsense": (["decode", "--codes", "c.npz", "--device", "gpu0"], "--device 'gpu0' is not a device"),
+    "augment-study --seeds -4": (["augment-study", "--seeds", "0,-4"], "--seeds must be an integer in [0, 2**63)"),
 }
 
 
@@ -134,7 +135,8 @@ def test_command_flags_fail_with_one_line_naming_the_flag(conditional_gan, tmp_p
     if "cuda" in case and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     out = tmp_path / ("edit" if command == "edit" else "out.png")
-    line = one_line_error(*run_cli([command, "--ckpt", str(conditional_gan), *flags, "--out", str(out)], capsys))
+    ckpt = [] if command == "augment-study" else ["--ckpt", str(conditional_gan)]  # the study trains its own
+    line = one_line_error(*run_cli([command, *ckpt, *flags, "--out", str(out)], capsys))
     assert expected in line, line
     assert not out.exists()
 

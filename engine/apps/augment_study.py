@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..config import check_seed
 from ..data import DataError, Dataset, load_dataset, require_labels, to_unit_range
+from ..devices import resolve_device
 from ..io import atomic_write, atomic_write_text
 
 VARIANTS = {  # name -> (shift, gan samples, confidence filter)
@@ -95,6 +97,9 @@ class StudyConfig:
             raise ValueError(f"--shots must be positive counts per class, got {self.shots}")
         if not self.seeds:
             raise ValueError("--seeds needs at least one seed")
+        for seed in self.seeds:
+            check_seed(seed, "--seeds")
+        resolve_device(self.device)  # a device this machine lacks fails here, before any work
         for name in ("classifier_steps", "batch_size", "gan_iterations", "gan_samples_per_class", "gan_width"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
