@@ -125,6 +125,8 @@ BAD_COMMAND_FLAGS = {  # name: (command and flags after --ckpt, what the one lin
     "sample --seed 1e23": (["sample", "--seed", str(10**23)], "--seed must be an integer in [0, 2**63)"),
     "sample --device cuda": (["sample", "--device", "cuda"], "--device cuda asked for CUDA"),
     "decode --device nonsense": (["decode", "--codes", "c.npz", "--device", "gpu0"], "--device 'gpu0' is not a device"),
+    "train-encoder --lr nan": (["train-encoder", "--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+    "train-encoder --real-weight -1": (["train-encoder", "--real-weight", "-1"], "--real-weight must be a finite weight"),
     "augment-study --seeds -4": (["augment-study", "--seeds", "0,-4"], "--seeds must be an integer in [0, 2**63)"),
 }
 

@@ -318,6 +318,11 @@ def train_encoder_command(argv):
     args = parser.parse_args(argv)
     if args.iterations < 1 or args.batch_size < 1:
         raise ValueError(f"--iterations and --batch-size must be >= 1, got {args.iterations}, {args.batch_size}")
+    if not 0 < args.lr < float("inf"):
+        raise ValueError(f"--lr must be a finite number > 0, got {args.lr}")
+    for option, weight in (("--feature-weight", args.feature_weight), ("--real-weight", args.real_weight)):
+        if not 0 <= weight < float("inf"):
+            raise ValueError(f"{option} must be a finite weight >= 0, got {weight}")
     check_device_and_seed(args)
     if args.out:
         check_output_file("--out", args.out, reads=[("--ckpt", args.ckpt)])
