@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .config import TrainConfig, fields_with_resume_class, flag
+from .data.identity import data_changes
 from .io import atomic_write, fsync_dir
 from .rundir import STAGING
 
@@ -56,6 +57,7 @@ def save_checkpoint(path, train_state, iteration, data_shape, num_classes, extra
         "augment_p": train_state.augment.p.detach().cpu(),
         "ema_images": train_state.ema_images.detach().cpu(),
         "lecam_ema": train_state.lecam_ema.detach().cpu(),  # LeCam's moving averages of D's scores
+        "data": train_state.data_identity,  # what the steps read (engine.data.identity): a resume compares
         **(extra or {}),  # e.g. the trainer's rollback count
     }
     # Serialised in memory first: torch's own writer turns a failed write (a full disk) into an opaque
@@ -256,6 +258,7 @@ def restore_training_state(train_state, state, path="checkpoint"):
     train_state.scaler_g.load_state_dict(state["scaler_g"])
     train_state.scaler_d.load_state_dict(state["scaler_d"])
     changes = hyperparameter_changes(saved, cfg)
+    changes.update(data_changes(state.get("data"), train_state.data_identity))  # other data: reported, not refused
     train_state.set_learning_rates(lr_g=cfg.lr_g if "lr_g" in changes else None,
                                    lr_d=cfg.lr_d if "lr_d" in changes else None)
     for optimizer in (train_state.opt_g, train_state.opt_d):

@@ -10,6 +10,7 @@ from ..models import build_models, set_attribute_bank
 from . import distributed
 from .config import TrainConfig
 from .data import DataError, Dataset, attribute_names_for, attribute_vectors, load_dataset, require_labels
+from .data.identity import data_identity
 from .data.stream import BatchStream, StreamedDataset, open_streamed_npy
 from .devices import check_fits_on_device, resident_budget, resolve_device, resolve_graphs, resolve_precision
 from .train_state import TrainState
@@ -157,6 +158,7 @@ def assemble_session(cfg, dataset, world):
             labels = conditions[rows].to(device) if world.world_size > 1 else conditions.to(device)
     state = TrainState(cfg, G, D, pixels, labels, num_classes, device, precision, channels_last, world,
                        streamed=streaming)
+    state.data_identity = data_identity(dataset, streaming)  # saved in checkpoints: a resume reports other data
     if graphs:
         from .graphs import GraphRunner
         runner = GraphRunner(state)

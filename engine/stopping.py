@@ -1,5 +1,6 @@
 """How a run ends early: the exceptions train() raises, each carrying the command's exit code, and the one-line
 cause of an I/O failure."""
+from .data.stream import StreamFailed
 
 
 class TrainingStopped(Exception):
@@ -32,5 +33,7 @@ class TrainingInterrupted(TrainingStopped):
 
 def describe_os_error(exc):
     """One line naming the file an OSError was about and why it failed."""
+    if isinstance(exc, StreamFailed):  # a read of the training data: its message names the file and the cause
+        return str(exc)
     where = f"{exc.filename}: " if exc.filename else ""
     return f"cannot write the run's files: {where}{exc.strerror or exc}"

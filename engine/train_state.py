@@ -59,6 +59,7 @@ class TrainState(Steps):
         # streamed: ``pixels`` is one batch, this rank's rows, refilled from disk before each step that reads it.
         self.pixels, self.labels, self.num_classes = pixels, labels, num_classes
         self.streamed = streamed
+        self.data_identity = None  # what the data are and how they are read (engine.data.identity; the session's)
         # what G and D are conditioned on: None, "class" (labels are int64 classes) or "attributes" (labels are
         # float32 (N, K) attribute vectors of -1/1, and fake batches take the vectors of random real rows)
         self.condition = "class" if cfg.conditional else "attributes" if cfg.condition_on else None

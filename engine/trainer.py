@@ -8,6 +8,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from . import distributed
+from .data.stream import StreamFailed
 from .devices import resolve_device
 from .loop import train_loop
 from .metrics.evaluate import check_scoring
@@ -52,9 +53,10 @@ def train(cfg, dataset=None, resume=None, overwrite=False, discard_newer=False):
         try:
             summary = train_loop(session, out, start, resume is not None, signals, references, run_dir)
         except OSError as exc:  # a full disk, a folder made read-only or removed: one line, the checkpoints intact
+            # a streamed dataset's failure names its own cause and fix; a failed write's fix is the folder
+            remedy = "" if isinstance(exc, StreamFailed) else "free the space or fix the folder, then "
             raise TrainingFailed(f"{describe_os_error(exc)}; the last good checkpoint is "
-                                 f"{newest_checkpoint(out)}; free the space or fix the folder, then continue with "
-                                 f"--resume {out}") from exc
+                                 f"{newest_checkpoint(out)}; {remedy}continue with --resume {out}") from exc
         except RuntimeError as exc:
             if not (world.launched and distributed.is_collective_failure(exc)):
                 raise

@@ -515,7 +515,7 @@ def test_integer_sources_are_held_as_uint8_and_read_as_before(tmp_path):
         nhwc = rng.integers(0, 256, (6, 5, 4, 3)).astype(dtype)
         np.save(tmp_path / "ints.npy", nhwc)
         ds = load_dataset("npy", tmp_path / "ints.npy")
-        assert ds.pixels.dtype == torch.uint8 and ds.pixels.is_contiguous()
+        assert ds.pixels.dtype == torch.uint8 and ds.pixels.is_contiguous(memory_format=torch.channels_last)  # as read
         assert torch.equal(ds.pixels, torch.from_numpy(nhwc.astype(np.uint8)).permute(0, 3, 1, 2))
         # the floats every consumer sees: bit for bit the conversion of the whole set before this change
         old = torch.from_numpy(nhwc).float().permute(0, 3, 1, 2) / 127.5 - 1

@@ -87,5 +87,14 @@ def load_dataset(name="mnist5k", path=None, *, split="train", image_size=None, c
     if image_size is not None:
         images = resize(images, image_size)
     labels = None if labels is None else torch.as_tensor(labels, dtype=torch.int64)
-    return Dataset(images.contiguous(), labels, classes if labels is not None else 0, name, source, class_names,
+    return Dataset(held_once(images), labels, classes if labels is not None else 0, name, source, class_names,
                    attributes, attribute_names)
+
+
+def held_once(pixels):
+    """The pixels as they lie when they are dense, (N, C, H, W) or channels-last (N, H, W, C) in memory: a big set is
+    held once, not copied into the other layout. Only a view that repeats memory (grey expanded to colour) is made
+    whole."""
+    if pixels.is_contiguous() or pixels.is_contiguous(memory_format=torch.channels_last):
+        return pixels
+    return pixels.contiguous()

@@ -142,10 +142,13 @@ def to_nchw(images, source):
     Ranges: uint8 (or any integer type) 0..255; floats in [0, 1] or in [-1, 1]. A float array whose values
     all lie in [0, 1] is read as [0, 1]. Integer pixels stay integers (a quarter of float32's memory); the steps
     convert each batch with to_unit_range.
+
+    uint8 pixels are not copied: the result is a view of ``images``' memory, (N, C, H, W) with channels-last
+    strides when they are stored (N, H, W, C). Each image stays one contiguous block either way.
     """
     if images.shape[0] == 0:
         raise DataError(f"{source}: the dataset holds no images")
-    x = torch.from_numpy(np.ascontiguousarray(images))
+    x = torch.from_numpy(images if all(stride >= 0 for stride in images.strides) else np.ascontiguousarray(images))
     if x.dtype == torch.bool or not (x.is_floating_point() or x.dtype in _INT_DTYPES):
         raise DataError(f"{source}: pixels must be integers 0..255 or floats, got dtype {images.dtype}")
     if x.is_floating_point():
