@@ -34,3 +34,13 @@ def pytest_collection_modifyitems(config, items):
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
 
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread, as in the fault tests' subprocesses: on a busy machine extra threads only contend, and
+    one thread keeps the arithmetic identical from run to run."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,8 +1,20 @@
-"""Faults and probes shared by the tests, planted by monkeypatching the engine's own functions (the engine keeps
-no test hooks)."""
+"""What the tests share: the tiny run settings of the fault tests and their digits, and faults planted by
+monkeypatching the engine's own functions (the engine keeps no test hooks)."""
+import functools
+
 import torch
 
 from ganforge.engine import loop
+from ganforge.engine.data import load_dataset
+
+# The fault tests' runs: tiny, on the reference kernels, not scored, so a run takes a fraction of a second.
+TINY_CFG = dict(batch_size=8, kernels="ref", fid_samples=0, progress=False, sample_every=1000, seed=5)
+
+
+@functools.cache
+def tiny_digits():
+    """The MNIST-5k train split as the tiny runs load it (loaded once per test process)."""
+    return load_dataset("mnist5k", split="train", seed=TINY_CFG["seed"])
 
 
 def poison_d_weight_after(monkeypatch, iteration):

