@@ -5,6 +5,7 @@
     ganforge bench scaling [--nproc 1,2] [--device cpu|cuda] [-- train flags]   (torchrun data-parallel scaling)
     ganforge bench penalty-cost [--model dcgan-28] [--batch-size 64]   (RpGAN + R1 + R2: explicit vs double backward)
     ganforge bench records [--check]   (write docs/results.md from bench/results/*/README.md, or check it)
+    ganforge bench counts [--device cpu] [--out FILE.json]   (operators, allocations and host reads per step)
     ganforge profile [train flags] [--out DIR] [--steps-to-profile N] [--synthetic-data]
     ganforge profile diff A/kernels.json B/kernels.json [--threshold 10%]
 """
@@ -28,7 +29,8 @@ def _bench_parser():
         epilog="ganforge bench compare BASE.json NEW.json [--threshold 10%]: flag regressions between runs. "
                "ganforge bench scaling [--nproc 1,2]: images/s on N torchrun ranks against N x one rank. "
                "ganforge bench penalty-cost: RpGAN + R1 + R2's D step, explicit gradient vs double backward. "
-               "ganforge bench records [--check]: write (or check) docs/results.md, the index of bench/results/.")
+               "ganforge bench records [--check]: write (or check) docs/results.md, the index of bench/results/. "
+               "ganforge bench counts [--out FILE.json]: operators, allocations and host reads of one step per kind.")
     parser.add_argument("what", choices=WHAT, help="kernels, train, or all of them")
     parser.add_argument("--quick", action="store_true", help="small sweep, few repeats (CI-sized)")
     parser.add_argument("--out", help="results JSON (default: runs/bench/<what>-<device>-<time>.json)")
@@ -84,6 +86,10 @@ def bench_command(argv):
         return main(argv[1:])
     if argv[:1] == ["records"]:
         from ..bench.records import main
+
+        return main(argv[1:])
+    if argv[:1] == ["counts"]:
+        from ..bench.counts import main
 
         return main(argv[1:])
 
