@@ -249,7 +249,12 @@ class Steps:
             half_life = batch * math.log(0.5) / math.log(self.cfg.ema)
             ramped = torch.clamp(self.ema_images * self.cfg.ema_rampup, min=1e-8, max=half_life)
             weight = 1.0 - torch.pow(0.5, batch / ramped)
-        torch._foreach_lerp_(ema_params, list(self.G.parameters()), weight)
+        params = list(self.G.parameters())
+        if isinstance(weight, torch.Tensor):  # the ramped weight lives on the device: as a tensor per parameter it
+            #                                   is never read back (a single tensor would be, as a Python number)
+            torch._foreach_lerp_(ema_params, params, [weight] * len(ema_params))
+        else:
+            torch._foreach_lerp_(ema_params, params, weight)
         self.ema_updates += 1
 
     @torch.no_grad()
