@@ -6,6 +6,7 @@
     ganforge bench penalty-cost [--model dcgan-28] [--batch-size 64]   (RpGAN + R1 + R2: explicit vs double backward)
     ganforge bench records [--check]   (write docs/results.md from bench/results/*/README.md, or check it)
     ganforge bench counts [--device cpu] [--out FILE.json]   (operators, allocations and host reads per step)
+    ganforge bench history [rebuild DIR] [--history DB] [--case C] [--model M] [--column COL] [--commit SHA]
     ganforge profile [train flags] [--out DIR] [--steps-to-profile N] [--synthetic-data]
     ganforge profile diff A/kernels.json B/kernels.json [--threshold 10%]
 """
@@ -30,7 +31,8 @@ def _bench_parser():
                "ganforge bench scaling [--nproc 1,2]: images/s on N torchrun ranks against N x one rank. "
                "ganforge bench penalty-cost: RpGAN + R1 + R2's D step, explicit gradient vs double backward. "
                "ganforge bench records [--check]: write (or check) docs/results.md, the index of bench/results/. "
-               "ganforge bench counts [--out FILE.json]: operators, allocations and host reads of one step per kind.")
+               "ganforge bench counts [--out FILE.json]: operators, allocations and host reads of one step per kind. "
+               "ganforge bench history [rebuild DIR]: the figures of results files over commits (SQLite).")
     parser.add_argument("what", choices=WHAT, help="kernels, train, or all of them")
     parser.add_argument("--quick", action="store_true", help="small sweep, few repeats (CI-sized)")
     parser.add_argument("--out", help="results JSON (default: runs/bench/<what>-<device>-<time>.json)")
@@ -92,6 +94,10 @@ def bench_command(argv):
         from ..bench.counts import main
 
         return main(argv[1:])
+    if argv[:1] == ["history"]:
+        from ..bench.history import main
+
+        return main(argv[1:])
 
     args = _bench_parser().parse_args(argv)
     from ..bench.report import report_markdown
@@ -105,6 +111,9 @@ def bench_command(argv):
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out or f"runs/bench/{args.what}-{device.type}-{stamp}.json")
     save_results(results, out)
+    from ..bench.history import record_quietly
+
+    record_quietly(results)  # the figures over commits; a failure warns and never fails the run
     print()
     print(report_markdown(results), end="")
     print(f"\nresults written to {out}")

@@ -1,0 +1,225 @@
+"""A history of bench figures across commits: one SQLite table, standard library only.
+
+    ganforge bench history rebuild DIR [--history DB]     (a fresh database from every results file under DIR)
+    ganforge bench history [--history DB] [--case C] [--model M] [--column COL] [--objective O] [--commit SHA]
+
+Each row is one figure of one results file ("ganforge-bench/1"): a kernel row's median time (ms) or a training
+row's images/s, keyed by (case, model, objective, column, batch, shape, dtype), with the file's commit, machine
+(its "device" field), torch and triton versions and date. Default database: $GANFORGE_HISTORY, else
+$GANFORGE_CACHE/bench-history.sqlite, else ~/.cache/ganforge/bench-history.sqlite.
+"""
+import argparse
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+from .results import SCHEMA
+
+KEY = ("case_name", "model", "objective", "column_name", "batch", "shape", "dtype")
+COLUMNS = KEY + ("git_commit", "machine", "torch", "triton", "date", "figure", "value", "unit")
+KNOWN_SECTIONS = ("kernels", "train")
+
+_CREATE = ("CREATE TABLE IF NOT EXISTS figures (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+           + ", ".join(f"{c} {'REAL' if c == 'value' else 'INTEGER' if c == 'batch' else 'TEXT'}" for c in COLUMNS)
+           + ")")
+
+
+def default_path():
+    explicit = os.environ.get("GANFORGE_HISTORY")
+    if explicit:
+        return Path(explicit)
+    cache = os.environ.get("GANFORGE_CACHE")
+    return Path(cache or Path.home() / ".cache" / "ganforge") / "bench-history.sqlite"
+
+
+def connect(db_path=None):
+    path = Path(db_path) if db_path else default_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(str(path))
+    con.execute(_CREATE)
+    return con
+
+
+def _shape(value):
+    if isinstance(value, (list, tuple)):
+        return "x".join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def _kernel_key(row):
+    return {"case_name": f"kernel/{row['op']}/{row['pass']}", "model": "", "objective": "",
+            "column_name": str(row["impl"]), "batch": int(row["numel"]), "shape": _shape(row.get("shape")),
+            "dtype": str(row.get("dtype") or "")}, ("median_ms", "ms")
+
+
+# (loss, penalty) -> the bench's objective name, for rows written before rows named their objective
+_OLD_OBJECTIVES = {("ns", "none"): "none", ("wgan", "wgan-gp"): "wgan-gp", ("ns", "r1"): "r1",
+                   ("rpgan", "r1+r2"): "rpgan-r1r2"}
+
+
+def _train_key(row):
+    loss_penalty = (row.get("loss"), row.get("penalty"))
+    objective = row.get("objective")
+    if not objective and row.get("penalty_every") in (None, 1):
+        objective = _OLD_OBJECTIVES.get(loss_penalty)
+    objective = objective or "+".join(str(v) for v in loss_penalty)
+    return {"case_name": str(row["name"]), "model": str(row["model"]), "objective": str(objective),
+            "column_name": str(row["column"]), "batch": int(row["batch_size"]),
+            "shape": _shape(row.get("data_shape")), "dtype": str(row.get("precision") or "")}, \
+        ("images_per_sec", "images/s")
+
+
+_KEYERS = {"kernels": _kernel_key, "train": _train_key}
+
+
+def figure_rows(results):
+    """(rows, skipped): one dict per figure of ``results``; skipped counts rows of unknown kinds or without a figure."""
+    header = {"git_commit": results.get("git_commit") or "", "machine": str(results.get("device") or ""),
+              "torch": str(results.get("torch") or ""), "triton": str(results.get("triton") or ""),
+              "date": str(results.get("date") or "")}
+    rows, skipped = [], 0
+    for section, entries in results.items():
+        if not isinstance(entries, list) or section == "notes":
+            continue
+        keyer = _KEYERS.get(section)
+        for row in entries:
+            if keyer is None or not isinstance(row, dict):
+                skipped += 1
+                continue
+            try:
+                key, (figure, unit) = keyer(row)
+            except (KeyError, TypeError, ValueError):
+                skipped += 1
+                continue
+            value = row.get(figure)
+            if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+                skipped += 1  # a skipped or failed row: no figure to keep
+                continue
+            rows.append({**key, **header, "figure": figure, "value": float(value), "unit": unit})
+    return rows, skipped
+
+
+def record(db_path, results, con=None):
+    """Append every figure of one results dict to the database; return (rows added, rows skipped)."""
+    rows, skipped = figure_rows(results)
+    own = con is None
+    con = connect(db_path) if own else con
+    try:
+        with con:
+            con.executemany(f"INSERT INTO figures ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                            [tuple(r[c] for c in COLUMNS) for r in rows])
+    finally:
+        if own:
+            con.close()
+    return len(rows), skipped
+
+
+def record_quietly(results, db_path=None):
+    """record() for the bench commands: a failure prints one warning line and never raises."""
+    try:
+        record(db_path, results)
+    except Exception as exc:  # noqa: BLE001 - the history must never fail a bench run
+        print(f"warning: bench history not updated ({default_path() if db_path is None else db_path}): {exc}")
+
+
+def _results_files(folder):
+    """(results dicts, files skipped) for every JSON under ``folder`` whose schema is the bench's."""
+    found, skipped = [], 0
+    for path in sorted(Path(folder).rglob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError, UnicodeDecodeError):
+            skipped += 1
+            continue
+        if isinstance(data, dict) and data.get("schema") == SCHEMA:
+            found.append(data)
+        else:
+            skipped += 1
+    return found, skipped
+
+
+def rebuild(db_path, folder):
+    """A fresh database from every results file under ``folder``; return (files, rows, files skipped, rows skipped)."""
+    path = Path(db_path) if db_path else default_path()
+    if path.exists():
+        path.unlink()
+    found, files_skipped = _results_files(folder)
+    con = connect(path)
+    rows = rows_skipped = 0
+    try:
+        for results in found:
+            added, skipped = record(path, results, con=con)
+            rows, rows_skipped = rows + added, rows_skipped + skipped
+    finally:
+        con.close()
+    return len(found), rows, files_skipped, rows_skipped
+
+
+def query(db_path=None, case=None, model=None, column=None, commit=None, objective=None):
+    """The selected rows as dicts, oldest first (date, then insertion order)."""
+    where, args = [], []
+    for name, value in (("case_name", case), ("model", model), ("column_name", column), ("objective", objective)):
+        if value is not None:
+            where.append(f"{name} = ?")
+            args.append(value)
+    if commit:
+        where.append("git_commit LIKE ?")
+        args.append(commit + "%")
+    sql = f"SELECT {', '.join(COLUMNS)} FROM figures" + (" WHERE " + " AND ".join(where) if where else "") \
+        + " ORDER BY date, id"
+    con = connect(db_path)
+    try:
+        return [dict(zip(COLUMNS, r)) for r in con.execute(sql, args)]
+    finally:
+        con.close()
+
+
+def markdown_table(rows):
+    """The rows' figures over commits: one line per figure, its key beside the date, commit, machine and value."""
+    lines = ["| date | commit | machine | case | model | objective | column | batch | shape | dtype | value |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['date']} | {(r['git_commit'] or '-')[:10]} | {r['machine']} | {r['case_name']} | "
+                     f"{r['model'] or '-'} | {r['objective'] or '-'} | {r['column_name']} | {r['batch']} | "
+                     f"{r['shape'] or '-'} | {r['dtype'] or '-'} | {r['value']:.4g} {r['unit']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="ganforge bench history",
+                                     description="Bench figures over commits, from a SQLite history.",
+                                     epilog="ganforge bench history rebuild DIR [--history DB]: a fresh database "
+                                            "from every results file under DIR.")
+    parser.add_argument("--history", help="database (default: $GANFORGE_HISTORY or "
+                                          "~/.cache/ganforge/bench-history.sqlite)")
+    parser.add_argument("--case", help="a training row's name (dcgan-28) or kernel/OP/PASS")
+    parser.add_argument("--model", help="model (mlp, dcgan)")
+    parser.add_argument("--column", help="training column or kernel implementation")
+    parser.add_argument("--objective", help="training objective (none, wgan-gp, r1, rpgan-r1r2, default)")
+    parser.add_argument("--commit", help="a commit, or the start of one")
+    return parser
+
+
+def main(argv):
+    """`ganforge bench history ...`; returns the exit code."""
+    argv = list(argv)
+    if argv[:1] == ["rebuild"]:
+        parser = argparse.ArgumentParser(prog="ganforge bench history rebuild",
+                                         description="A fresh history from every results file under DIR.")
+        parser.add_argument("folder", help="folder searched for results JSON files (bench/results)")
+        parser.add_argument("--history", help="database (default: $GANFORGE_HISTORY)")
+        args = parser.parse_args(argv[1:])
+        if not Path(args.folder).is_dir():
+            parser.error(f"{args.folder} is not a folder")
+        files, rows, files_skipped, rows_skipped = rebuild(args.history, args.folder)
+        print(f"loaded {files} results files, {rows} rows into {args.history or default_path()} "
+              f"(skipped {files_skipped} other JSON files, {rows_skipped} rows without a figure or of unknown kind)")
+        return 0
+    args = _parser().parse_args(argv)
+    rows = query(args.history, args.case, args.model, args.column, args.commit, args.objective)
+    if not rows:
+        print("no rows match")
+        return 0
+    print(markdown_table(rows), end="")
+    return 0

@@ -1,0 +1,87 @@
+"""bench/history.py: figures of results files in SQLite, rebuilt from a folder, printed over commits."""
+import json
+
+from ganforge.bench.history import query, rebuild, record
+from ganforge.bench.results import SCHEMA
+from ganforge.commands.bench import bench_command
+
+
+def _results(commit, date, images_per_sec, ms=0.5):
+    train = {"name": "mlp-28", "model": "mlp", "data_shape": [1, 28, 28], "objective": "default", "loss": "ns",
+             "penalty": "r1", "batch_size": 64, "column": "eager-fp32", "precision": "fp32",
+             "images_per_sec": images_per_sec}
+    failed = dict(train, column="compile", images_per_sec=None, error="RuntimeError: double backward")
+    kernel = {"op": "bias_act", "pass": "forward", "impl": "eager", "numel": 4096, "dtype": "bfloat16",
+              "shape": [4, 16, 8, 8], "median_ms": ms}
+    return {"schema": SCHEMA, "device": "cpu: x86_64 (2 threads)", "device_type": "cpu", "torch": "2.13.0",
+            "triton": None, "git_commit": commit, "date": date, "quick": True, "notes": ["a note"],
+            "ceilings": {}, "kernels": [kernel], "train": [train, failed], "mystery": [{"x": 1}]}
+
+
+def test_record_and_query_round_trip(tmp_path):
+    db = tmp_path / "h.sqlite"
+    assert record(db, _results("a" * 40, "2026-12-02T10:00:00+00:00", 500.0)) == (2, 2)  # failed + unknown kind
+    rows = query(db, case="mlp-28")
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["model"], row["objective"], row["column_name"], row["batch"], row["shape"], row["dtype"]) == \
+        ("mlp", "default", "eager-fp32", 64, "1x28x28", "fp32")
+    assert (row["git_commit"], row["machine"], row["torch"], row["triton"]) == \
+        ("a" * 40, "cpu: x86_64 (2 threads)", "2.13.0", "")
+    assert (row["value"], row["unit"]) == (500.0, "images/s")
+    kernel, = query(db, case="kernel/bias_act/forward")
+    assert (kernel["column_name"], kernel["value"], kernel["unit"], kernel["shape"]) == ("eager", 0.5, "ms", "4x16x8x8")
+    assert query(db, commit="aaaa") and not query(db, commit="bbbb")
+
+
+def _folder(tmp_path):
+    folder = tmp_path / "results"
+    (folder / "one").mkdir(parents=True)
+    (folder / "two").mkdir()
+    # the newer file sorts first by path: the history must still come out in date order
+    (folder / "one" / "new.json").write_text(json.dumps(_results("b" * 40, "2026-12-03T09:00:00+00:00", 600.0)))
+    (folder / "two" / "old.json").write_text(json.dumps(_results("a" * 40, "2026-12-01T09:00:00+00:00", 500.0)))
+    (folder / "two" / "summary.json").write_text(json.dumps({"fid": 12.0, "git_commit": "c" * 40}))
+    (folder / "two" / "broken.json").write_text("{not json")
+    return folder
+
+
+def test_rebuild_gives_both_commits_in_date_order_and_skips_other_json(tmp_path):
+    db = tmp_path / "h.sqlite"
+    record(db, _results("f" * 40, "2026-11-01T00:00:00+00:00", 1.0))  # gone after the rebuild
+    assert rebuild(db, _folder(tmp_path)) == (2, 4, 2, 4)
+    rows = query(db, case="mlp-28", column="eager-fp32")
+    assert [(r["git_commit"][0], r["value"]) for r in rows] == [("a", 500.0), ("b", 600.0)]
+
+
+def test_cli_rebuild_and_table(tmp_path, capsys):
+    db = str(tmp_path / "h.sqlite")
+    assert bench_command(["history", "rebuild", str(_folder(tmp_path)), "--history", db]) == 0
+    assert "loaded 2 results files, 4 rows" in capsys.readouterr().out
+    assert bench_command(["history", "--history", db, "--case", "mlp-28", "--model", "mlp"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| date | commit | machine |")
+    assert len(lines) == 4
+    assert "aaaaaaaaaa" in lines[2] and "500 images/s" in lines[2]
+    assert "bbbbbbbbbb" in lines[3] and "600 images/s" in lines[3]
+    assert bench_command(["history", "--history", db, "--case", "nothing"]) == 0
+    assert capsys.readouterr().out.strip() == "no rows match"
+
+
+def test_history_defaults_to_the_environment(tmp_path, monkeypatch):
+    from ganforge.bench.history import default_path, record_quietly
+
+    monkeypatch.setenv("GANFORGE_HISTORY", str(tmp_path / "env.sqlite"))
+    assert default_path() == tmp_path / "env.sqlite"
+    record_quietly(_results("a" * 40, "2026-12-01T09:00:00+00:00", 5.0))
+    assert len(query(None)) == 2
+
+
+def test_a_history_failure_only_warns(tmp_path, capsys):
+    from ganforge.bench.history import record_quietly
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    record_quietly(_results("a" * 40, "2026-12-01T09:00:00+00:00", 5.0), db_path=blocker / "h.sqlite")
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("warning: bench history not updated")
