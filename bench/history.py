@@ -5,7 +5,8 @@
 
 Each row is one figure of one results file ("ganforge-bench/1"): a kernel row's median time (ms) or a training
 row's images/s, keyed by (case, model, objective, column, batch, shape, dtype), with the file's commit, machine
-(its "device" field), torch and triton versions and date. Default database: $GANFORGE_HISTORY, else
+(its "device" field), torch and triton versions and date, and the p20 / p80 of the repeats beside the median
+(the band `ganforge bench report` draws; empty for rows written without them). Default database: $GANFORGE_HISTORY, else
 $GANFORGE_CACHE/bench-history.sqlite, else ~/.cache/ganforge/bench-history.sqlite.
 """
 import argparse
@@ -17,12 +18,17 @@ from pathlib import Path
 from .results import SCHEMA
 
 KEY = ("case_name", "model", "objective", "column_name", "batch", "shape", "dtype")
-COLUMNS = KEY + ("git_commit", "machine", "torch", "triton", "date", "figure", "value", "unit")
+COLUMNS = KEY + ("git_commit", "machine", "torch", "triton", "date", "figure", "value", "unit", "p20", "p80")
 KNOWN_SECTIONS = ("kernels", "train")
+_REAL = ("value", "p20", "p80")
+
+
+def _sql_type(column):
+    return "REAL" if column in _REAL else "INTEGER" if column == "batch" else "TEXT"
+
 
 _CREATE = ("CREATE TABLE IF NOT EXISTS figures (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-           + ", ".join(f"{c} {'REAL' if c == 'value' else 'INTEGER' if c == 'batch' else 'TEXT'}" for c in COLUMNS)
-           + ")")
+           + ", ".join(f"{c} {_sql_type(c)}" for c in COLUMNS) + ")")
 
 
 def default_path():
@@ -38,7 +44,17 @@ def connect(db_path=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     con = sqlite3.connect(str(path))
     con.execute(_CREATE)
+    _add_missing_columns(con)
     return con
+
+
+def _add_missing_columns(con):
+    """A database written before a column existed (p20 / p80) gets it, empty, instead of failing every insert."""
+    present = {row[1] for row in con.execute("PRAGMA table_info(figures)")}
+    with con:
+        for column in COLUMNS:
+            if column not in present:
+                con.execute(f"ALTER TABLE figures ADD COLUMN {column} {_sql_type(column)}")
 
 
 def _shape(value):
@@ -50,7 +66,7 @@ def _shape(value):
 def _kernel_key(row):
     return {"case_name": f"kernel/{row['op']}/{row['pass']}", "model": "", "objective": "",
             "column_name": str(row["impl"]), "batch": int(row["numel"]), "shape": _shape(row.get("shape")),
-            "dtype": str(row.get("dtype") or "")}, ("median_ms", "ms")
+            "dtype": str(row.get("dtype") or "")}, ("median_ms", "ms", "p20_ms", "p80_ms")
 
 
 # (loss, penalty) -> the bench's objective name, for rows written before rows named their objective
@@ -67,10 +83,16 @@ def _train_key(row):
     return {"case_name": str(row["name"]), "model": str(row["model"]), "objective": str(objective),
             "column_name": str(row["column"]), "batch": int(row["batch_size"]),
             "shape": _shape(row.get("data_shape")), "dtype": str(row.get("precision") or "")}, \
-        ("images_per_sec", "images/s")
+        ("images_per_sec", "images/s", "images_per_sec_p20", "images_per_sec_p80")
 
 
 _KEYERS = {"kernels": _kernel_key, "train": _train_key}
+
+
+def _number_or_none(value):
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
 
 
 def figure_rows(results):
@@ -88,7 +110,7 @@ def figure_rows(results):
                 skipped += 1
                 continue
             try:
-                key, (figure, unit) = keyer(row)
+                key, (figure, unit, low, high) = keyer(row)
             except (KeyError, TypeError, ValueError):
                 skipped += 1
                 continue
@@ -96,7 +118,8 @@ def figure_rows(results):
             if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
                 skipped += 1  # a skipped or failed row: no figure to keep
                 continue
-            rows.append({**key, **header, "figure": figure, "value": float(value), "unit": unit})
+            rows.append({**key, **header, "figure": figure, "value": float(value), "unit": unit,
+                         "p20": _number_or_none(row.get(low)), "p80": _number_or_none(row.get(high))})
     return rows, skipped
 
 
@@ -186,40 +209,44 @@ def markdown_table(rows):
     return "\n".join(lines) + "\n"
 
 
-def _parser():
-    parser = argparse.ArgumentParser(prog="ganforge bench history",
-                                     description="Bench figures over commits, from a SQLite history.",
-                                     epilog="ganforge bench history rebuild DIR [--history DB]: a fresh database "
-                                            "from every results file under DIR.")
-    parser.add_argument("--history", help="database (default: $GANFORGE_HISTORY or "
-                                          "~/.cache/ganforge/bench-history.sqlite)")
-    parser.add_argument("--case", help="a training row's name (dcgan-28) or kernel/OP/PASS")
+def add_arguments(parser):
+    """`ganforge bench history [show|rebuild] [DIR]` and the row selection (--history is a shared option)."""
+    parser.description = ("Bench figures over commits from a SQLite history; `history rebuild DIR` makes a fresh "
+                          "database from every results file under DIR.")
+    parser.add_argument("action", nargs="?", choices=("show", "rebuild"), default="show",
+                        help="show the selected figures (default) or rebuild the database from DIR")
+    parser.add_argument("folder", nargs="?", help="rebuild: folder searched for results JSON files (bench/results)")
+    parser.add_argument("--case", dest="row_case", help="a training row's name (dcgan-28) or kernel/OP/PASS")
     parser.add_argument("--model", help="model (mlp, dcgan)")
     parser.add_argument("--column", help="training column or kernel implementation")
     parser.add_argument("--objective", help="training objective (none, wgan-gp, r1, rpgan-r1r2, default)")
     parser.add_argument("--commit", help="a commit, or the start of one")
-    return parser
 
 
-def main(argv):
-    """`ganforge bench history ...`; returns the exit code."""
-    argv = list(argv)
-    if argv[:1] == ["rebuild"]:
-        parser = argparse.ArgumentParser(prog="ganforge bench history rebuild",
-                                         description="A fresh history from every results file under DIR.")
-        parser.add_argument("folder", help="folder searched for results JSON files (bench/results)")
-        parser.add_argument("--history", help="database (default: $GANFORGE_HISTORY)")
-        args = parser.parse_args(argv[1:])
-        if not Path(args.folder).is_dir():
-            parser.error(f"{args.folder} is not a folder")
-        files, rows, files_skipped, rows_skipped = rebuild(args.history, args.folder)
-        print(f"loaded {files} results files, {rows} rows into {args.history or default_path()} "
+def run(args):
+    """Rebuild the database from a folder, or print the selected figures over commits; returns the exit code."""
+    if args.history == "off":
+        print("ganforge bench history: error: --history off names no database to read or rebuild")
+        return 2
+    history = args.history
+    if args.action == "rebuild":
+        if not args.folder or not Path(args.folder).is_dir():
+            print(f"ganforge bench history rebuild: error: {args.folder or 'DIR'} is not a folder")
+            return 2
+        files, rows, files_skipped, rows_skipped = rebuild(history, args.folder)
+        print(f"loaded {files} results files, {rows} rows into {history or default_path()} "
               f"(skipped {files_skipped} other JSON files, {rows_skipped} rows without a figure or of unknown kind)")
         return 0
-    args = _parser().parse_args(argv)
-    rows = query(args.history, args.case, args.model, args.column, args.commit, args.objective)
+    rows = query(history, args.row_case, args.model, args.column, args.commit, args.objective)
     if not rows:
         print("no rows match")
         return 0
     print(markdown_table(rows), end="")
     return 0
+
+
+def main(argv):
+    """`ganforge bench history ...` through the bench harness; returns the exit code."""
+    from .harness import main as harness_main
+
+    return harness_main(["history", *argv])
