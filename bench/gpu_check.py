@@ -1,6 +1,6 @@
 """The prepared GPU check: environment, the headline benchmarks, the GPU tests, a batch sweep and the kernel rows.
 
-    python -m ganforge.bench.gpu_check --out DIR [--budget-s 420] [--tests-timeout-s 150]
+    ganforge bench gpu-check --out DIR [--budget-s 420] [--tests-timeout-s 150]
 
 One call of at most 8 minutes; the time plan puts the headline rows first, so a run cut short keeps them.
 Phases, each written to DIR as soon as it ends:
@@ -17,7 +17,6 @@ Phases, each written to DIR as soon as it ends:
   gpu_check.md         the results as readable tables
 Without CUDA every GPU phase is skipped with a line saying so, and the exit code is 0.
 """
-import argparse
 import json
 import platform
 import subprocess
@@ -159,10 +158,10 @@ def quality_row(out, log, device="cuda", marks_s=(15, 30, 60), fid_samples=2000)
 def torchrun_check(out, device="cuda", iterations=1200):
     """One-process torchrun launch with graphs on, beside the plain command: the distributed path captures and
     replays, and what it costs."""
-    from .scaling import main as scaling
+    from .harness import main as bench
 
     graphs = "on" if device == "cuda" else "off"
-    scaling(["--device", device, "--nproc", "1", "--batch-per-rank", "128", "--iterations", str(iterations),
+    bench(["scaling", "--history", "off", "--device", device, "--nproc", "1", "--batch-per-rank", "128", "--iterations", str(iterations),
              "--log-every", str(iterations // 6), "--out", str(out / "torchrun.json"), "--", "--graphs", graphs])
 
 
@@ -176,13 +175,16 @@ def penalty_cost_check(out, log, device="cuda"):
     log(markdown_table(results))
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m ganforge.bench.gpu_check", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="folder for the results")
+def add_arguments(parser):
     parser.add_argument("--budget-s", type=float, default=420,
                         help="seconds after which no new phase starts (the whole check stays under 8 minutes)")
     parser.add_argument("--tests-timeout-s", type=float, default=150, help="limit for the GPU tests")
-    args = parser.parse_args(argv)
+
+
+def run(args):
+    """`ganforge bench gpu-check --out DIR`: every phase's files go to DIR (required)."""
+    if not args.out:
+        raise ValueError("gpu-check needs --out DIR, the folder for its results")
     start = time.monotonic()
     deadline = start + args.budget_s
     out = Path(args.out)
@@ -219,7 +221,3 @@ def main(argv=None):
     print(report_markdown(results), flush=True)
     log("done")
     return 0 if code == 0 else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """Gradient averaging across torchrun ranks, two ways, on the same D step: one flat all-reduce after the backward
 (what engine.steps does, inside the captured step) against DDP's bucketed all-reduces overlapped with the backward.
 
-    torchrun --standalone --nproc_per_node 2 -m ganforge.bench.grad_sync [--model mlp|dcgan] [--batch-per-rank 64]
+    torchrun --standalone --nproc_per_node 2 -m ganforge bench grad-sync [--model mlp|dcgan] [--batch-per-rank 64]
                                                                           [--device cpu|cuda] [--out FILE.json]
 
 Each method runs D's forward, its non-saturating loss on random images, the backward, the gradient averaging and
@@ -9,7 +9,6 @@ an Adam step; "no sync" is the same step without averaging, the compute floor. T
 (one block of each in turn, median over blocks), eagerly: DDP's reducer runs host-side hooks that a CUDA graph
 cannot hold without DDP's own static-graph mode. Rank 0 writes the results.
 """
-import argparse
 import json
 import os
 import statistics
@@ -21,15 +20,15 @@ from torch.nn import functional as F
 from ..engine.provenance import provenance
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m ganforge.bench.grad_sync", description=__doc__.split("\n\n")[0])
+def add_arguments(parser):
     parser.add_argument("--model", choices=("mlp", "dcgan"), default="mlp")
     parser.add_argument("--batch-per-rank", type=int, default=64)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--steps", type=int, default=10, help="steps per timed block")
-    parser.add_argument("--blocks", type=int, default=7, help="timed blocks per method")
-    parser.add_argument("--out", default="runs/bench/grad-sync.json")
-    args = parser.parse_args(argv)
+
+
+def run(args):
+    """Defaults: --device cpu, --repeats 7 timed blocks per method, --out runs/bench/grad-sync.json."""
+    device_name, blocks, out = args.device or "cpu", args.repeats or 7, args.out or "runs/bench/grad-sync.json"
 
     from torch import distributed as dist
     from torch.nn.parallel import DistributedDataParallel
@@ -40,8 +39,8 @@ def main(argv=None):
 
     world = distributed.from_environment()
     if not world.launched:
-        raise SystemExit("start with torchrun: torchrun --standalone --nproc_per_node 2 -m ganforge.bench.grad_sync")
-    device = world.device(args.device)
+        raise ValueError("start with torchrun: torchrun --standalone --nproc_per_node 2 -m ganforge bench grad-sync")
+    device = world.device(device_name)
     world.start(device)
     torch.manual_seed(0)
     _, D = build_models(args.model, (1, 28, 28), impl="ref")
@@ -61,7 +60,7 @@ def main(argv=None):
 
     methods = ("no sync", "flat all-reduce", "ddp")
     times = {m: [] for m in methods}
-    for block in range(args.blocks + 1):  # the first block of each method is warm-up
+    for block in range(blocks + 1):  # the first block of each method is warm-up
         for method in methods:
             dist.barrier()
             if device.type == "cuda":
@@ -82,17 +81,13 @@ def main(argv=None):
                    "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {os.cpu_count()} cores",
                    "threads_per_rank": torch.get_num_threads(), **provenance(),
                    "ms_per_step": ms, "sync_ms": {m: round(ms[m] - ms["no sync"], 3) for m in methods if m != "no sync"},
-                   "blocks": args.blocks, "steps_per_block": args.steps}
-        atomic_write_json(args.out, results)
+                   "blocks": blocks, "steps_per_block": args.steps}
+        atomic_write_json(out, results)
         print(json.dumps(results["ms_per_step"]), json.dumps(results["sync_ms"]))
-        print(f"results written to {args.out}")
+        print(f"results written to {out}")
     # DDP's reducer holds the process group: release it, and let every rank arrive, before the group goes (a rank
     # that tore the group down under a live reducer was seen to abort at exit).
     ddp = step = None
     dist.barrier()
     world.stop()
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -34,7 +34,7 @@ CASES = (
     Case("quality", "quality", "time to FID of the shipped recipes beside the peers' reference models"),
     Case("penalty-cost", "penalty_cost", "RpGAN + R1 + R2's D step: explicit input gradient vs double backward"),
     Case("scaling", "scaling", "images/s on N torchrun ranks against N x one rank"),
-    Case("grad-sync", "grad_sync", "gradient all-reduce: one flat bucket against one call per tensor"),
+    Case("grad-sync", "grad_sync", "gradient averaging across torchrun ranks: one flat all-reduce against DDP"),
     Case("metrics-cost", "metrics_cost", "seconds per FID / KID / precision-recall evaluation"),
     Case("peak-memory", "peak_memory", "peak resident memory of any command"),
     Case("gpu-check", "gpu_check", "the prepared GPU check: benchmarks, GPU tests, time to quality"),
@@ -93,6 +93,9 @@ def main(argv):
     case = BY_NAME.get(argv[0])
     if case is None:
         raise ValueError(f"unknown bench case {argv[0]!r}; one of {', '.join(BY_NAME)}")
+    module = importlib.import_module(f"{__package__}.{case.module}")
+    if not hasattr(module, "add_arguments"):  # a case still on its own parser
+        return module.main(argv[1:])
     parser, module = case_parser(case)
     args = parser.parse_args(argv[1:])
     args.case = case.name

@@ -9,9 +9,8 @@ read once, every output written once), also as a percentage of the measured devi
 pass is captured in a CUDA graph and the replays are timed (row["timing"] == "cuda-graph"): device time, as
 the engine's graphed steps see it; a pass that cannot be captured is timed by direct calls ("launch").
 
-    python -m ganforge.bench.kernel_bench [--device cuda] [--quick] [--sizes 1048576 67108864]
+    ganforge bench kernels [--device cuda] [--quick]   (the rows of bench/suite.py's kernels case)
 """
-import argparse
 import contextlib
 
 import torch
@@ -224,18 +223,3 @@ def format_table(rows, copy_gbps=None):
     if copy_gbps is not None:
         lines.append(f"copy bandwidth: {copy_gbps:.1f} GB/s")
     return "\n".join(lines)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="fewer, smaller sizes")
-    parser.add_argument("--sizes", type=int, nargs="+", help="element counts to sweep")
-    args = parser.parse_args(argv)
-    copy_gbps = copy_bandwidth_gbps(args.device)
-    rows = kernel_rows(args.device, sizes=args.sizes, quick=args.quick, copy_gbps=copy_gbps)
-    print(format_table(rows, copy_gbps))
-
-
-if __name__ == "__main__":
-    main()

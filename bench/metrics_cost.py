@@ -1,6 +1,6 @@
 """What each evaluation metric costs: seconds for 2,000 and 10,000 generated samples on the embedded digits.
 
-    python -m ganforge.bench.metrics_cost [--samples 2000,10000] [--device cpu] [--out FILE.json]
+    ganforge bench metrics-cost [--samples 2000,10000] [--device cpu] [--out FILE.json]
 
 The samples are real train digits, tiled to the size asked for with a little noise (the cost of a metric does not
 depend on what the images show); the reference sets are those of `ganforge train`'s final evaluation on mnist5k:
@@ -8,8 +8,6 @@ the 500 held-out digits (FID, KID, precision/recall, density/coverage, intra-FID
 (MiFID). The backbone pass over the samples is timed once, as every metric shares it; each metric is then timed on
 the features alone, best of three calls.
 """
-import argparse
-import sys
 import time
 
 import torch
@@ -18,7 +16,7 @@ from ..engine.data import load_dataset
 from ..engine.metrics import scores
 from ..engine.metrics.fid import FIDScorer
 from ..engine.provenance import provenance
-from .results import device_name, write_and_report
+from .results import device_name
 
 SCHEMA = "ganforge-metrics-cost/1"
 
@@ -72,20 +70,17 @@ def markdown_table(results):
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m ganforge.bench.metrics_cost", description=__doc__.split("\n")[0])
+def add_arguments(parser):
     parser.add_argument("--samples", default="2000,10000", help="comma-separated sample counts")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default="runs/bench/metrics-cost.json")
-    args = parser.parse_args(argv)
+
+
+def run(args):
+    """Defaults: --device cpu, --out runs/bench/metrics-cost.json."""
+    from .harness import finish
+
     counts = tuple(int(v) for v in args.samples.split(",") if v.strip())
     if not counts or min(counts) < 10:
-        print("bench.metrics_cost: error: --samples must be counts >= 10", file=sys.stderr)
-        return 2
-    results = measure(counts, args.device)
-    write_and_report(results, args.out, markdown_table)
+        raise ValueError("--samples must be counts >= 10")
+    results = measure(counts, args.device or "cpu")
+    finish(args, results, "runs/bench/metrics-cost.json", markdown_table)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Peak memory of a whole command and every process it starts (a streamed run's data workers count too).
 
-    python -m ganforge.bench.peak_memory --out peak.json -- ganforge train --dataset npy --data-path big.npy ...
+    ganforge bench peak-memory --out peak.json -- ganforge train --dataset npy --data-path big.npy ...
 
 Samples the resident set size (VmRSS) of the command's process tree every --interval seconds from /proc (Linux)
 and writes the peak of their sum, the peak of the main process alone and the wall time. RSS counts the memory a
@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 
 
@@ -66,17 +65,18 @@ def measure(command, interval=0.2):
             "sample_interval_seconds": interval}
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m ganforge.bench.peak_memory", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", help="write the result as JSON here too")
-    parser.add_argument("--interval", type=float, default=0.2)
+def add_arguments(parser):
+    parser.add_argument("--interval", type=float, default=0.2, help="seconds between samples")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command")
-    args = parser.parse_args(argv)
+
+
+def run(args):
+    """Prints the result as JSON and writes it to --out when given; exits with the command's exit code."""
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
-        parser.error("give the command to measure after --")
+        raise ValueError("give the command to measure after --")
     if not os.path.isdir("/proc/self/task"):
-        parser.error("reads process memory from /proc: Linux only")
+        raise ValueError("peak-memory reads process memory from /proc: Linux only")
     result = measure(command, args.interval)
     text = json.dumps(result, indent=2)
     print(text)
@@ -84,7 +84,3 @@ def main(argv=None):
         with open(args.out, "w") as f:
             f.write(text + "\n")
     return result["returncode"]
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,13 +10,11 @@ iterations of each in turn, then single iterations with the D and G steps timed 
 penalised D step's time over the unpenalised one's, the number R3GAN's users quote as "6~7x slower" with both
 penalties by double backward (brownvc/R3GAN, issue 9). The data are synthetic images of the model's shape.
 """
-import argparse
-import sys
 
 from ..engine.config import TrainConfig
 from ..engine.provenance import provenance
 from ..engine.session import build_session
-from .results import device_name, write_and_report
+from .results import device_name
 from .timing import quantiles
 from .train_bench import BENCH_WIDTH, MODELS, Plan, bench_dataset, measure_interleaved, release
 
@@ -79,22 +77,18 @@ def markdown_table(results):
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="ganforge bench penalty-cost", description=__doc__.split("\n\n")[0])
+def add_arguments(parser):
     parser.add_argument("--model", choices=tuple(MODELS), default="dcgan-28")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--iters", type=int, default=10, help="iterations per timed block (and single-step samples)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed blocks per column")
-    parser.add_argument("--out", default="runs/bench/penalty-cost.json")
-    args = parser.parse_args(argv)
-    if args.batch_size < 1 or args.iters < 1 or args.repeats < 1:
-        print("ganforge bench penalty-cost: error: --batch-size, --iters and --repeats must be >= 1", file=sys.stderr)
-        return 2
-    results = measure(args.model, args.batch_size, args.device, args.iters, args.repeats)
-    write_and_report(results, args.out, markdown_table)
+
+
+def run(args):
+    """Defaults: --device cpu, --repeats 5 timed blocks per column, --out runs/bench/penalty-cost.json."""
+    from .harness import finish
+
+    if args.batch_size < 1 or args.iters < 1:
+        raise ValueError("--batch-size and --iters must be >= 1")
+    results = measure(args.model, args.batch_size, args.device or "cpu", args.iters, args.repeats or 5)
+    finish(args, results, "runs/bench/penalty-cost.json", markdown_table)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,7 +9,6 @@ holding its raw files and a README.md in one form: a "# title" line, then the se
 (the last two optional). The index reads the title, the claim, the date and the commit of each; the commit
 section opens with the commit's hex sha, the date section with the record's date.
 """
-import argparse
 import datetime
 import difflib
 import re
@@ -201,16 +200,15 @@ def write_index(root):
     return path, []
 
 
-def main(argv=None):
-    """Entry point of `ganforge bench records`; returns the exit code."""
-    parser = argparse.ArgumentParser(
-        prog="ganforge bench records",
-        description="Write docs/results.md, the index of the records in bench/results/, from their README.md files.")
+def add_arguments(parser):
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 and say what differs when the index or a record is not as it "
                              "should be")
     parser.add_argument("--root", default=".", help="the repository's root (default: the current folder)")
-    args = parser.parse_args(argv)
+
+
+def run(args):
+    """`ganforge bench records`: write docs/results.md from bench/results/*/README.md (or --check it)."""
     root = Path(args.root)
     if not (root / RESULTS_DIR).is_dir():
         print(f"no {RESULTS_DIR.as_posix()}/ under {root}: run from the repository's root or pass --root",
@@ -230,7 +228,3 @@ def main(argv=None):
         return 1
     print(f"wrote {path.relative_to(root).as_posix()} ({len(read_records(root)[0])} records)")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,7 +11,6 @@ plain, ...), and each row gives the median over its runs, so a machine whose spe
 Efficiency = images/s on N ranks / (N x images/s on one rank). On a CPU every process gets one thread
 (OMP_NUM_THREADS=1), so N ranks use N cores.
 """
-import argparse
 import datetime
 import json
 import os
@@ -22,7 +21,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..engine.io import atomic_write_json
 from ..engine.provenance import provenance
 
 SCHEMA = "ganforge-scaling/1"
@@ -97,21 +95,21 @@ def markdown(results):
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="ganforge bench scaling", description=__doc__.split("\n\n")[0])
+def add_arguments(parser):
     parser.add_argument("--nproc", type=_parse_counts, default=(1, 2), help="rank counts, comma-separated (1,2)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--batch-per-rank", type=int, default=64)
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--log-every", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=1, help="runs of each launch, interleaved (median)")
-    parser.add_argument("--out", help="results JSON (default: runs/bench/scaling-<device>.json)")
     parser.add_argument("train_flags", nargs="*", help="more `ganforge train` flags, after --")
-    args = parser.parse_args(argv)
+
+
+def run(args):
+    """Defaults: --device cpu, --repeats 1 (runs of each launch, interleaved; the median),
+    --out runs/bench/scaling-<device>.json."""
+    args.device = args.device or "cpu"
+    args.repeats = args.repeats or 1
     if 1 not in args.nproc:
         args.nproc = (1, *args.nproc)  # efficiency is measured against one rank in the same run
-    if args.repeats < 1:
-        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
     if args.iterations < 2 * args.log_every:
         raise ValueError("--iterations must cover at least two --log-every intervals (the first is warm-up)")
     print(f"bench scaling on {args.device}: ranks {', '.join(map(str, args.nproc))}, {args.batch_per_rank} images "
@@ -124,8 +122,7 @@ def main(argv=None):
     results = {"schema": SCHEMA, "device": device, **provenance(), "date": started,
                "iterations": args.iterations, "batch_per_rank": args.batch_per_rank, "repeats": args.repeats,
                "train_flags": args.train_flags, "rows": measure(args)}
-    out = Path(args.out or f"runs/bench/scaling-{args.device}.json")
-    atomic_write_json(out, results)
-    print(markdown(results), end="")
-    print(f"results written to {out}")
+    from .harness import finish
+
+    finish(args, results, f"runs/bench/scaling-{args.device}.json", markdown)
     return 0

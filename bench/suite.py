@@ -1,4 +1,5 @@
-"""One bench run: ceilings first, then kernel rows and/or training rows, into one results dict."""
+"""`ganforge bench kernels|train|all`: ceilings first, then kernel rows and/or training rows, into one results file."""
+import datetime
 import time
 
 import torch
@@ -68,3 +69,38 @@ def run_suite(what, device=None, quick=False, log=print, **train_overrides):
         log(f"  train: {len(results['train'])} rows in {time.perf_counter() - t:.1f} s")
     results["seconds"] = round(time.perf_counter() - t0, 1)
     return results
+
+
+def _csv(kind):
+    def parse(text):
+        return tuple(kind(v) for v in text.split(",") if v.strip())
+    return parse
+
+
+def add_arguments(parser):
+    """The training selection (kernels take only the shared options)."""
+    train = parser.add_argument_group("training rows (train, all)")
+    train.add_argument("--models", type=_csv(str), help="comma-separated subset of mlp-28,dcgan-28,dcgan-32,dcgan-64")
+    train.add_argument("--batch-sizes", type=_csv(int), help="comma-separated batch sizes")
+    train.add_argument("--columns", type=_csv(str),
+                       help="subset of eager-fp32,eager-bf16,compile,compile-graphs,ganforge,graphs-ref,"
+                            "eager-explicit,compile-explicit,steps,loop (docs/benchmarks.md says what each runs)")
+    train.add_argument("--penalties", type=_csv(str),
+                       help="objectives, a subset of none,wgan-gp,r1,default (default: the train recipe)")
+    train.add_argument("--iters", type=int, help="iterations per timed block")
+
+
+def run(args):
+    """Measure, validate, write the results file and the history, print the tables."""
+    from .harness import finish
+    from .report import report_markdown
+    from .results import validate_results
+
+    device = resolve_device(args.device)
+    results = run_suite(args.case, device, args.quick, models=args.models, batch_sizes=args.batch_sizes,
+                        columns=args.columns, objectives=args.penalties, iters=args.iters, repeats=args.repeats)
+    validate_results(results)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    print()
+    finish(args, results, f"runs/bench/{args.case}-{device.type}-{stamp}.json", report_markdown)
+    return 0

@@ -296,7 +296,7 @@ def test_bench_scaling_measures_ranks_against_one_rank_in_one_run(tmp_path):
 def test_bench_grad_sync_times_flat_all_reduce_against_ddp(tmp_path):
     out = tmp_path / "grad-sync.json"
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             "-m", "ganforge.bench.grad_sync", "--blocks", "1", "--steps", "2", "--out", str(out)],
+                             "-m", "ganforge", "bench", "grad-sync", "--repeats", "1", "--steps", "2", "--out", str(out)],
                             env=child_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads(out.read_text())

@@ -5,13 +5,14 @@ import pytest
 import torch
 
 from ganforge.bench import gpu_check
+from ganforge.bench.harness import main as bench_main
 
 pytestmark = pytest.mark.slow  # each test runs phases of the GPU check end to end on the CPU
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the check runs for real")
 def test_gpu_check_skips_gpu_phases_without_cuda(tmp_path, capsys):
-    assert gpu_check.main(["--out", str(tmp_path)]) == 0
+    assert bench_main(["gpu-check", "--out", str(tmp_path)]) == 0
     env = json.loads((tmp_path / "env.json").read_text())
     assert env["cuda_available"] is False and env["torch"] == torch.__version__
     assert "GPU tests and GPU benchmarks skipped" in capsys.readouterr().out

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ganforge.bench import records
+from ganforge.bench.harness import main as bench_main
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -116,19 +117,19 @@ def tree(tmp_path):
 
 
 def test_write_then_check_agree(tree):
-    assert records.main(["--root", str(tree)]) == 0
+    assert bench_main(["records", "--root", str(tree)]) == 0
     text = (tree / "docs" / "results.md").read_text(encoding="utf-8")
     assert text.index("2026-01-02_later-cpu") < text.index("2026-01-01_earlier-cpu")
     assert "Later \\| with a pipe." in text
     assert "](../bench/results/2026-01-01_earlier-cpu/)" in text
-    assert records.main(["--check", "--root", str(tree)]) == 0
+    assert bench_main(["records", "--check", "--root", str(tree)]) == 0
 
 
 def test_check_names_a_stale_index(tree, capsys):
-    records.main(["--root", str(tree)])
+    bench_main(["records", "--root", str(tree)])
     write_record(tree, "2026-01-03_newest-cpu")
     capsys.readouterr()
-    assert records.main(["--check", "--root", str(tree)]) == 1
+    assert bench_main(["records", "--check", "--root", str(tree)]) == 1
     out = capsys.readouterr().out
     assert "docs/results.md differs" in out and "2026-01-03_newest-cpu" in out
 
@@ -169,5 +170,5 @@ def test_the_command_layer_dispatches_records(tree):
 
 
 def test_no_results_folder_is_an_error(tmp_path, capsys):
-    assert records.main(["--check", "--root", str(tmp_path)]) == 2
+    assert bench_main(["records", "--check", "--root", str(tmp_path)]) == 2
     assert "bench/results" in capsys.readouterr().err
