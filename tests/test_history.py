@@ -85,3 +85,31 @@ def test_a_history_failure_only_warns(tmp_path, capsys):
     record_quietly(_results("a" * 40, "2026-12-01T09:00:00+00:00", 5.0), db_path=blocker / "h.sqlite")
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1 and out[0].startswith("warning: bench history not updated")
+
+
+def test_p20_p80_are_kept_and_an_older_database_gains_them(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "old.sqlite"
+    old_columns = ("case_name", "model", "objective", "column_name", "batch", "shape", "dtype", "git_commit",
+                   "machine", "torch", "triton", "date", "figure", "value", "unit")
+    with sqlite3.connect(str(db)) as con:  # the table as written before p20 / p80 existed
+        con.execute(f"CREATE TABLE figures (id INTEGER PRIMARY KEY AUTOINCREMENT, {', '.join(old_columns)})")
+    results = _results("a" * 40, "2026-12-02T10:00:00+00:00", 500.0, ms=0.5)
+    results["train"][0].update(images_per_sec_p20=480.0, images_per_sec_p80=520.0)
+    results["kernels"][0].update(p20_ms=0.45, p80_ms=0.6)
+    assert record(db, results) == (2, 2)
+    train, = query(db, case="mlp-28")
+    kernel, = query(db, case="kernel/bias_act/forward")
+    assert (train["p20"], train["p80"]) == (480.0, 520.0) and (kernel["p20"], kernel["p80"]) == (0.45, 0.6)
+
+
+def test_history_through_the_harness(tmp_path, capsys):
+    from ganforge.bench.harness import main
+
+    db = str(tmp_path / "h.sqlite")
+    assert main(["history", "rebuild", str(_folder(tmp_path)), "--history", db]) == 0
+    assert "loaded 2 results files, 4 rows" in capsys.readouterr().out
+    assert main(["history", "show", "--history", db, "--column", "eager-fp32"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 4
+    assert main(["history", "rebuild", "--history", db]) == 2  # no folder named
