@@ -37,8 +37,8 @@ import tempfile
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from .compare import _label as figure_label
-from .compare import parse_threshold, tracked_figures
+from .compare import key_fields, parse_threshold, tracked_figures
+from .compare import label as figure_label
 from .report import markdown_table
 
 SCHEMA = "ganforge-bisect/1"
@@ -237,19 +237,21 @@ def worse_by(value, reference, lower_is_better):
 
 
 def select_figure(results, filters):
-    """The one tracked figure's key matching the filters ({"name", "column", "objective", "batch"}: None = any)."""
-    fields = {"name": 1, "objective": 2, "batch": 3, "column": 4}  # positions in compare.train_key
-    kernel_fields = {"name": 1, "column": 3}                         # op and impl in compare.kernel_key
+    """The one tracked figure's key matching the filters ({"name", "column", "objective", "batch"}: None = any).
+    A training row matches on its name, column, objective and batch size; a kernel row on its op (--name) and
+    impl (--column)."""
+    fields = {"train": {"name": "name", "objective": "objective", "batch": "batch_size", "column": "column"},
+              "kernel": {"name": "op", "column": "impl"}}
+    wanted = {field: value for field, value in filters.items() if value is not None}
     keys = []
     for key in tracked_figures(results):
-        positions = fields if key[0] == "train" else kernel_fields
-        wanted = {field: value for field, value in filters.items() if value is not None}
-        if all(field in positions and str(key[positions[field]]) == str(value) for field, value in wanted.items()):
+        named, names = key_fields(key), fields[key[0]]
+        if all(field in names and str(named[names[field]]) == str(value) for field, value in wanted.items()):
             keys.append(key)
     if len(keys) != 1:
         labels = [figure_label(key) for key in (keys or tracked_figures(results))]
         what = "no row matches" if not keys else f"{len(keys)} rows match"
-        raise BisectError(f"{what} the filters {filters}; pick one with --name/--column/--objective/--batch "
+        raise BisectError(f"{what} the filters {wanted}; pick one with --name/--column/--objective/--batch "
                           f"from: {'; '.join(labels[:12])}{' ...' if len(labels) > 12 else ''}")
     return keys[0]
 

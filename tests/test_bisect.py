@@ -264,3 +264,18 @@ def test_counts_bisect_on_this_repository(tmp_path, capsys):
     figures = report["probes"][0]["figures"]
     assert figures["rises"] == [] and any("host_reads 1 -> 0" in fall for fall in figures["falls"])
     assert figures["probe_ops"] < figures["good_ops"]
+
+
+def test_select_figure_picks_one_training_or_kernel_row():
+    train = [{"name": "mlp-28", "model": "mlp", "objective": obj, "penalty": "r1", "batch_size": 32, "column": col,
+              "images_per_sec": 1.0} for obj in ("default", "wgan-gp") for col in ("steps", "loop")]
+    kernels = [{"op": "bias_act", "pass": "fwd", "impl": impl, "numel": 4096, "dtype": "fp32", "shape": [64, 64],
+                "median_ms": 0.1} for impl in ("triton", "ref")]
+    results = {"train": train, "kernels": kernels}
+    key = bisect.select_figure(results, {"name": "mlp-28", "column": "loop", "objective": "wgan-gp", "batch": 32})
+    assert key == ("train", "mlp-28", "wgan-gp", 32, "loop")
+    assert bisect.select_figure(results, {"name": "bias_act", "column": "ref"})[3] == "ref"
+    with pytest.raises(bisect.BisectError, match="no row matches"):
+        bisect.select_figure(results, {"name": "dcgan-28"})
+    with pytest.raises(bisect.BisectError, match="2 rows match"):
+        bisect.select_figure(results, {"name": "mlp-28", "column": "steps"})
