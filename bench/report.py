@@ -502,7 +502,8 @@ def history_figure(db_path, out_dir, wanted=(), source=""):
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=9, frameon=False)
     dates = sorted(r["date"][:10] for rows in series.values() for r in rows)
-    fig.suptitle(f"Bench figures over commits ({dates[0]} to {dates[-1]}), the latest measurement of each commit; "
+    span = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
+    fig.suptitle(f"Bench figures over commits (measured {span}), the latest measurement of each commit; "
                  f"band p20-p80 of its repeats\nhistory: {source or shown_path(db_path)}", fontsize=11)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     caption = (f"{len(series)} figure(s) of the history over {len(commits)} commits, ordered by the date each commit "
@@ -524,7 +525,7 @@ def time_to_fid_figure(quality_files, out_dir):
     if not curves:
         return None, "no curve with an FID in " + _names(quality_files)
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(12, 5.6))
+    fig, ax = plt.subplots(figsize=(13, 5.6))
     recipes = peers = 0
     for curve in curves:
         if curve["kind"] == "peer":
@@ -623,6 +624,8 @@ def build_report(args):
                  lambda: history_figure(db, out_dir, args.series or (), source) if db else (None, source)),
                 ("time_to_fid", "Time to FID, recipes beside the peers", lambda: time_to_fid_figure(quality, out_dir))]
         for name, title, draw in jobs:
+            if name not in args.figures:
+                continue
             stale = out_dir / f"{name}.png"
             if stale.exists():
                 stale.unlink()  # a figure left from an earlier report must not pass for this one
@@ -632,6 +635,19 @@ def build_report(args):
             else:
                 drawn.append((name, title, path, text))
     return drawn, left_out
+
+
+FIGURES = ("training", "kernels", "history", "time_to_fid")
+
+
+def _figure_names(text):
+    import argparse
+
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in FIGURES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected names among {','.join(FIGURES)}, got {text!r}")
+    return names
 
 
 def add_arguments(parser):
@@ -645,6 +661,8 @@ def add_arguments(parser):
                         help="history figure: rows whose label contains TEXT, e.g. 'dcgan-28 · r1' "
                              f"(repeatable; default: up to {MAX_SERIES} rows measured at the most commits)")
     parser.add_argument("--records", default=str(RECORDS), help="folder of committed records read by default")
+    parser.add_argument("--figures", type=_figure_names, default=FIGURES,
+                        help=f"comma-separated subset of {','.join(FIGURES)} (default: all)")
     parser.epilog = ("Without --out: print the markdown tables of one results file. With --out DIR: write "
                      "DIR/index.html and the PNG figures (--history DB reads that database; by default a history "
                      "is rebuilt from --records in a temporary file).")
@@ -660,6 +678,7 @@ def command_line(args):
     for text in args.series:
         words += ["--series", text]
     words += ["--records", args.records] if Path(args.records).resolve() != RECORDS else []
+    words += ["--figures", ",".join(args.figures)] if tuple(args.figures) != FIGURES else []
     return " ".join(shlex.quote(str(w)) for w in words)
 
 
