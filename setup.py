@@ -3,7 +3,8 @@
 The repository keeps engine/, kernels/, models/ and bench/ at its top level; installed, they are the
 subpackages ganforge.engine, ganforge.kernels, ganforge.models and ganforge.bench beside the small ganforge/
 package that holds the Python API and the command's dispatcher. Nothing else lands in site-packages:
-bench/'s pytest-benchmark files live in bench/benchmarks/, which is not a package and is not shipped.
+bench/'s pytest-benchmark files (bench/benchmarks/) and its one-off studies (bench/studies/) are folders without an
+__init__.py: not packages, not shipped.
 """
 from setuptools import find_packages, setup
 

@@ -148,9 +148,10 @@ def quality_row(out, log, device="cuda", marks_s=(15, 30, 60), fid_samples=2000)
     """The default recipe as it ships, with CUDA graphs: FID at 15, 30 and 60 s of training (target: <= 10 by
     30 s)."""
     from ..engine.io import atomic_write_text
-    from .quality import SHIPPED, markdown_table, run
+    from .quality import SHIPPED, markdown_table, measure_curves
 
-    results = run([SHIPPED], marks_s=marks_s, fid_samples=fid_samples, device=device, progress=False, log=log)
+    results = measure_curves([SHIPPED], marks_s=marks_s, fid_samples=fid_samples, device=device, progress=False,
+                             log=log)
     atomic_write_text(out / "quality.json", json.dumps(results, indent=1) + "\n")
     log(markdown_table(results))
 
@@ -161,8 +162,9 @@ def torchrun_check(out, device="cuda", iterations=1200):
     from .harness import main as bench
 
     graphs = "on" if device == "cuda" else "off"
-    bench(["scaling", "--history", "off", "--device", device, "--nproc", "1", "--batch-per-rank", "128", "--iterations", str(iterations),
-             "--log-every", str(iterations // 6), "--out", str(out / "torchrun.json"), "--", "--graphs", graphs])
+    bench(["scaling", "--history", "off", "--device", device, "--nproc", "1", "--batch-per-rank", "128",
+           "--iterations", str(iterations), "--log-every", str(iterations // 6), "--out", str(out / "torchrun.json"),
+           "--", "--graphs", graphs])
 
 
 def penalty_cost_check(out, log, device="cuda"):

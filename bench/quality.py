@@ -1,7 +1,7 @@
 """Time to quality: FID, precision and recall after 1, 2 and 5 minutes of training, for recipes and peers.
 
-    python -m ganforge.bench.quality --out bench/results/DATE_quality-cpu/quality.json [--recipes a,b] [--peers a,b]
-                                     [--marks 60,120,300] [--fid-samples 2000]
+    ganforge bench quality --out bench/results/DATE_quality-cpu/quality.json [--recipes a,b] [--peers a,b]
+                           [--marks 60,120,300] [--fid-samples 2000] [--device cpu|cuda]
 
 A user waits in minutes, not images per second, so this measures quality against training time. Every
 contender trains on the embedded MNIST-5k train split and is scored by the project's FID (the embedded digit
@@ -10,14 +10,12 @@ clock counts training only: each evaluation pauses it. Improved precision and re
 features), the class shares and the classes found come with each FID.
 
 Contenders:
-- recipes: ganforge configurations (QUALITY_ROWS below: the experiment rows, each a complete set of settings,
-  built on the user recipes of engine.recipes), trained by the engine itself;
+- recipes: the user recipes of engine.recipes (`ganforge train --recipe NAME`), trained by the engine itself (the
+  experiment grids of the recipe and speedrun searches run the same measurement: bench/studies/quality_grid.py);
 - peers: PyTorch-GAN's `wgan_gp` and `dcgan` models (github.com/eriklindernoren/PyTorch-GAN) with that
   repository's default settings, rebuilt here from its description (layers, losses, optimiser, batch, update
   order) and trained on the same data in the same process; nothing of theirs is imported.
 """
-import argparse
-import sys
 import time
 
 import torch
@@ -32,121 +30,17 @@ from ..engine.metrics.fid import FIDScorer
 from ..engine.sampling import generate
 from ..engine.metrics.scores import isolated_pixels, precision_recall
 from ..engine.provenance import provenance
-from ..engine.recipes import PRE_SPEEDRUN, PRE_SPEEDRUN_R1_GAMMA, SPEEDRUN_MOMENTUM, recipe_settings
+from ..engine.recipes import RECIPES, recipe_settings
 from ..engine.session import build_session, run_iteration
-from .results import device_name, write_and_report
+from .results import device_name
 
 SCHEMA = "ganforge-quality/1"
 MARKS_S = (60, 120, 300)
 
-# The experiment rows: name -> the settings the row trains with (every row trains on mnist5k). A row named like a
-# user recipe (engine.recipes) is that recipe. The other rows of the grid are built on PRE_SPEEDRUN, the settings
-# every row was measured with before the speedrun (batch 64, lr 2e-4, fp32, no EMA, width 64 = the textbook MLP), so
-# a row keeps its meaning when the shipped defaults move; the one row SHIPPED is TrainConfig exactly as
-# `ganforge train` ships it now.
-# The grid is model x objective: ns (the textbook non-saturating loss, no penalty), r1 (ns with lazy R1), hinge
-# (no penalty) and wgan-gp (Wasserstein critic, 5 critic steps); then the searched variants.
 SHIPPED = "default"
-
-
-def _pre_speedrun(**changes):
-    """A row of the grid: PRE_SPEEDRUN with ``changes``, R1 at the gamma of its day (1) unless changed."""
-    settings = {**PRE_SPEEDRUN, **changes}
-    if settings.get("penalty", "r1") == "r1":
-        settings.setdefault("penalty_weight", PRE_SPEEDRUN_R1_GAMMA)
-    return settings
-
-
-def _momentum(**changes):
-    """A row of the speedrun's second search: one change to the first speedrun recipe (speedrun-momentum)."""
-    return {**SPEEDRUN_MOMENTUM, **changes}
-
-
-def _bf16_mlp(batch, lr, width=64, ema=(0.0, 0.0), **extra):
-    """A speedrun search row: the MLP in bf16 at ``batch``, Adam ``lr`` for G and D, ``ema`` = (decay, ramp-up)."""
-    return _pre_speedrun(model="mlp", precision="bf16", batch_size=batch, lr_g=lr, lr_d=lr, width=width, ema=ema[0],
-                         ema_rampup=ema[1], **extra)
-
-
-QUALITY_ROWS = {
-    SHIPPED: recipe_settings(SHIPPED),                                     # the default recipe, as it ships
-    "mlp-ns": recipe_settings("textbook"),                                 # the textbook GAN
-    "mlp-r1": recipe_settings("mlp-r1"),                                   # the default of 2026-12-01
-    "mlp-hinge": _pre_speedrun(model="mlp", loss="hinge", penalty="none"),
-    "mlp-wgan-gp": _pre_speedrun(model="mlp", loss="wgan", penalty="wgan-gp", n_critic=5),
-    "dcgan-ns": _pre_speedrun(model="dcgan", penalty="none"),
-    "dcgan-r1": _pre_speedrun(model="dcgan"),
-    "dcgan-hinge": _pre_speedrun(model="dcgan", loss="hinge", penalty="none"),
-    "dcgan-wgan-gp": _pre_speedrun(model="dcgan", loss="wgan", penalty="wgan-gp", n_critic=5),
-    # variants tried in the recipe search
-    "mlp-r1-ema": _pre_speedrun(model="mlp", ema=0.999, ema_rampup=0.05),
-    "dcgan-r1-ema": _pre_speedrun(model="dcgan", ema=0.999, ema_rampup=0.05),
-    "dcgan-r1-aug-ema": _pre_speedrun(model="dcgan", ema=0.999, ema_rampup=0.05, augment="translation,cutout",
-                                      ada_target=0.6),
-    "dcgan-hinge-aug-ema": _pre_speedrun(model="dcgan", loss="hinge", penalty="none", augment="translation,cutout",
-                                         ada_target=0.6, ema=0.999, ema_rampup=0.05),
-    # the toolbox, each piece added to the default recipe of its model (or, for spectral norm on DCGAN, in its
-    # classic setting: hinge loss, no penalty, SNGAN)
-    "mlp-rpgan-r1r2": _pre_speedrun(model="mlp", loss="rpgan", penalty="r1+r2"),   # R3GAN"s objective, every D step
-    "mlp-lsgan-r1": _pre_speedrun(model="mlp", loss="lsgan"),
-    "mlp-r1-sn": _pre_speedrun(model="mlp", spectral_norm=True),
-    "mlp-r1-fm": _pre_speedrun(model="mlp", feature_matching=1.0),
-    "mlp-r1-lecam": _pre_speedrun(model="mlp", lecam=0.1),
-    "dcgan-rpgan-r1r2": _pre_speedrun(model="dcgan", loss="rpgan", penalty="r1+r2"),
-    "dcgan-hinge-sn": _pre_speedrun(model="dcgan", loss="hinge", penalty="none", spectral_norm=True),
-    "dcgan-r1-lecam": _pre_speedrun(model="dcgan", lecam=0.1),
-    # the speedrun search (FID per second of the default command on a 2-core CPU): bf16 (AMX) pays off on the MLP
-    # from batch 256 up, so batch and learning rate move together; _bf16_mlp(batch, lr, width, (ema, ramp-up))
-    "mlp-r1-bf16-b256": _bf16_mlp(256, 2e-4),
-    "mlp-r1-bf16-b256-lr4": _bf16_mlp(256, 4e-4),
-    "mlp-r1-bf16-b256-lr8": _bf16_mlp(256, 8e-4),
-    "mlp-r1-bf16-b512-lr6": _bf16_mlp(512, 6e-4),
-    "mlp-r1-bf16-b256-lr4-ema": _bf16_mlp(256, 4e-4, ema=(0.999, 0.05)),
-    "mlp-r1-bf16-b256-lr8-ema": _bf16_mlp(256, 8e-4, ema=(0.999, 0.05)),
-    "mlp-r1-bf16-b512-lr6-ema": _bf16_mlp(512, 6e-4, ema=(0.999, 0.05)),
-    "mlp-r1-bf16-b256-lr12-ema": _bf16_mlp(256, 1.2e-3, ema=(0.999, 0.05)),
-    "mlp-r1-bf16-b256-lr8-ema-w32": _bf16_mlp(256, 8e-4, 32, (0.999, 0.05)),
-    "mlp-r1-bf16-b512-lr11-ema-w32": _bf16_mlp(512, 1.1e-3, 32, (0.999, 0.05)),
-    "mlp-r1-bf16-b512-lr16-ema-w32": _bf16_mlp(512, 1.6e-3, 32, (0.999, 0.05)),
-    "mlp-r1-bf16-b512-lr16-ema15-w32": _bf16_mlp(512, 1.6e-3, 32, (0.999, 0.15)),
-    "mlp-r1-bf16-b512-lr16-ema9995-w32": _bf16_mlp(512, 1.6e-3, 32, (0.9995, 0.15)),   # what ships
-    "mlp-r1-bf16-b512-lr16-ema9995r05-w32": _bf16_mlp(512, 1.6e-3, 32, (0.9995, 0.05)),
-    "mlp-r1-bf16-b256-lr11-ema9995-w32": _bf16_mlp(256, 1.1e-3, 32, (0.9995, 0.15)),
-    "mlp-r1-bf16-b512-lr24-ema9995-w32": _bf16_mlp(512, 2.4e-3, 32, (0.9995, 0.15)),
-    "mlp-r1-bf16-b512-lr16-ema9998-w32": _bf16_mlp(512, 1.6e-3, 32, (0.9998, 0.25)),
-    "mlp-r1-bf16-b512-lr16-ema9998-fm-w32": _bf16_mlp(512, 1.6e-3, 32, (0.9998, 0.25), feature_matching=1.0),
-    "mlp-r1-bf16-b512-lr11-ema-w16": _bf16_mlp(512, 1.1e-3, 16, (0.999, 0.05)),
-    "mlp-rpgan-r1r2-bf16-b256-lr8-ema": _bf16_mlp(256, 8e-4, ema=(0.999, 0.05), loss="rpgan", penalty="r1+r2"),
-    # the speedrun"s second search (bench/results/2026-12-03_speedrun-search-cpu/): changes that cost no time per
-    # iteration, each to the default of 2026-12-02 (the recipe speedrun-momentum, the row "default-2026-12-02")
-    "default-2026-12-02": recipe_settings("speedrun-momentum"),
-    "default-r1g03": _momentum(penalty_weight=0.3),
-    "default-r1g01": _momentum(penalty_weight=0.1),
-    "default-r1g3": _momentum(penalty_weight=3.0),
-    "default-beta0": _momentum(beta1=0.0, beta2=0.99),
-    "default-b1-0": _momentum(beta1=0.0),
-    "default-b2-099": _momentum(beta2=0.99),
-    "default-beta0-r1g3": _momentum(beta1=0.0, beta2=0.99, penalty_weight=3.0),
-    "default-beta0-lr11": _momentum(beta1=0.0, beta2=0.99, lr_g=1.1e-3, lr_d=1.1e-3),
-    "default-beta0-b2-09": _momentum(beta1=0.0, beta2=0.9),
-    "default-beta0-r1g6": _momentum(beta1=0.0, beta2=0.99, penalty_weight=6.0),
-    "default-beta0-r1g10": _momentum(beta1=0.0, beta2=0.99, penalty_weight=10.0),
-    "default-beta0-r1g3-ema9998": _momentum(beta1=0.0, beta2=0.99, penalty_weight=3.0, ema=0.9998, ema_rampup=0.25),
-    "default-beta0-r1g3-lr24": _momentum(beta1=0.0, beta2=0.99, penalty_weight=3.0, lr_g=2.4e-3, lr_d=2.4e-3),
-    "default-beta0-r1g3-b2-09": _momentum(beta1=0.0, beta2=0.9, penalty_weight=3.0),
-    "default-beta0-r1g3-b256": _momentum(beta1=0.0, beta2=0.99, penalty_weight=3.0, batch_size=256, lr_g=1.1e-3,
-                                         lr_d=1.1e-3),
-    "default-ttur": _momentum(lr_g=1.2e-3, lr_d=2.4e-3),
-    "default-z32": _momentum(z_dim=32),
-}
-# The toolbox's rows and the default recipes they are measured against, in one run.
-TOOLBOX = ("mlp-r1", "mlp-rpgan-r1r2", "mlp-lsgan-r1", "mlp-r1-sn", "mlp-r1-fm", "mlp-r1-lecam",
-           "dcgan-r1", "dcgan-rpgan-r1r2", "dcgan-hinge-sn", "dcgan-r1-lecam")
-# The speedrun searches' recipes, in their order (bench/results/2026-12-02_speedrun-search-cpu/ and
-# 2026-12-03_speedrun-search-cpu/).
-SPEEDRUN = tuple(name for name in QUALITY_ROWS
-                 if (name.startswith("mlp-") and "-bf16-" in name) or name.startswith(SHIPPED + "-"))
-GROUPS = {"toolbox": TOOLBOX, "speedrun": SPEEDRUN}  # names --recipes expands
+# The rows `ganforge bench quality` trains: the user recipes of engine.recipes, by name (default, textbook, ...).
+# The experiment grids of the recipe and speedrun searches live with the studies (bench/studies/quality_grid.py).
+RECIPE_ROWS = {name: recipe_settings(name) for name in RECIPES}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -315,14 +209,16 @@ class PyTorchGANDCGAN(PeerTrainee):
 PEERS = {"pytorch-gan-wgan_gp": PyTorchGANWGANGP, "pytorch-gan-dcgan": PyTorchGANDCGAN}
 
 
-def make_trainee(name, seed=0, device="cpu"):
-    if name in QUALITY_ROWS:
-        return RecipeTrainee(name, QUALITY_ROWS[name], seed, device)
+def make_trainee(name, seed=0, device="cpu", rows=None):
+    """The contender ``name``: a row of ``rows`` (name -> settings; default the user recipes) or a peer."""
+    rows = RECIPE_ROWS if rows is None else rows
+    if name in rows:
+        return RecipeTrainee(name, rows[name], seed, device)
     if name in PEERS:
         size = PEERS[name].settings["image_size"]
         images = load_dataset("mnist5k", split="train", image_size=None if size == 28 else size).images
         return PEERS[name](images, seed, device)
-    raise ValueError(f"unknown contender {name!r}; expected a recipe {tuple(QUALITY_ROWS)} or a peer {tuple(PEERS)}")
+    raise ValueError(f"unknown contender {name!r}; expected a recipe {tuple(rows)} or a peer {tuple(PEERS)}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -366,7 +262,9 @@ def fid_curve(trainee, marks_s, scorer, fid_samples=2000, progress=True, device=
     return points
 
 
-def run(names, marks_s=MARKS_S, fid_samples=2000, seed=0, device="cpu", progress=True, log=print):
+def measure_curves(names, marks_s=MARKS_S, fid_samples=2000, seed=0, device="cpu", progress=True, log=print,
+                   rows=None):
+    """A FID curve per contender (see make_trainee for ``rows``), beside the real-data floor: the results dict."""
     scorer = FIDScorer("mnist", device=device)
     scorer.set_real(load_dataset("mnist5k", split="test").images)
     floor_pool = load_dataset("mnist5k", split="train").images
@@ -378,7 +276,7 @@ def run(names, marks_s=MARKS_S, fid_samples=2000, seed=0, device="cpu", progress
                "improved_recall_real_floor": floor["improved_recall"],
                "isolated_pixels_real_floor": floor["isolated_pixels"], "curves": []}
     for name in names:
-        trainee = make_trainee(name, seed, device)
+        trainee = make_trainee(name, seed, device, rows)
         trainee.name = name
         points = fid_curve(trainee, marks_s, scorer, fid_samples, progress, device)
         results["curves"].append({"name": name, "kind": trainee.kind, "settings": trainee.describe(),
@@ -405,41 +303,49 @@ def markdown_table(results):
     return "\n".join(lines) + "\n"
 
 
-def contender_names(recipes, peers):
-    """The contenders of --recipes and --peers, in order, with a group's name ('toolbox', 'speedrun') expanded."""
+def contender_names(recipes, peers, groups=None):
+    """The contenders of --recipes and --peers, in order, with a group's name (a key of ``groups``) expanded."""
+    groups = groups or {}
     names = []
     for name in (n.strip() for n in f"{recipes},{peers}".split(",")):
-        names += list(GROUPS[name]) if name in GROUPS else [name] if name else []
+        names += list(groups[name]) if name in groups else [name] if name else []
     return names
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m ganforge.bench.quality", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="results JSON to write")
-    parser.add_argument("--recipes", default=",".join(QUALITY_ROWS),
-                        help="comma-separated rows of QUALITY_ROWS; 'toolbox' and 'speedrun' stand for their rows")
+def add_quality_arguments(parser, recipes_default, recipes_help):
+    """The flags of a time-to-quality run (the study of bench/studies/ takes the same ones)."""
+    parser.add_argument("--recipes", default=recipes_default, help=recipes_help)
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated peer models ('' for none)")
     parser.add_argument("--marks", default=",".join(map(str, MARKS_S)), help="training seconds to score at")
     parser.add_argument("--fid-samples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (the recipes then run with CUDA graphs)")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    names = contender_names(args.recipes, args.peers)
+
+
+def checked_contenders(args, rows, groups=None):
+    """(contender names, time marks) of the parsed flags; a bad flag raises ValueError saying which."""
+    names = contender_names(args.recipes, args.peers, groups)
     marks = tuple(int(m) for m in args.marks.split(",") if m.strip())
     if not names or not marks or min(marks) <= 0 or args.fid_samples < 2:
-        print("bench.quality: error: give at least one contender, positive --marks and --fid-samples >= 2",
-              file=sys.stderr)
-        return 2
-    for name in names:
-        if name not in QUALITY_ROWS and name not in PEERS:
-            print(f"bench.quality: error: unknown contender {name!r}; recipes {tuple(QUALITY_ROWS)}, peers "
-                  f"{tuple(PEERS)}", file=sys.stderr)
-            return 2
-    results = run(names, marks, args.fid_samples, args.seed, device=args.device, progress=not args.no_progress)
-    write_and_report(results, args.out, markdown_table)
+        raise ValueError("give at least one contender, positive --marks and --fid-samples >= 2")
+    unknown = [name for name in names if name not in rows and name not in PEERS]
+    if unknown:
+        raise ValueError(f"unknown contender {unknown[0]!r}; recipes {tuple(rows)}, peers {tuple(PEERS)}")
+    return names, marks
+
+
+def add_arguments(parser):
+    add_quality_arguments(parser, ",".join(RECIPE_ROWS),
+                          "comma-separated user recipes (ganforge train --recipe NAME); default: all of them")
+
+
+def run(args):
+    """`ganforge bench quality`: defaults --device cpu (cuda: the recipes run with CUDA graphs),
+    --out runs/bench/quality-<device>.json."""
+    from .harness import finish
+
+    names, marks = checked_contenders(args, RECIPE_ROWS)
+    device = args.device or "cpu"
+    results = measure_curves(names, marks, args.fid_samples, args.seed, device=device, progress=not args.no_progress)
+    finish(args, results, f"runs/bench/quality-{device}.json", markdown_table)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

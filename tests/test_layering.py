@@ -53,7 +53,7 @@ def package_modules():
         for path in sorted((ROOT / folder).rglob("*.py")):
             rel = path.relative_to(ROOT / folder).with_suffix("")
             parts = [p for p in rel.parts if p != "__init__"]
-            if "benchmarks" in rel.parts:  # pytest-benchmark files: not shipped, not part of the package
+            if {"benchmarks", "studies"} & set(rel.parts):  # pytest-benchmark files and studies: not shipped
                 continue
             yield ".".join([package, *parts]), path.name == "__init__.py", path
 

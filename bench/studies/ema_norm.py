@@ -2,7 +2,7 @@
 choices of BatchNorm statistics, at points along one run of the default recipe of 2026-12-01 (engine.recipes'
 mlp-r1: the textbook MLP with lazy R1, batch 64, fp32) with an EMA added.
 
-    python -m ganforge.bench.ema_norm --out FILE.json [--iterations 8000] [--every 2000] [--ema 0.999]
+    python bench/studies/ema_norm.py --out FILE.json [--iterations 8000] [--every 2000] [--ema 0.999]
 
 The EMA's weights are an average over the last ~1/(1 - decay) steps; the live G's running statistics describe
 the activations of the live weights. Each point scores, on the same 2,000 latents:
@@ -19,13 +19,13 @@ import sys
 import torch
 from tqdm import tqdm
 
-from ..engine.config import TrainConfig
-from ..engine.data import load_dataset
-from ..engine.metrics.fid import FIDScorer
-from ..engine.provenance import provenance
-from ..engine.recipes import PRE_SPEEDRUN
-from ..engine.session import build_session, run_iteration
-from .results import device_name, write_and_report
+from ganforge.engine.config import TrainConfig
+from ganforge.engine.data import load_dataset
+from ganforge.engine.metrics.fid import FIDScorer
+from ganforge.engine.provenance import provenance
+from ganforge.engine.recipes import PRE_SPEEDRUN
+from ganforge.engine.session import build_session, run_iteration
+from ganforge.bench.results import device_name, write_and_report
 
 SCHEMA = "ganforge-ema-norm/1"
 VARIANTS = ("g", "ema_copied_statistics", "ema_batch_statistics", "ema_own_statistics")
@@ -70,7 +70,7 @@ def markdown_table(results):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m ganforge.bench.ema_norm", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python bench/studies/ema_norm.py", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="results JSON to write")
     parser.add_argument("--iterations", type=int, default=8000)
     parser.add_argument("--every", type=int, default=2000)
@@ -80,7 +80,7 @@ def main(argv=None):
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.iterations < 1 or not 1 <= args.every <= args.iterations:
-        print("bench.ema_norm: error: need --iterations >= 1 and 1 <= --every <= --iterations", file=sys.stderr)
+        print("ema_norm: error: need --iterations >= 1 and 1 <= --every <= --iterations", file=sys.stderr)
         return 2
     results = measure(args.iterations, args.every, args.ema, args.ema_rampup, args.seed, not args.no_progress)
     write_and_report(results, args.out, markdown_table)

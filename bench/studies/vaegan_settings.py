@@ -6,7 +6,7 @@ that comparison weighs (gamma) beside the GAN loss in the decoder's loss. Each s
 - reconstruction: the held-out digits encoded (the mean code) and decoded, their pixel MSE and how often the
   digit classifier reads the reconstruction as the original's class.
 
-    python -m ganforge.bench.vaegan --out FILE.json [--iterations 3000] [--layers 1,2,3] [--gammas 0.1,1]
+    python bench/studies/vaegan_settings.py --out FILE.json [--iterations 3000] [--layers 1,2,3] [--gammas 0.1,1]
 """
 import argparse
 import sys
@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
-from ..engine.checkpoint import load_generator
-from ..engine.config import TrainConfig
-from ..engine.data import load_dataset
-from ..engine.metrics.classifier import load_mnist_classifier
-from ..engine.provenance import provenance
-from ..engine.trainer import train
-from .results import device_name, write_and_report
+from ganforge.engine.checkpoint import load_generator
+from ganforge.engine.config import TrainConfig
+from ganforge.engine.data import load_dataset
+from ganforge.engine.metrics.classifier import load_mnist_classifier
+from ganforge.engine.provenance import provenance
+from ganforge.engine.trainer import train
+from ganforge.bench.results import device_name, write_and_report
 
 SCHEMA = "ganforge-vaegan-settings/1"
 HELD_OUT = 500  # test-split digits reconstructed per setting
@@ -80,7 +80,7 @@ def markdown_table(results):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m ganforge.bench.vaegan", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python bench/studies/vaegan_settings.py", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="results JSON to write")
     parser.add_argument("--iterations", type=int, default=3000)
     parser.add_argument("--layers", default="1,2,3", help="comma-separated feature layers of D (1-based)")
@@ -94,7 +94,7 @@ def main(argv=None):
     except ValueError:
         layers = gammas = []
     if args.iterations < 1 or not layers or not gammas:
-        print("bench.vaegan: error: need --iterations >= 1 and comma-separated layers (integers) and gammas",
+        print("vaegan_settings: error: need --iterations >= 1 and comma-separated layers (integers) and gammas",
               file=sys.stderr)
         return 2
     write_and_report(measure(args.iterations, layers, gammas, args.backbone, args.seed), args.out, markdown_table)
