@@ -19,11 +19,15 @@ every kind (lazy state such as the optimizers' is made on the first step). Per s
 The G step is what the engine's g_step runs: its EMA update included; "ema" is that update alone. Operator and
 allocation counts depend on the code path and the tensors' ranks, not on widths or batch sizes, so small models
 keep this fast; bytes do depend on the sizes fixed below. The reference kernels, fp32, graphs off and a fixed seed
-make two runs give the same counts. Kernel launches per CUDA graph replay are not counted.
+make two runs give the same counts.
+
+On CUDA (--device cuda) each recipe also runs as `ganforge train` runs it there, its steps captured in CUDA graphs
+(Triton kernels, the default precision), and the profiler counts the kernels one replay of each captured step
+launches (``graph_launches``: {step kind: kernels}). The counts above are eager and always measured on the
+deterministic path; the launches are reported, not gated (cuDNN's benchmark mode may pick a plan with another
+kernel count on another GPU or driver).
 """
-import argparse
 import collections
-import sys
 from contextlib import contextmanager
 
 import torch
@@ -164,6 +168,53 @@ def count_steps(device="cpu"):
     return steps
 
 
+GRAPH_KINDS = {"d": lambda runner: runner.d_step(False), "d_penalty": lambda runner: runner.d_step(True),
+               "g": lambda runner: runner.g_step()}
+
+
+def kernels_launched(events):
+    """The device kernels among profiler events, counted by name: events on the CUDA side, copies and fills
+    (Memcpy / Memset, not kernels) left out."""
+    launched = collections.Counter()
+    for event in events:
+        on_device = str(getattr(event, "device_type", "")).endswith("CUDA")
+        if on_device and not event.name.lower().startswith(("memcpy", "memset")):
+            launched[event.name] += 1
+    return launched
+
+
+def graph_launches(model, objective, device="cuda"):
+    """{kind: kernels one CUDA graph replay of that step launches} for the recipe run as on a GPU (graphs on,
+    Triton kernels): each kind is captured first (the runner's warm-up and capture), then one replay is
+    profiled."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(SEED)
+    cfg = TrainConfig(model=model, batch_size=BATCH_SIZE, device=str(device), graphs="on", seed=SEED,
+                      fid_samples=0, progress=False, **MODELS[model], **OBJECTIVES[objective])
+    session = build_session(cfg, dataset=synthetic_dataset(DATA_SHAPE, 4 * BATCH_SIZE))
+    kinds = {kind: step for kind, step in GRAPH_KINDS.items()
+             if kind != "d_penalty" or cfg.penalty != "none"}
+    launches = {}
+    for kind, step in kinds.items():
+        while kind not in session.runner.graphs:  # warm-up calls, then the capture
+            step(session.runner)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            step(session.runner)
+            torch.cuda.synchronize()
+        launches[kind] = sum(kernels_launched(prof.events()).values())
+    return launches
+
+
+def count_graph_launches(device):
+    """{"model/objective": {kind: kernels per replay}} on CUDA; {} elsewhere (a CPU has no graphs)."""
+    if torch.device(device).type != "cuda":
+        return {}
+    return {f"{model}/{objective}": graph_launches(model, objective, device)
+            for model in MODELS for objective in OBJECTIVES}
+
+
 def torch_major_minor(version=None):
     return ".".join((version or torch.__version__).split(".")[:2])
 
@@ -176,7 +227,7 @@ def measure(device="cpu"):
             "note": "counts are per step, one step after a warm-up step of every kind; fp32, reference kernels, "
                     f"graphs off, batch {BATCH_SIZE}, widths {widths}, "
                     f"{'x'.join(map(str, DATA_SHAPE))} images, seed {SEED}; write with `{BASELINE_COMMAND}`",
-            "steps": count_steps(device)}
+            "steps": count_steps(device), "graph_launches": count_graph_launches(device)}
 
 
 def compare_counts(baseline_steps, steps):
@@ -207,22 +258,22 @@ def markdown_table(results):
              "| step | ops | allocations | bytes | host reads |", "|---|---:|---:|---:|---:|"]
     for key, counts in results["steps"].items():
         lines.append(f"| {key} | " + " | ".join(f"{counts[name]:,}" for name in COUNTS) + " |")
+    if results.get("graph_launches"):
+        lines += ["", "kernels launched per CUDA graph replay:", "", "| recipe | step | kernels |", "|---|---|---:|"]
+        for recipe, kinds in results["graph_launches"].items():
+            lines += [f"| {recipe} | {kind} | {count:,} |" for kind, count in kinds.items()]
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="ganforge bench counts", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="cpu (the committed baseline's) or cuda (eager steps, graphs off)")
-    parser.add_argument("--out", help="write the counts JSON here (bench/counts_baseline.json: the test's baseline)")
-    args = parser.parse_args(argv)
-    results = measure(args.device)
+def add_arguments(parser):
+    """Only the shared options: --device (cpu, the committed baseline's; cuda adds the graph launches) and --out
+    (bench/counts_baseline.json is the test's baseline)."""
+
+
+def run(args):
+    results = measure(args.device or "cpu")
     print(markdown_table(results), end="")
     if args.out:
         atomic_write_json(args.out, results, indent=1)
         print(f"counts written to {args.out}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

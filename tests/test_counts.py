@@ -102,3 +102,26 @@ def test_the_command_writes_a_counts_file(tmp_path, monkeypatch, capsys):
     assert written["schema"] == counts.SCHEMA and written["torch_major_minor"] == counts.torch_major_minor()
     assert written["steps"] == {"mlp/default/g": step} and "per step" in written["note"]
     assert "| mlp/default/g | 1 | 1 | 4 | 0 |" in capsys.readouterr().out
+    assert written["graph_launches"] == {}  # a CPU has no CUDA graphs to count launches of
+
+
+def test_kernels_launched_counts_device_kernels_only():
+    """The launch counter keeps kernels on the CUDA side and leaves out host events and copies (profiler events
+    stood in for by simple objects: the CPU has no CUDA profiler)."""
+    from types import SimpleNamespace
+
+    def event(name, device_type):
+        return SimpleNamespace(name=name, device_type=device_type)
+
+    events = [event("aten::mm", "DeviceType.CPU"), event("ampere_sgemm_64x64", "DeviceType.CUDA"),
+              event("ampere_sgemm_64x64", "DeviceType.CUDA"), event("Memcpy DtoD (Device -> Device)", "DeviceType.CUDA"),
+              event("Memset (Device)", "DeviceType.CUDA"), event("bias_act_fwd_kernel", "DeviceType.CUDA")]
+    assert counts.kernels_launched(events) == {"ampere_sgemm_64x64": 2, "bias_act_fwd_kernel": 1}
+
+
+@pytest.mark.gpu
+def test_graph_replays_launch_the_same_kernels_every_time():
+    """One replay of each captured step launches kernels, and the same number on a second count."""
+    first = counts.graph_launches("mlp", "default", "cuda")
+    assert set(first) == {"d", "d_penalty", "g"} and all(n > 0 for n in first.values())
+    assert counts.graph_launches("mlp", "default", "cuda") == first
