@@ -93,9 +93,6 @@ def main(argv):
     case = BY_NAME.get(argv[0])
     if case is None:
         raise ValueError(f"unknown bench case {argv[0]!r}; one of {', '.join(BY_NAME)}")
-    module = importlib.import_module(f"{__package__}.{case.module}")
-    if not hasattr(module, "add_arguments"):  # a case still on its own parser
-        return module.main(argv[1:])
     parser, module = case_parser(case)
     args = parser.parse_args(argv[1:])
     args.case = case.name
