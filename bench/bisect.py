@@ -37,6 +37,7 @@ import tempfile
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from ..engine.provenance import command_line
 from .compare import key_fields, parse_threshold, tracked_figures
 from .compare import label as figure_label
 from .report import markdown_table
@@ -472,8 +473,8 @@ def bisect(args):
         good_checkout = Checkout(root, good, scratch, stack)
         reason = check_endpoints(root, bad, measurement, good_checkout, scratch, probes)
         first_bad = None if reason else search(root, line, measurement, scratch, probes)
-    report = {"schema": SCHEMA, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-              "good": good, "bad": bad, "first_bad": first_bad, "commits": len(line), "threshold": threshold,
+    report = {"schema": SCHEMA, "command": command_line(),
+              "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "good": good, "bad": bad, "first_bad": first_bad, "commits": len(line), "threshold": threshold,
               "measurement": measurement.describe(), "probes": probes, "endpoints_problem": reason}
     return finish(args, report, measurement)
 
