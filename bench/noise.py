@@ -125,13 +125,15 @@ def noise_markdown(record):
         spec = ".4f" if any(v is not None and v < 10 for v in values) else ",.0f"
         return " / ".join("–" if v is None else format(v, spec) for v in values)
 
+    shown = [r for r in record["rows"] if any(v is not None for v in r["runs"])]
     rows = [[r["label"], r["figure"], figures(r["runs"]), pct(r["within"]), pct(r["between"]), pct(r["cv"]),
-             pct(r["noise"]), pct(None if r["noise"] is None else NOISE_FACTOR * r["noise"])]
-            for r in record["rows"]]
+             pct(r["noise"]), pct(None if r["noise"] is None else NOISE_FACTOR * r["noise"])] for r in shown]
     headers = ["row", "figure", "runs", "within", "between", "cv", "noise", f"{NOISE_FACTOR}x noise"]
     head = (f"noise of {record['case']} on {record['device']}: {record['runs']} runs, commit "
             f"{(record.get('git_commit') or 'unknown')[:12]}, torch {record['torch']}\n\n")
-    return head + markdown_table(headers, rows, "llrrrrrr") + "\n"
+    hidden = len(record["rows"]) - len(shown)
+    tail = f"\n({hidden} rows without a figure in any run: skipped or failed on this device)\n" if hidden else ""
+    return head + markdown_table(headers, rows, "llrrrrrr") + "\n" + tail
 
 
 def default_out(device_type):
