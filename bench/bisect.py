@@ -60,7 +60,8 @@ def add_arguments(parser):
                       help="measure `ganforge bench counts`: bad when any count of any step rose above GOOD's")
     kind.add_argument("--command", help="shell command run in each probed commit's worktree that writes a bench "
                                         "results JSON to {out} (instead of `python -m ganforge bench CASE`)")
-    parser.add_argument("--case", default="train", help="timed: the bench case measured (default train)")
+    parser.add_argument("--case", dest="measured_case", default="train",
+                        help="timed: the bench case measured (default train)")
     parser.add_argument("--case-args", default="",
                         help='timed: the case\'s flags as one string, e.g. "--models mlp-28 --columns steps"')
     parser.add_argument("--name", "--model", dest="name", help="timed: the row's model config (mlp-28) or kernel op")
@@ -270,12 +271,14 @@ class Timed:
         self.runs = 0
 
     def describe(self):
-        what = self.args.command or f"python -m ganforge bench {self.args.case} {self.args.case_args}".strip()
+        case = f"python -m ganforge bench {self.args.measured_case} {self.args.case_args}".strip()
+        what = self.args.command or case
         return {"kind": "command" if self.args.command else "timed", "command": what, "rounds": self.rounds,
                 "figure": figure_label(self.key) if self.key else None, "filters": self.filters}
 
     def case_argv(self, out):
-        argv = ["bench", self.args.case, "--out", str(out), "--history", "off", *shlex.split(self.args.case_args)]
+        argv = ["bench", self.args.measured_case, "--out", str(out), "--history", "off",
+                *shlex.split(self.args.case_args)]
         for flag, value in (("--device", self.args.device), ("--repeats", self.args.repeats)):
             if value is not None:
                 argv += [flag, str(value)]
@@ -332,7 +335,8 @@ class Timed:
     def shown(self, probe):
         spec = ".4g" if self.key and self.key[0] == "kernel" else ",.1f"
         figures = probe["figures"]
-        return [" / ".join("–" if v is None else format(v, spec) for v in figures[side]) for side in ("good", "probe")]
+        return [" / ".join("–" if v is None else format(v, spec) for v in figures[side])
+                for side in ("good", "probe")]
 
 
 class Counts:
@@ -474,7 +478,8 @@ def bisect(args):
         reason = check_endpoints(root, bad, measurement, good_checkout, scratch, probes)
         first_bad = None if reason else search(root, line, measurement, scratch, probes)
     report = {"schema": SCHEMA, "command": command_line(),
-              "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "good": good, "bad": bad, "first_bad": first_bad, "commits": len(line), "threshold": threshold,
+              "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "good": good, "bad": bad,
+              "first_bad": first_bad, "commits": len(line), "threshold": threshold,
               "measurement": measurement.describe(), "probes": probes, "endpoints_problem": reason}
     return finish(args, report, measurement)
 

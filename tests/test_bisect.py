@@ -178,7 +178,9 @@ def counts_repo(tmp_path, monkeypatch):
         return json.loads((checkout.tree / "counts.json").read_text())["steps"]
     monkeypatch.setattr(bisect.Counts, "measure", measure_from_file)
     ops = {0: 4, 1: 3, 2: 3, 3: 4, 4: 4, 5: 4}
-    return tmp_path / "repo", make_repo(tmp_path / "repo", 6, 3, lambda i, _: {"counts.json": counts_file(ops[i]), "notes.txt": f"note {i}\n"})
+    def files_of(i, _):
+        return {"counts.json": counts_file(ops[i]), "notes.txt": f"note {i}\n"}
+    return tmp_path / "repo", make_repo(tmp_path / "repo", 6, 3, files_of)
 
 
 def test_a_planted_count_rise_is_found(counts_repo, tmp_path, capsys):
@@ -279,3 +281,13 @@ def test_select_figure_picks_one_training_or_kernel_row():
         bisect.select_figure(results, {"name": "dcgan-28"})
     with pytest.raises(bisect.BisectError, match="2 rows match"):
         bisect.select_figure(results, {"name": "mlp-28", "column": "steps"})
+
+
+def test_the_timed_case_command_carries_the_case_and_the_shared_options(tmp_path):
+    parser, _ = harness.case_parser(harness.BY_NAME["bisect"])
+    args = parser.parse_args(["--good", "a", "--bad", "b", "--case-args", "--models mlp-28 --columns steps",
+                              "--repeats", "5", "--device", "cpu"])
+    args.case = "bisect"  # what the harness sets: the measured case is not this one
+    argv = bisect.Timed(args, 0.1, tmp_path).case_argv(tmp_path / "r.json")
+    assert argv == ["bench", "train", "--out", str(tmp_path / "r.json"), "--history", "off", "--models", "mlp-28",
+                    "--columns", "steps", "--device", "cpu", "--repeats", "5"]
