@@ -9,7 +9,6 @@ row's images/s, keyed by (case, model, objective, column, batch, shape, dtype), 
 (the band `ganforge bench report` draws; empty for rows written without them). Default database: $GANFORGE_HISTORY, else
 $GANFORGE_CACHE/bench-history.sqlite, else ~/.cache/ganforge/bench-history.sqlite.
 """
-import argparse
 import json
 import os
 import sqlite3

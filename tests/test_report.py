@@ -150,3 +150,14 @@ def test_history_keeps_p20_p80_and_picks_rows_measured_at_several_commits(plante
     assert 0 < len(series) <= 6 and all(len({r["git_commit"] for r in v}) == 3 for v in series.values())
     picked = history_series(query(planted["db"]), ["mlp-28 · r1 · loop"])
     assert len(picked) == 1
+
+
+def test_figures_picks_a_subset_and_names_it_on_the_page(planted, capsys):
+    out = planted["out"]
+    assert bench_main(["report", planted["results"], "--figures", "training", "--out", str(out), "--history",
+                       planted["db"], "--records", planted["empty"]]) == 0
+    assert {p.name for p in out.glob("*.png")} == {"training.png"}
+    page = (out / "index.html").read_text()
+    assert _images_of(page) == {"training.png"} and "left out" not in page and "--figures training" in page
+    with pytest.raises(SystemExit):
+        bench_main(["report", "--figures", "training,pie", "--out", str(out)])
