@@ -279,6 +279,20 @@ def training_groups(results_files):
     return groups
 
 
+MAX_PANELS = 12  # beyond this a figure's panels get too small to read
+
+
+def fewer_panels(groups):
+    """At most MAX_PANELS configurations: past that, only the largest batch of each (model, objective)."""
+    if len(groups) <= MAX_PANELS:
+        return groups
+    largest = {}
+    for name, objective, batch in groups:
+        largest[(name, objective)] = max(batch, largest.get((name, objective), batch))
+    kept = [key for key in groups if key[2] == largest[key[:2]]][:MAX_PANELS]
+    return {key: groups[key] for key in kept}
+
+
 def compare_columns(rows):
     """(ganforge's row, the strongest other row, ganforge / strongest) of one configuration; None where absent.
 
@@ -334,6 +348,8 @@ def training_figure(results_files, out_dir):
     groups = training_groups(results_files)
     if not any(r.get("images_per_sec") for g in groups.values() for r in g["rows"]):
         return None, "no timed training rows in " + _names(results_files)
+    configurations = len(groups)
+    groups = fewer_panels(groups)
     plt = _pyplot()
     from matplotlib.patches import Patch
 
@@ -351,7 +367,9 @@ def training_figure(results_files, out_dir):
                  + where_measured(headers), fontsize=11)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     files = sorted({shown_path(g["path"]) for g in groups.values()})
-    caption = ("Images/s of each training configuration (model · objective · batch) for every bench column; the "
+    shown = "" if len(groups) == configurations else (
+        f"{len(groups)} of {configurations} configurations shown (the largest batch of each model and objective). ")
+    caption = (shown + "Images/s of each training configuration (model · objective · batch) for every bench column; the "
                "hatched bar is ganforge's (its own column, else the loop `ganforge train` runs) with its ratio to the "
                "strongest column that is not ganforge's own (orange). From " + ", ".join(files) + ".")
     return _save(fig, out_dir, "training", plt), caption
@@ -444,8 +462,8 @@ def history_series(rows, wanted=()):
     for row in rows:
         series.setdefault(tuple(row[c] for c in SERIES_KEY), []).append(row)
     if wanted:
-        return {k: v for k, v in series.items()
-                if any(w in f"{series_label(k)} · {k[7]}" for w in wanted)}
+        picked = [k for k in series if any(w in f"{series_label(k)} · {k[7]}" for w in wanted)]
+        return {k: series[k] for k in picked[:MAX_PANELS]}
     spread = {k: len({r["git_commit"] for r in v}) for k, v in series.items()}
     ranked = sorted((k for k in series if spread[k] >= 2), key=lambda k: (-spread[k], series_label(k)))
     return {k: series[k] for k in ranked[:MAX_SERIES]}

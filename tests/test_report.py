@@ -161,3 +161,16 @@ def test_figures_picks_a_subset_and_names_it_on_the_page(planted, capsys):
     assert _images_of(page) == {"training.png"} and "left out" not in page and "--figures training" in page
     with pytest.raises(SystemExit):
         bench_main(["report", "--figures", "training,pie", "--out", str(out)])
+
+
+def test_a_large_sweep_keeps_the_largest_batch_of_each_model_and_objective():
+    from ganforge.bench.report import MAX_PANELS, fewer_panels
+
+    batches = random.sample([32, 64, 128, 256, 512, 1024], 4)
+    groups = {(name, objective, batch): {"rows": []} for name in ("mlp-28", "dcgan-64")
+              for objective in ("r1", "wgan-gp") for batch in batches}
+    assert len(groups) > MAX_PANELS
+    kept = fewer_panels(groups)
+    assert sorted(kept) == sorted((n, o, max(batches)) for n in ("mlp-28", "dcgan-64") for o in ("r1", "wgan-gp"))
+    few = dict(list(groups.items())[:3])
+    assert fewer_panels(few) == few
