@@ -235,7 +235,8 @@ def where_measured(headers):
                 f"{(data.get('git_commit') or 'unknown')[:8]} · {str(data.get('date') or '?')[:10]}")
         if text not in seen:
             seen.append(text)
-    return "\n".join(seen)
+    more = [f"and {len(seen) - 3} more files' settings (see the caption)"] if len(seen) > 3 else []
+    return "\n".join(seen[:3] + more)
 
 
 def _pyplot():
@@ -712,7 +713,11 @@ def run(args):
             return 2
         print(report_markdown(results, tuple(args.section or ("ceilings", "train", "kernels"))), end="")
         return 0
-    drawn, left_out = build_report(args)
+    try:
+        drawn, left_out = build_report(args)
+    except (ResultsError, OSError, ValueError) as exc:  # a named file that is missing or not a results file
+        print(f"ganforge bench report: error: {exc}", file=sys.stderr)
+        return 2
     page = write_page(args.out, drawn, left_out, command_line(args))
     for name, _, path, _ in drawn:
         print(f"wrote {path}")

@@ -174,3 +174,10 @@ def test_a_large_sweep_keeps_the_largest_batch_of_each_model_and_objective():
     assert sorted(kept) == sorted((n, o, max(batches)) for n in ("mlp-28", "dcgan-64") for o in ("r1", "wgan-gp"))
     few = dict(list(groups.items())[:3])
     assert fewer_panels(few) == few
+
+
+def test_a_file_that_is_not_results_is_an_error_not_a_traceback(tmp_path, capsys):
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    assert bench_main(["report", str(broken), "--out", str(tmp_path / "out"), "--history", "off"]) == 2
+    assert "is not JSON" in capsys.readouterr().err
