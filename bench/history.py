@@ -6,8 +6,8 @@
 Each row is one figure of one results file ("ganforge-bench/1"): a kernel row's median time (ms) or a training
 row's images/s, keyed by (case, model, objective, column, batch, shape, dtype), with the file's commit, machine
 (its "device" field), torch and triton versions and date, and the p20 / p80 of the repeats beside the median
-(the band `ganforge bench report` draws; empty for rows written without them). Default database: $GANFORGE_HISTORY, else
-$GANFORGE_CACHE/bench-history.sqlite, else ~/.cache/ganforge/bench-history.sqlite.
+(the band `ganforge bench report` draws; empty for rows written without them). Default database:
+$GANFORGE_HISTORY, else $GANFORGE_CACHE/bench-history.sqlite, else ~/.cache/ganforge/bench-history.sqlite.
 """
 import json
 import os

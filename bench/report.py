@@ -359,7 +359,8 @@ def training_figure(results_files, out_dir):
     for ax, (key, group) in zip(axes, groups.items()):
         _training_panel(ax, key, group["rows"])
     handles = [Patch(color=OWN_COLOUR, label="ganforge's own columns"),
-               Patch(facecolor=OWN_COLOUR, hatch="//", edgecolor="white", label="ganforge (ratio to the strongest other)"),
+               Patch(facecolor=OWN_COLOUR, hatch="//", edgecolor="white",
+                     label="ganforge (ratio to the strongest other)"),
                Patch(color=STRONGEST_COLOUR, label="strongest other column"),
                Patch(color=OTHER_COLOUR, label="other columns (eager, torch.compile)")]
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=9, frameon=False)
@@ -370,9 +371,9 @@ def training_figure(results_files, out_dir):
     files = sorted({shown_path(g["path"]) for g in groups.values()})
     shown = "" if len(groups) == configurations else (
         f"{len(groups)} of {configurations} configurations shown (the largest batch of each model and objective). ")
-    caption = (shown + "Images/s of each training configuration (model · objective · batch) for every bench column; the "
-               "hatched bar is ganforge's (its own column, else the loop `ganforge train` runs) with its ratio to the "
-               "strongest column that is not ganforge's own (orange). From " + ", ".join(files) + ".")
+    caption = (shown + "Images/s of each training configuration (model · objective · batch) for every bench column; "
+               "the hatched bar is ganforge's (its own column, else the loop `ganforge train` runs) with its ratio to "
+               "the strongest column that is not ganforge's own (orange). From " + ", ".join(files) + ".")
     return _save(fig, out_dir, "training", plt), caption
 
 

@@ -40,9 +40,11 @@ def _results(commit, date, rng, train=True, kernels=True):
     rows = [_train_row(c, rng.uniform(100, 1000)) for c in ("eager-fp32", "eager-bf16", "loop")] \
         + [_train_row("compile", None)] if train else []
     kernel_rows = [_kernel_row(op, p, impl, n, rng.uniform(0.5, 9)) for op in ("bias_act", "gradient_penalty")
-                   for p in ("forward", "both") for impl in ("eager", "compile") for n in (4096, 65536)] if kernels else []
+                   for p in ("forward", "both") for impl in ("eager", "compile")
+                   for n in (4096, 65536)] if kernels else []
     return {"schema": SCHEMA, "device": "cpu: test machine", "device_type": "cpu", "torch": "2.13.0", "triton": None,
-            "git_commit": commit, "date": date, "quick": True, "notes": [], "ceilings": {"copy_gbps": 10.0, "matmul_tflops_bf16": 0.5, "matmul_tflops_fp32": 0.2},
+            "git_commit": commit, "date": date, "quick": True, "notes": [],
+            "ceilings": {"copy_gbps": 10.0, "matmul_tflops_bf16": 0.5, "matmul_tflops_fp32": 0.2},
             "kernels": kernel_rows, "train": rows}
 
 
