@@ -66,7 +66,8 @@ def ceilings_markdown(results):
 def train_markdown(results):
     rows = []
     for r in results["train"]:
-        config = [r["name"], r.get("objective", r["penalty"]), r["batch_size"], r["column"], r.get("penalty_grad") or "–"]
+        config = [r["name"], r.get("objective", r["penalty"]), r["batch_size"], r["column"],
+                  r.get("penalty_grad") or "–"]
         if r.get("images_per_sec") is None:
             rows.append(config + ["–"] * 8 + [_why(r)])
             continue
