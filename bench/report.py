@@ -729,12 +729,8 @@ def run(args):
     return 0
 
 
-def main(argv=None):
-    """`python -m ganforge.bench.report ...`: the same as `ganforge bench report ...`."""
+def main(argv):
+    """`ganforge bench report ...` with ``argv`` after the case name, through the bench harness."""
     from .harness import main as harness_main
 
-    return harness_main(["report", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return harness_main(["report", *argv])
