@@ -2,6 +2,8 @@
 
     ganforge bench history rebuild DIR [--history DB]     (a fresh database from every results file under DIR)
     ganforge bench history [--history DB] [--case C] [--model M] [--column COL] [--objective O] [--commit SHA]
+    ganforge bench history backfill --commits A,B,C --out DIR [--rounds 2] [--bench-case train] [--case-args "..."]
+        (the bench case run at each commit, in a temporary worktree with this environment; files kept in DIR)
 
 Each row is one figure of one results file ("ganforge-bench/1"): a kernel row's median time (ms) or a training
 row's images/s, keyed by (case, model, objective, column, batch, shape, dtype), with the file's commit, machine
@@ -12,6 +14,7 @@ $GANFORGE_HISTORY, else $GANFORGE_CACHE/bench-history.sqlite, else ~/.cache/ganf
 import json
 import os
 import sqlite3
+import subprocess
 from pathlib import Path
 
 from .results import SCHEMA
@@ -212,14 +215,22 @@ def add_arguments(parser):
     """`ganforge bench history [show|rebuild] [DIR]` and the row selection (--history is a shared option)."""
     parser.description = ("Bench figures over commits from a SQLite history; `history rebuild DIR` makes a fresh "
                           "database from every results file under DIR.")
-    parser.add_argument("action", nargs="?", choices=("show", "rebuild"), default="show",
-                        help="show the selected figures (default) or rebuild the database from DIR")
+    parser.add_argument("action", nargs="?", choices=("show", "rebuild", "backfill"), default="show",
+                        help="show the selected figures (default), rebuild the database from DIR, or backfill: "
+                             "measure past commits")
     parser.add_argument("folder", nargs="?", help="rebuild: folder searched for results JSON files (bench/results)")
     parser.add_argument("--case", dest="row_case", help="a training row's name (dcgan-28) or kernel/OP/PASS")
     parser.add_argument("--model", help="model (mlp, dcgan)")
     parser.add_argument("--column", help="training column or kernel implementation")
     parser.add_argument("--objective", help="training objective (none, wgan-gp, r1, rpgan-r1r2, default)")
     parser.add_argument("--commit", help="a commit, or the start of one")
+    backfill = parser.add_argument_group("backfill")
+    backfill.add_argument("--commits", help="comma-separated revisions to measure (oldest first reads best)")
+    backfill.add_argument("--bench-case", default="train", help="the bench case run at each commit (default train)")
+    backfill.add_argument("--case-args", default="--quick --device cpu",
+                          help='its flags as one string (default "--quick --device cpu")')
+    backfill.add_argument("--rounds", type=int, default=1,
+                          help="passes over the commits, each commit once per pass, so drift falls on all alike")
 
 
 def run(args):
@@ -236,11 +247,51 @@ def run(args):
         print(f"loaded {files} results files, {rows} rows into {history or default_path()} "
               f"(skipped {files_skipped} other JSON files, {rows_skipped} rows without a figure or of unknown kind)")
         return 0
+    if args.action == "backfill":
+        return backfill(args)
     rows = query(history, args.row_case, args.model, args.column, args.commit, args.objective)
     if not rows:
         print("no rows match")
         return 0
     print(markdown_table(rows), end="")
+    return 0
+
+
+def backfill(args):
+    """Run the bench case at each of --commits in a temporary worktree (this interpreter, that commit's code), the
+    commits in turn for --rounds passes; each results file is kept under --out and recorded in the history."""
+    import contextlib
+    import shlex
+    import tempfile
+
+    from .bisect import Checkout, git, resolve
+
+    revisions = [r.strip() for r in (args.commits or "").split(",") if r.strip()]
+    if not revisions or not args.out or args.rounds < 1:
+        raise ValueError("history backfill needs --commits A,B,... , --out DIR and --rounds >= 1")
+    root = Path(git(Path("."), "rev-parse", "--show-toplevel"))  # past commits: the work tree may be dirty
+    shas = [resolve(root, rev) for rev in revisions]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="ganforge-backfill-"))
+        checkouts = [Checkout(root, sha, scratch, stack) for sha in shas]
+        # an older commit's bench appends to its own default history: a throwaway one, recorded here instead
+        env = dict(os.environ, GANFORGE_HISTORY=str(Path(scratch) / "child-history.sqlite"))
+        for round_index in range(args.rounds):
+            for checkout in checkouts:
+                path = (out / f"{args.bench_case}-{checkout.sha[:12]}-r{round_index + 1}.json").resolve()
+                print(f"backfill: {checkout.sha[:12]} {checkout.subject[:60]} (round {round_index + 1})", flush=True)
+                argv = checkout.ganforge_argv(["bench", args.bench_case, *shlex.split(args.case_args),
+                                               "--out", str(path)])
+                done = subprocess.run(argv, cwd=checkout.tree, env=env, capture_output=True, text=True)
+                if done.returncode != 0:
+                    lines = (done.stderr.strip() or done.stdout.strip()).splitlines()
+                    raise ValueError(f"bench {args.bench_case} failed at {checkout.sha[:12]}: "
+                                     f"{lines[-1] if lines else 'no output'}")
+                if args.history != "off":
+                    record(args.history, json.loads(path.read_text()))
+    print(f"backfill: {len(shas)} commits x {args.rounds} rounds, results in {out}")
     return 0
 
 

@@ -1,6 +1,8 @@
 """bench/history.py: figures of results files in SQLite, rebuilt from a folder, printed over commits."""
 import json
 
+import pytest
+
 from ganforge.bench.history import query, rebuild, record
 from ganforge.bench.results import SCHEMA
 from ganforge.commands.bench import bench_command
@@ -113,3 +115,43 @@ def test_history_through_the_harness(tmp_path, capsys):
     assert main(["history", "show", "--history", db, "--column", "eager-fp32"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 4
     assert main(["history", "rebuild", "--history", db]) == 2  # no folder named
+
+
+def test_backfill_measures_each_commit_in_its_own_worktree_for_each_round(tmp_path, monkeypatch, capsys):
+    """backfill runs the case at every named commit, in turn, once per round; each results file is kept under --out
+    and its figures recorded. The measurement is a stand-in that writes a results file naming the checked-out
+    commit (the real one would time `ganforge bench train` in the commit's code)."""
+    import subprocess
+    import sys
+
+    from ganforge.bench import bisect
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    run = lambda *a: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=repo,  # noqa: E731
+                                    check=True, capture_output=True, text=True).stdout.strip()
+    run("init", "-q")
+    shas = []
+    for speed in (100, 60):
+        (repo / "speed.txt").write_text(str(speed))
+        run("add", "speed.txt")
+        run("commit", "-qm", f"speed {speed}")
+        shas.append(run("rev-parse", "HEAD"))
+    writer = ("import json, subprocess, sys; out = sys.argv[sys.argv.index('--out') + 1]; "
+              "sha = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True).stdout.strip(); "
+              f"row = json.loads({json.dumps(json.dumps(_results('x', 'd', 1)['train'][0]))}); "
+              "row['images_per_sec'] = float(open('speed.txt').read()); "
+              f"json.dump({{'schema': '{SCHEMA}', 'git_commit': sha, 'device': 'cpu', 'date': sha, "
+              "'train': [row], 'kernels': []}, open(out, 'w'))")
+    monkeypatch.setattr(bisect.Checkout, "ganforge_argv", lambda self, args: [sys.executable, "-c", writer, *args])
+    monkeypatch.chdir(repo)
+    db, out = tmp_path / "h.sqlite", tmp_path / "files"
+    assert bench_command(["history", "backfill", "--commits", f"{shas[0]},HEAD", "--rounds", "2",
+                          "--out", str(out), "--history", str(db)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"train-{sha[:12]}-r{r}.json" for sha in shas for r in (1, 2))
+    figures = {(row["git_commit"], row["value"]) for row in query(db)}
+    assert figures == {(shas[0], 100.0), (shas[1], 60.0)} and len(query(db)) == 4
+    assert "2 commits x 2 rounds" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unknown revision"):
+        bench_command(["history", "backfill", "--commits", "nope", "--out", str(out), "--history", str(db)])
