@@ -327,10 +327,15 @@ class Timed:
         if not all(probe_values):  # a row that errored or was skipped is worse than slow (as in bench compare)
             return {"figures": {"good": good_values, "probe": probe_values}, "ratio": None, "worse_by": None,
                     "verdict": "bad"}
-        ratio = statistics.median(p / g for g, p in zip(good_values, probe_values))
+        ratios = [p / g for g, p in zip(good_values, probe_values)]
+        ratio = statistics.median(ratios)
         slower = worse_by(ratio, 1.0, lower_is_better)
-        return {"figures": {"good": good_values, "probe": probe_values}, "ratio": ratio, "worse_by": slower,
-                "verdict": "bad" if slower > self.threshold else "good"}
+        # Rounds on both sides of the threshold: the verdict is the median's, but the noise is as large as the
+        # change, and the table says so (more --rounds, or fewer threads on a busy machine, settle it).
+        sides = {worse_by(r, 1.0, lower_is_better) > self.threshold for r in ratios}
+        return {"figures": {"good": good_values, "probe": probe_values, "ratios": ratios}, "ratio": ratio,
+                "worse_by": slower, "verdict": "bad" if slower > self.threshold else "good",
+                "rounds_agree": len(sides) == 1}
 
     def shown(self, probe):
         spec = ".4g" if self.key and self.key[0] == "kernel" else ",.1f"
@@ -445,9 +450,13 @@ def format_report(report, measurement):
         ratio, worse = probe["ratio"], probe["worse_by"]
         subject_text = probe["subject"] if len(probe["subject"]) <= SUBJECT_WIDTH else \
             probe["subject"][:SUBJECT_WIDTH - 3] + "..."
+        rounds = probe["figures"].get("ratios") or []
+        ratio_text = "–" if ratio is None else f"{ratio:.3f}"
+        if len(rounds) > 1:  # each round's ratio beside their median
+            ratio_text += " (" + " / ".join(f"{r:.2f}" for r in rounds) + ")"
+        verdict = probe["verdict"] + ("" if probe.get("rounds_agree", True) else " (rounds disagree)")
         rows.append([probe["sha"][:12], subject_text, probe["role"], good_text, probe_text,
-                     "–" if ratio is None else f"{ratio:.3f}", "–" if worse is None else f"{worse:+.1%}",
-                     probe["verdict"]])
+                     ratio_text, "–" if worse is None else f"{worse:+.1%}", verdict])
     headers = ["commit", "subject", "probe", "good", "this commit", "ratio", "slower by", "verdict"]
     what = report["measurement"]
     lines = [f"bisect: {what['command']}" + (f" · {what['figure']}" if what.get("figure") else ""),

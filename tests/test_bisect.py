@@ -90,7 +90,9 @@ def test_the_planted_slow_commit_is_the_first_bad_commit(speed_repo, tmp_path, c
     assert by_sha[shas[-1]]["role"] == "bad endpoint"
     for sha, probe in by_sha.items():
         slow = shas.index(sha) >= 5
-        assert probe["figures"] == {"good": [100.0, 100.0], "probe": [50.0, 50.0] if slow else [100.0, 100.0]}
+        assert probe["figures"] == {"good": [100.0, 100.0], "probe": [50.0, 50.0] if slow else [100.0, 100.0],
+                                    "ratios": [0.5, 0.5] if slow else [1.0, 1.0]}
+        assert probe["rounds_agree"]
         assert probe["ratio"] == (0.5 if slow else 1.0) and probe["verdict"] == ("bad" if slow else "good")
     # binary search over 7 commits: the bad endpoint, then at most 3 probes, each probed commit once
     assert len(report["probes"]) <= 4 and len(by_sha) == len(report["probes"])
@@ -291,3 +293,20 @@ def test_the_timed_case_command_carries_the_case_and_the_shared_options(tmp_path
     argv = bisect.Timed(args, 0.1, tmp_path).case_argv(tmp_path / "r.json")
     assert argv == ["bench", "train", "--out", str(tmp_path / "r.json"), "--history", "off", "--models", "mlp-28",
                     "--columns", "steps", "--device", "cpu", "--repeats", "5"]
+
+
+def test_rounds_on_both_sides_of_the_threshold_are_flagged(speed_repo, tmp_path, capsys, monkeypatch):
+    """The median of the rounds' ratios decides; rounds that disagree are said beside the verdict."""
+    repo, shas = speed_repo
+    figures = [100.0, 50.0, 100.0, 120.0, 100.0, 60.0]  # good, probe per round: ratios 0.5, 1.2, 0.6
+
+    def scripted(self, checkout):
+        self.key = ("train", "toy-28", "default", 8, "steps")
+        return figures.pop(0), False
+    monkeypatch.setattr(bisect.Timed, "measure", scripted)
+    code, out, err = run_bisect(["--good", shas[4], "--bad", shas[5], "--rounds", "3"]
+                                + command_args(repo, tmp_path), capsys)
+    assert code == 0, err
+    assert "0.600 (0.50 / 1.20 / 0.60)" in out and "bad (rounds disagree)" in out
+    report = json.loads((tmp_path / "bisect.json").read_text())
+    assert report["probes"][0]["rounds_agree"] is False and report["first_bad"] == shas[5]
