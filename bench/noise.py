@@ -14,6 +14,7 @@ The noise file (schema ganforge-noise/1) feeds `ganforge bench compare --noise`,
 beyond max(threshold, 3 x its noise). Every run's results file is kept in a folder beside --out.
 """
 import datetime
+import os
 import shlex
 import statistics
 import subprocess
@@ -46,6 +47,9 @@ def add_arguments(parser):
     parser.add_argument("--case-args", default=None,
                         help="the case's own flags, one string (default for train: "
                              f"{DEFAULT_CASE_ARGS['train']!r}; for kernels: none)")
+    parser.add_argument("--from-results", nargs="+", default=None, metavar="RESULTS.json",
+                        help="measure nothing: compute the noise of these results files of identical runs "
+                             "(e.g. a subset of an earlier noise record's runs)")
 
 
 def run_command(args, case_args, results_path):
@@ -104,6 +108,11 @@ def noise_rows(all_results):
     return rows
 
 
+def _relative(path, folder):
+    """``path`` as seen from ``folder`` (where the noise file lies), so a record stays movable."""
+    return os.path.relpath(Path(path).resolve(), Path(folder).resolve())
+
+
 def noise_record(args, case_args, paths, out):
     """The noise file: the machine and versions of the first run, how it was measured, the rows."""
     all_results = [load_results(path) for path in paths]
@@ -112,8 +121,9 @@ def noise_record(args, case_args, paths, out):
             "torch": first["torch"], "triton": first.get("triton"), "git_commit": first.get("git_commit"),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "runs": len(paths), "case": args.measured_case, "case_args": case_args,
+            "run_command": first.get("command"),
             "repeats": args.repeats, "quick": args.quick, "noise_factor": NOISE_FACTOR,
-            "results_files": [str(Path(p).relative_to(Path(out).parent)) for p in paths],
+            "results_files": [_relative(p, Path(out).parent) for p in paths],
             "rows": noise_rows(all_results)}
 
 
@@ -146,14 +156,23 @@ def default_out(device_type):
 
 
 def run(args):
-    case_args = shlex.split(DEFAULT_CASE_ARGS[args.measured_case] if args.case_args is None else args.case_args)
+    if args.case_args is not None:
+        case_args = shlex.split(args.case_args)
+    else:  # files given: what they ran is in their own "command"; nothing is assumed here
+        case_args = None if args.from_results else shlex.split(DEFAULT_CASE_ARGS[args.measured_case])
     out = Path(args.out) if args.out else default_out(args.device)
     runs_dir = out.with_name(out.stem + "-runs")  # every run's results file, kept beside the noise file
-    try:
-        paths = measure(args, case_args, runs_dir)
-    except RuntimeError as exc:
-        print(f"bench noise: error: {exc}", file=sys.stderr)
-        return 1
+    if args.from_results:
+        if len(args.from_results) < 2:
+            print("bench noise: error: --from-results needs two or more results files", file=sys.stderr)
+            return 2
+        paths, runs_dir = [Path(p) for p in args.from_results], "the files given"
+    else:
+        try:
+            paths = measure(args, case_args, runs_dir)
+        except RuntimeError as exc:
+            print(f"bench noise: error: {exc}", file=sys.stderr)
+            return 1
     record = noise_record(args, case_args, paths, out)
     atomic_write_json(out, record, indent=1)
     print(noise_markdown(record), end="")

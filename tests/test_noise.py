@@ -164,3 +164,15 @@ def test_noise_end_to_end_two_kernel_runs(tmp_path, capsys):
     assert measured and all(r["noise"] >= max(r["within"], r["between"]) for r in measured)
     assert all(len(r["runs"]) == 2 for r in record["rows"])
     assert "3x noise" in capsys.readouterr().out
+
+
+def test_noise_from_existing_results_files(tmp_path, planted_runs, capsys):
+    _, paths = planted_runs
+    out = tmp_path / "sub" / "noise.json"
+    assert bench_main(["noise", "--from-results", paths[0], paths[2], "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["runs"] == 2 and record["results_files"] == ["../run-1.json", "../run-3.json"]
+    mlp = next(r for r in record["rows"] if r["label"] == "mlp-28 wgan-gp b64 ganforge")
+    assert mlp["between"] == pytest.approx(0.05 / 0.975) and mlp["within"] == pytest.approx(0.025)
+    assert "mlp-28 wgan-gp b64 ganforge" in capsys.readouterr().out
+    assert bench_main(["noise", "--from-results", paths[0], "--out", str(out)]) == 2
