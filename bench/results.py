@@ -36,6 +36,10 @@ TRAIN_KEYS = ("name", "model", "data_shape", "loss", "penalty", "batch_size", "c
 TRAIN_FIGURES = ("images_per_sec", "images_per_sec_p20", "images_per_sec_p80", "spread", "ms_per_iter",
                  "ms_per_d_step", "ms_per_g_step", "peak_mem_mb", "flops_per_iter", "tflops", "mfu",
                  "speedup_vs_eager_fp32", "speedup_vs_best_other")
+# Figures later rows carry (older files lack them): a number or null where present. compile_s: a compiled column's
+# seconds of compilation in its warm-up; timed_compiles: compilations counted inside its timed blocks (0, or the
+# row has no figure); loop_efficiency: the loop column's images/s over the steps column's.
+TRAIN_LATER_FIGURES = ("compile_s", "timed_compiles", "loop_efficiency")
 
 
 class ResultsError(ValueError):
@@ -77,7 +81,7 @@ def _is_number(value):
     return isinstance(value, Real) and not isinstance(value, bool)
 
 
-def _check_rows(rows, section, keys, figures, problems):
+def _check_rows(rows, section, keys, figures, problems, later_figures=()):
     for i, row in enumerate(rows):
         where = f"{section}[{i}]"
         if not isinstance(row, dict):
@@ -86,7 +90,7 @@ def _check_rows(rows, section, keys, figures, problems):
         for key in keys + figures:
             if key not in row:
                 problems.append(f"{where}: missing key {key!r}")
-        for key in figures:
+        for key in figures + tuple(k for k in later_figures if k in row):
             value = row.get(key)
             if value is not None and not _is_number(value):
                 problems.append(f"{where}.{key}: expected a number or null, got {value!r}")
@@ -118,7 +122,7 @@ def validate_results(data):
     if isinstance(data.get("kernels"), list):
         _check_rows(data["kernels"], "kernels", KERNEL_KEYS, KERNEL_FIGURES, problems)
     if isinstance(data.get("train"), list):
-        _check_rows(data["train"], "train", TRAIN_KEYS, TRAIN_FIGURES, problems)
+        _check_rows(data["train"], "train", TRAIN_KEYS, TRAIN_FIGURES, problems, TRAIN_LATER_FIGURES)
     if problems:
         shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
         raise ResultsError("results do not follow schema " + SCHEMA + ":\n  " + "\n  ".join(shown))

@@ -5,19 +5,25 @@ Each configuration (model x objective x batch size) runs in any of these columns
     eager-fp32        plain PyTorch ops (kernels=ref), fp32, no graphs, autograd double backward for a penalty:
                       the baseline, what users write
     eager-bf16        the same under bf16 autocast
-    compile           bf16, G and D wrapped in torch.compile (a gradient-penalty D step raises: the error is kept)
-    compile-graphs    bf16, torch.compile(mode="reduce-overhead") of G and D (compiled and CUDA-graphed), autograd
+    compile           G and D wrapped in torch.compile (a gradient-penalty D step raises: the error is kept)
+    compile-graphs    torch.compile(mode="reduce-overhead") of G and D (compiled and CUDA-graphed), autograd
                       penalty: what a strong user gets without ganforge (the error is kept where compile fails)
     ganforge          bf16, CUDA-graph-captured steps, the Triton kernels, the explicit penalty gradient (CUDA only)
     graphs-ref        ganforge with the reference kernels: the difference is the Triton kernels' own share
     eager-explicit    eager-fp32 with the explicit penalty gradient alone (no graphs, no Triton)
     compile-explicit  `ganforge train --compile`: torch.compile of the whole first-order D and G steps (the
-                      penalty through the explicit input gradient), bf16, CUDA graphs where the device has them
+                      penalty through the explicit input gradient), CUDA graphs where the device has them
     steps             what `ganforge train` resolves on this device (precision, graphs, kernels, penalty gradient
                       all "auto"), its steps timed alone
     loop              the same settings through the trainer's own loop (engine.loop.TrainLoop.run, what
                       `ganforge train` runs): progress bar, signal checks, log records, sample grids and
-                      checkpoints, their intervals scaled to the timed block (LOOP_INTERVALS)
+                      checkpoints at the default run's own intervals (LOOP_INTERVALS), in blocks of whole
+                      2,000-iteration stretches, so each block carries the user's share of side work
+
+The compiled columns run at the precision `auto` resolves to on the device (as `ganforge train --compile` does: bf16
+on CUDA and on CPUs with AMX, fp32 on other CPUs, where bf16 is emulated). Their warm-up runs until a whole penalty
+cycle compiles nothing (torch._dynamo's and Inductor's counters), its seconds beyond the steady iterations are the
+row's ``compile_s``, and a compilation counted inside a timed block voids the row's figure (the row says so).
 
 The loop row's ``loop_efficiency`` is its images/s over the steps row's, measured in the same run: what the
 loop around the steps costs the user. ganforge, graphs-ref, eager-explicit, compile-explicit, steps and loop are
@@ -33,6 +39,7 @@ MFU = model FLOPs per iteration (counted by FlopCounterMode on one eager iterati
 import gc
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +53,7 @@ from ..engine.signals import SignalGuard
 from ..engine.loop import TrainLoop
 from ..engine.session import build_session, run_iteration
 
-from .timing import StepClock, quantiles, time_blocks
+from .timing import StepClock, quantiles, sync, time_blocks
 
 # name -> (model, data shape (C, H, W)): MNIST-shaped digits for 28, CIFAR-shaped for 32, CelebA-shaped for 64.
 MODELS = {
@@ -68,27 +75,29 @@ COLUMNS = {
                    "penalty_grad": "autograd"},
     "eager-bf16": {"precision": "bf16", "graphs": "off", "kernels": "ref", "compiled": None,
                    "penalty_grad": "autograd"},
-    "compile": {"precision": "bf16", "graphs": "off", "kernels": "ref", "compiled": "default",
+    "compile": {"precision": "auto", "graphs": "off", "kernels": "ref", "compiled": "default",
                 "penalty_grad": "autograd"},
-    "compile-graphs": {"precision": "bf16", "graphs": "off", "kernels": "ref", "compiled": "reduce-overhead",
+    "compile-graphs": {"precision": "auto", "graphs": "off", "kernels": "ref", "compiled": "reduce-overhead",
                        "penalty_grad": "autograd"},
     "ganforge": {"precision": "bf16", "graphs": "on", "kernels": "triton", "compiled": None, "penalty_grad": "auto"},
     "graphs-ref": {"precision": "bf16", "graphs": "on", "kernels": "ref", "compiled": None, "penalty_grad": "auto"},
     "eager-explicit": {"precision": "fp32", "graphs": "off", "kernels": "ref", "compiled": None,
                        "penalty_grad": "explicit"},
-    "compile-explicit": {"precision": "bf16", "graphs": "auto", "kernels": "ref", "compiled": "steps",
+    "compile-explicit": {"precision": "auto", "graphs": "auto", "kernels": "ref", "compiled": "steps",
                          "penalty_grad": "explicit"},
     "steps": {"precision": "auto", "graphs": "auto", "kernels": "auto", "compiled": None, "penalty_grad": "auto"},
     "loop": {"precision": "auto", "graphs": "auto", "kernels": "auto", "compiled": None, "penalty_grad": "auto"},
 }
 OWN_COLUMNS = ("ganforge", "graphs-ref", "eager-explicit", "compile-explicit", "steps", "loop")  # not "other"
 BASELINE = "eager-fp32"
-# The loop column's side work per timed block of B iterations: the mix of a 2,000-iteration stretch of the default
-# run (TrainConfig: a log record every 100 iterations, a sample grid every 1,000, a checkpoint every 2,000), so a
-# block shorter than 2,000 iterations holds more side work per iteration than the user's run does, never less.
+# The loop column's side work: the default run's own intervals (TrainConfig: a log record every 100 iterations, a
+# sample grid every 1,000, a checkpoint every 2,000). Its blocks are whole LOOP_STRETCH stretches, each holding
+# exactly that side work, so its images/s are the user's; a shorter block would hold more side work per iteration.
 LOOP_INTERVALS = {"log_every": 100, "sample_every": 1000, "ckpt_every": 2000}
 BENCH_WIDTH = 64
 LOOP_STRETCH = 2000
+LOOP_BUDGET_S = 120  # the most seconds the loop column's blocks may take, estimated first, unless --iters asks for more
+SETTLE_CYCLES = 4  # compiled columns: at most this many extra penalty cycles of warm-up for compilation to settle
 STEP_SAMPLES = 25  # iterations whose D and G steps are timed apart, per column
 
 
@@ -111,8 +120,10 @@ def default_plan(device, quick):
                     warmup=3 if quick else 5, iters=10 if quick else 25, repeats=3 if quick else 5)
     if quick:  # CI-sized: the two 28x28 models, one small batch, a few iterations
         return Plan(("mlp-28", "dcgan-28"), ("none", "wgan-gp"), (16,), tuple(COLUMNS), warmup=1, iters=2, repeats=3)
-    return Plan(tuple(MODELS), tuple(OBJECTIVES), (32,), ("eager-fp32", "eager-bf16", "compile", "eager-explicit"),
-                warmup=2, iters=3, repeats=3)
+    # steps and loop: what the user's `ganforge train` runs on this CPU, beside the columns it is compared with
+    return Plan(tuple(MODELS), tuple(OBJECTIVES), (32,),
+                ("eager-fp32", "eager-bf16", "compile", "eager-explicit", "steps", "loop"), warmup=2, iters=3,
+                repeats=3)
 
 
 def objective_config(objective):
@@ -133,14 +144,18 @@ def bench_dataset(data_shape, batch_size):
     return synthetic_dataset(data_shape, max(4 * batch_size, 256))
 
 
-def make_config(name, objective, column, batch_size, device, block=None):
-    """The TrainConfig a column trains with; the loop column's side-work intervals scaled to ``block`` iterations."""
+def loop_block(plan):
+    """The loop column's iterations per timed block: whole LOOP_STRETCH stretches, at least ``plan.iters``."""
+    return LOOP_STRETCH * max(1, -(-plan.iters // LOOP_STRETCH))
+
+
+def make_config(name, objective, column, batch_size, device):
+    """The TrainConfig a column trains with; the loop column with the default run's side-work intervals."""
     model, data_shape = MODELS[name]
     settings = COLUMNS[column]
     loop = {}
     if column == "loop":
-        loop = {key: max(1, round(every * block / LOOP_STRETCH)) for key, every in LOOP_INTERVALS.items()}
-        loop.update(iterations=10**9, progress=True)  # the bar runs as for a user, drawn to os.devnull
+        loop = dict(LOOP_INTERVALS, iterations=10**9, progress=True)  # the bar runs as for a user, to os.devnull
     # The architecture every results file's rows have timed (width 64: the textbook MLP, DCGAN's base), without an
     # EMA, so rows stay comparable across commits whatever the shipped defaults become.
     impl = settings["kernels"]
@@ -171,6 +186,10 @@ def skip_reason(column, device, quick=False, objective=None):
         return "torch.compile raises on the penalty's double backward; a full run records the error"
     if column == "compile-explicit" and quick:
         return "torch.compile's build of the whole steps takes minutes: not in a quick run"
+    if column == "loop" and quick:
+        return (f"the default run's side work comes in {LOOP_STRETCH:,}-iteration stretches (a checkpoint each); a "
+                "quick run cannot afford such blocks, and shorter ones would carry more side work per iteration "
+                "than the user's run")
     return None
 
 
@@ -196,13 +215,13 @@ def count_flops(session):
     return counter.get_total_flops()
 
 
-def open_session(name, objective, column, batch_size, device, dataset, block=None):
+def open_session(name, objective, column, batch_size, device, dataset):
     """A training session set up as ``column`` runs (compiled columns: fresh caches, then G and D compiled in the
     column's mode, or the whole steps by `--compile`). Drop it, then call ``release(column)``."""
     compiled = COLUMNS[column]["compiled"]
     if compiled:
         torch._dynamo.reset()  # fresh caches: no recompile limit carried over from earlier sessions
-    session = build_session(make_config(name, objective, column, batch_size, device, block), dataset=dataset)
+    session = build_session(make_config(name, objective, column, batch_size, device), dataset=dataset)
     if compiled and compiled != "steps":
         session.state.G = torch.compile(session.state.G, mode=compiled)
         session.state.D = torch.compile(session.state.D, mode=compiled)
@@ -243,13 +262,26 @@ def warmup_iterations(session, plan):
     return max(plan.warmup, (getattr(session.runner, "warmup", 0) + 2) if session.graphs else 0)
 
 
-class _Timed:
-    """One column's session in an interleaved measurement: its iteration count and its samples. The loop column
-    trains through the trainer's loop (BenchLoop) and has no per-step split."""
+def compile_events():
+    """How many graphs torch.compile has built so far: frames Dynamo converted (first compiles and recompiles) plus
+    graphs Inductor compiled or loaded (a backward graph compiles lazily, on its first backward call)."""
+    from torch._dynamo.utils import counters
 
-    def __init__(self, session, loop=None):
+    inductor = counters["inductor"]
+    return (counters["frames"]["total"] + inductor["fxgraph_cache_miss"] + inductor["fxgraph_cache_hit"]
+            + inductor["fxgraph_cache_bypass"])
+
+
+class _Timed:
+    """One column's session in an interleaved measurement: its iteration count, its samples, its warm-up and the
+    compilations counted inside its timed work. The loop column trains through the trainer's loop (BenchLoop) in
+    blocks of loop_block(plan) iterations and has no per-step split."""
+
+    def __init__(self, session, plan, loop=None):
         self.session, self.loop, self.iteration = session, loop, 0
+        self.block = loop_block(plan) if loop is not None else plan.iters
         self.block_ms, self.d_ms, self.g_ms = [], [], []
+        self.warmup, self.warmup_s, self.compiles_timed, self.skipped = 0, 0.0, 0, None
 
     def iterations(self, n):
         if self.loop is not None:
@@ -258,14 +290,36 @@ class _Timed:
             run_iteration(self.session, self.iteration)
             self.iteration += 1
 
+    def warm_up(self, plan):
+        """The untimed warm-up; when it compiled anything, whole penalty cycles more (every D step variant runs
+        once per cycle) until one compiles nothing. Its seconds and iterations give the row's compile_s."""
+        cycle = max(1, self.session.cfg.penalty_every if self.session.cfg.penalty != "none" else 1)
+        sync(self.session.device)
+        start, before = time.perf_counter(), compile_events()
+        self.warmup = warmup_iterations(self.session, plan)
+        self.iterations(self.warmup)
+        settled = compile_events() == before
+        for _ in range(SETTLE_CYCLES if not settled else 0):
+            before = compile_events()
+            self.iterations(cycle)
+            self.warmup += cycle
+            if compile_events() == before:
+                break
+        sync(self.session.device)
+        self.warmup_s = time.perf_counter() - start
+
+    def time_block(self):
+        before = compile_events()
+        self.block_ms += time_blocks(lambda: self.iterations(self.block), self.session.device, repeats=1)
+        self.compiles_timed += compile_events() - before
+
     def steps_once(self):
         """One iteration with D and G steps timed apart (device events between the steps, trainer order)."""
         if self.loop is not None:
             return
         session, cfg = self.session, self.session.cfg
-        clock, kinds = StepClock(session.device), []
-        if session.device.type == "cuda":
-            torch.cuda.synchronize()
+        clock, kinds, before = StepClock(session.device), [], compile_events()
+        sync(session.device)
         clock.mark()
         for penalize in cfg.penalized_d_steps(self.iteration):
             session.runner.d_step(penalize)
@@ -277,28 +331,45 @@ class _Timed:
         self.iteration += 1
         for ms, kind in zip(clock.intervals_ms(), kinds):
             (self.d_ms if kind == "d" else self.g_ms).append(ms)
+        self.compiles_timed += compile_events() - before
+
+
+def loop_over_budget(t, plan, probe=20):
+    """Why the loop column's blocks are left out (None when they fit): ``probe`` untimed iterations estimate a
+    block's seconds, and the blocks must fit LOOP_BUDGET_S unless --iters asked for blocks that long."""
+    if t.loop is None or plan.iters >= LOOP_STRETCH:
+        return None
+    start = time.perf_counter()
+    t.iterations(probe)
+    t.warmup += probe
+    estimate = (time.perf_counter() - start) / probe * t.block * plan.repeats
+    if estimate <= LOOP_BUDGET_S:
+        return None
+    return (f"{plan.repeats} blocks of {t.block:,} iterations (the default run's side work comes once per "
+            f"{LOOP_STRETCH:,}: a checkpoint) would take about {estimate:,.0f} s here, over the bench's "
+            f"{LOOP_BUDGET_S} s; --iters {LOOP_STRETCH} runs them, shorter blocks would overstate the side work")
 
 
 def measure_interleaved(sessions, plan, loops=None):
-    """Warm every session up, then time them interleaved: each of ``plan.repeats`` rounds runs one block of
-    ``plan.iters`` iterations per session, then up to STEP_SAMPLES rounds time one iteration's D and G steps per
-    session. Interleaving spreads a shared machine's changing load evenly over the columns compared.
+    """Warm every session up (compiled ones until compilation has settled), then time them interleaved: each of
+    ``plan.repeats`` rounds runs one block per session (``plan.iters`` iterations; the loop column's
+    loop_block(plan)), then up to STEP_SAMPLES rounds time one iteration's D and G steps per session.
+    Interleaving spreads a shared machine's changing load evenly over the columns compared.
 
     loops: per session, its BenchLoop (the loop column) or None. Returns one _Timed per session and the warm-up
-    iterations used."""
-    timed = [_Timed(session, loop) for session, loop in zip(sessions, loops or [None] * len(sessions))]
-    warmups = []
+    iterations used. A loop column over its time budget is left out (its _Timed.skipped says why)."""
+    timed = [_Timed(session, plan, loop) for session, loop in zip(sessions, loops or [None] * len(sessions))]
     for t in timed:
-        warmup = warmup_iterations(t.session, plan)
-        t.iterations(warmup)
-        warmups.append(warmup)
+        t.warm_up(plan)
+        t.skipped = loop_over_budget(t, plan)
+    running = [t for t in timed if not t.skipped]
     for _ in range(plan.repeats):
-        for t in timed:
-            t.block_ms += time_blocks(lambda: t.iterations(plan.iters), t.session.device, repeats=1)
+        for t in running:
+            t.time_block()
     for _ in range(min(plan.iters, STEP_SAMPLES)):
-        for t in timed:
+        for t in running:
             t.steps_once()
-    return timed, warmups
+    return timed, [t.warmup for t in timed]
 
 
 def _error_text(exc):
@@ -318,13 +389,14 @@ def _new_row(name, objective, column, batch_size, plan):
     row.update({key: None for key in ("images_per_sec", "images_per_sec_p20", "images_per_sec_p80", "spread",
                                       "ms_per_iter", "ms_per_d_step", "ms_per_g_step", "peak_mem_mb",
                                       "flops_per_iter", "tflops", "mfu", "speedup_vs_eager_fp32",
-                                      "speedup_vs_best_other", "loop_efficiency")})
+                                      "speedup_vs_best_other", "loop_efficiency", "compile_s",
+                                      "timed_compiles")})
     return row
 
 
-def _open_session(row, objective, device, dataset, block):
+def _open_session(row, objective, device, dataset):
     """The column's session, and the row records what its settings resolved to on this device."""
-    session = open_session(row["name"], objective, row["column"], row["batch_size"], device, dataset, block)
+    session = open_session(row["name"], objective, row["column"], row["batch_size"], device, dataset)
     row.update(penalty_grad=session.state.penalty_grad, precision=session.precision, graphs=session.graphs,
                kernels=kernels.resolve_impl(session.cfg.kernels, session.state.pixels),
                penalty=session.cfg.penalty, penalty_every=session.cfg.penalty_every,
@@ -334,12 +406,26 @@ def _open_session(row, objective, device, dataset, block):
     return session
 
 
-def _fill_timing(row, timed, warmup, plan):
-    rate = quantiles([row["batch_size"] * plan.iters / (ms * 1e-3) for ms in timed.block_ms])  # images/s
+def _fill_timing(row, timed):
+    """The row's figures from its _Timed; none where its blocks were left out or torch.compile compiled inside
+    them (that time is compilation, not the steps the user runs). A compiled column's compile_s: its warm-up's
+    seconds beyond what as many steady iterations take."""
+    row.update(warmup=timed.warmup, iters=timed.block, timed_compiles=timed.compiles_timed)
+    if timed.skipped:
+        row["skipped"] = timed.skipped
+        return
+    if timed.compiles_timed:
+        row["error"] = (f"torch.compile compiled {timed.compiles_timed} graph(s) inside the timed blocks after "
+                        f"{timed.warmup} warm-up iterations (a recompile or a variant the warm-up missed): no figure")
+        return
+    rate = quantiles([row["batch_size"] * timed.block / (ms * 1e-3) for ms in timed.block_ms])  # images/s
+    ms_per_iter = quantiles(timed.block_ms).median / timed.block
     row.update(images_per_sec=rate.median, images_per_sec_p20=rate.p20, images_per_sec_p80=rate.p80,
-               spread=rate.spread, ms_per_iter=quantiles(timed.block_ms).median / plan.iters, warmup=warmup,
+               spread=rate.spread, ms_per_iter=ms_per_iter,
                ms_per_d_step=sum(timed.d_ms) / len(timed.d_ms) if timed.d_ms else None,
                ms_per_g_step=sum(timed.g_ms) / len(timed.g_ms) if timed.g_ms else None)
+    if row["compiled"]:
+        row["compile_s"] = max(0.0, timed.warmup_s - timed.warmup * ms_per_iter * 1e-3)
 
 
 def run_columns(name, objective, columns, batch_size, device, plan, dataset, want_flops=True, quick=False):
@@ -367,7 +453,7 @@ def run_columns(name, objective, columns, batch_size, device, plan, dataset, wan
                 torch.cuda.reset_peak_memory_stats(device)
             for row in group:
                 try:
-                    session = _open_session(row, objective, device, dataset, plan.iters)
+                    session = _open_session(row, objective, device, dataset)
                     loops.append(BenchLoop(session) if row["column"] == "loop" else None)
                     opened.append((row, session))
                 except Exception as exc:  # noqa: BLE001 -- a failing column is a result
@@ -375,16 +461,16 @@ def run_columns(name, objective, columns, batch_size, device, plan, dataset, wan
             if not opened:
                 continue
             try:
-                timed, warmups = measure_interleaved([session for _, session in opened], plan, loops)
+                timed, _ = measure_interleaved([session for _, session in opened], plan, loops)
             except Exception as exc:  # noqa: BLE001 -- e.g. compile + double backward: the error is the result
                 for row, _ in opened:
                     row["error"] = _error_text(exc)
                 continue
             peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-            for (row, session), t, warmup in zip(opened, timed, warmups):
-                _fill_timing(row, t, warmup, plan)
+            for (row, session), t in zip(opened, timed):
+                _fill_timing(row, t)
                 row["peak_mem_mb"] = peak
-                if want_flops and row["column"].startswith("eager"):
+                if want_flops and row["column"].startswith("eager") and row["images_per_sec"]:
                     want_flops = False
                     try:
                         row["flops_per_iter"] = count_flops(session)
@@ -462,4 +548,5 @@ def _progress_line(row):
         return f"{head} skipped: {row['skipped']}"
     if row["error"]:
         return f"{head} error: {row['error']}"
-    return f"{head} {row['images_per_sec']:>12,.0f} img/s  (spread {row['spread']:.1%})"
+    compiled = f", compiled in {row['compile_s']:,.1f} s" if row.get("compile_s") is not None else ""
+    return f"{head} {row['images_per_sec']:>12,.0f} img/s  (spread {row['spread']:.1%}{compiled})"
