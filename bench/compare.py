@@ -11,8 +11,9 @@ The bound a change must pass to count:
   - with --noise (a file of `ganforge bench noise`): max(threshold, 3 x that row's measured noise on the
     machine); a row the noise file lacks falls back to the threshold, and the table says so;
   - without it: the threshold AND the measured spread ((p80 - p20) / median) of either run.
-Slower beyond the bound is a REGRESSION (exit 1); faster beyond it is IMPROVED (exit 1 only with
---fail-on-improvement: an unexplained improvement means the baseline is stale or the measurement is wrong).
+Slower beyond the bound is a REGRESSION (exit 1); faster beyond it (by the same factor: base/new time - 1)
+is IMPROVED (exit 1 only with --fail-on-improvement: an unexplained improvement means the baseline is stale or
+the measurement is wrong).
 """
 import json
 import math
@@ -115,13 +116,16 @@ def _bound(key, threshold, noise, base_fig, new_fig):
 
 
 def _status(slowdown, threshold, bound):
+    # Faster is measured as the mirror of slower (1.5x faster is +50%, as 1.5x slower is), so one bound serves
+    # both ways: 1 - new/base time would never pass a bound above 100%.
+    faster_by = 1 / (1 + slowdown) - 1
     if slowdown > bound:
         return "REGRESSION"
-    if -slowdown > bound:
+    if faster_by > bound:
         return "IMPROVED"
     if slowdown > threshold:
         return "slower-noise"
-    return "faster-noise" if -slowdown > threshold else "ok"
+    return "faster-noise" if faster_by > threshold else "ok"
 
 
 def _entry(key, b, n, threshold, noise):
