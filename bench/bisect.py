@@ -15,7 +15,8 @@ What is measured:
                      of its results (a training row's images/s or a kernel row's ms, picked with --name, --column,
                      --objective, --batch). The good commit and the probe are measured alternately, --rounds times
                      each (good, probe, good, probe, ...), so that the machine's drift cancels in their ratio; the
-                     probe is bad when it is slower than the good commit by more than --threshold.
+                     probe is bad when the median of the rounds' ratios is slower than the good commit by more than
+                     --threshold. While fewer than 3 in 4 rounds agree, rounds are added (up to --max-rounds).
     --counts         `python -m ganforge bench counts --out F`: the probe is bad when any count of any step rose
                      above the good commit's. Counts are deterministic: the good commit is measured once.
     --command CMD    a shell command run in the worktree that writes a results JSON (bench/results.py) to {out};
@@ -70,6 +71,9 @@ def add_arguments(parser):
     parser.add_argument("--batch", type=int, help="timed: the training row's batch size")
     parser.add_argument("--rounds", type=int, default=2,
                         help="timed: measurements of GOOD and of each probe, alternated (default 2)")
+    parser.add_argument("--max-rounds", type=int, default=None,
+                        help="timed: rounds are added while fewer than 3 in 4 agree, up to this many "
+                             "(default 3 x --rounds)")
     parser.add_argument("--threshold", default="10%", help="timed: a slowdown beyond this is bad (default 10%%)")
 
 
@@ -233,6 +237,12 @@ def run_measurement(checkout, command, out, env_extra=None):
 
 # --- measurements ------------------------------------------------------------------------------------------------
 
+def settled(sides):
+    """Whether at least three in four rounds (of their bad/good sides) agree."""
+    majority = max(sides.count(True), sides.count(False))
+    return 4 * majority >= 3 * len(sides)
+
+
 def worse_by(value, reference, lower_is_better):
     """How much worse ``value`` is than ``reference``, as bench compare counts a slowdown (0.25: 25% slower)."""
     return value / reference - 1 if lower_is_better else reference / value - 1
@@ -266,6 +276,7 @@ class Timed:
     def __init__(self, args, threshold, scratch):
         self.args, self.threshold, self.scratch = args, threshold, Path(scratch)
         self.rounds = args.rounds
+        self.max_rounds = max(args.rounds, args.max_rounds if args.max_rounds is not None else 3 * args.rounds)
         self.filters = {"name": args.name, "column": args.column, "objective": args.objective, "batch": args.batch}
         self.key = None
         self.runs = 0
@@ -274,6 +285,7 @@ class Timed:
         case = f"python -m ganforge bench {self.args.measured_case} {self.args.case_args}".strip()
         what = self.args.command or case
         return {"kind": "command" if self.args.command else "timed", "command": what, "rounds": self.rounds,
+                "max_rounds": self.max_rounds,
                 "figure": figure_label(self.key) if self.key else None, "filters": self.filters}
 
     def case_argv(self, out):
@@ -314,28 +326,31 @@ class Timed:
         self.good = good
 
     def judge(self, checkout, label):
-        """Rounds of (GOOD, probe); the probe's ratio to GOOD is the median of the rounds' ratios."""
-        good_values, probe_values, lower_is_better = [], [], False
-        for round_ in range(1, self.rounds + 1):
+        """Rounds of (GOOD, probe); the probe's ratio to GOOD is the median of the rounds' ratios. While fewer than
+        three in four rounds fall on the median's side of the threshold, rounds are added, up to --max-rounds:
+        on a busy machine one round's noise can be as large as the change."""
+        good_values, probe_values, sides = [], [], []
+        while len(sides) < self.rounds or (not settled(sides) and len(sides) < self.max_rounds):
+            round_ = len(sides) + 1
+            extra = "" if round_ <= self.rounds else f" (extra: the rounds disagree; at most {self.max_rounds})"
             for values, who in ((good_values, self.good), (probe_values, checkout)):
-                progress(f"{label} {checkout.sha[:12]} round {round_}/{self.rounds}: measuring "
+                progress(f"{label} {checkout.sha[:12]} round {round_}/{self.rounds}{extra}: measuring "
                          f"{'good ' if who is self.good else ''}{who.sha[:12]}")
                 value, lower_is_better = self.measure(who)
                 values.append(value)
-        if not all(good_values):
-            raise BisectError(f"the good commit {self.good.sha[:12]} has no figure {figure_label(self.key)}")
-        if not all(probe_values):  # a row that errored or was skipped is worse than slow (as in bench compare)
-            return {"figures": {"good": good_values, "probe": probe_values}, "ratio": None, "worse_by": None,
-                    "verdict": "bad"}
+            if not good_values[-1]:
+                raise BisectError(f"the good commit {self.good.sha[:12]} has no figure {figure_label(self.key)}")
+            if not probe_values[-1]:  # a row that errored or was skipped is worse than slow (as in bench compare)
+                return {"figures": {"good": good_values, "probe": probe_values}, "ratio": None, "worse_by": None,
+                        "verdict": "bad"}
+            sides.append(worse_by(probe_values[-1] / good_values[-1], 1.0, lower_is_better) > self.threshold)
         ratios = [p / g for g, p in zip(good_values, probe_values)]
         ratio = statistics.median(ratios)
         slower = worse_by(ratio, 1.0, lower_is_better)
-        # Rounds on both sides of the threshold: the verdict is the median's, but the noise is as large as the
-        # change, and the table says so (more --rounds, or fewer threads on a busy machine, settle it).
-        sides = {worse_by(r, 1.0, lower_is_better) > self.threshold for r in ratios}
+        verdict_bad = slower > self.threshold
         return {"figures": {"good": good_values, "probe": probe_values, "ratios": ratios}, "ratio": ratio,
-                "worse_by": slower, "verdict": "bad" if slower > self.threshold else "good",
-                "rounds_agree": len(sides) == 1}
+                "worse_by": slower, "verdict": "bad" if verdict_bad else "good",
+                "rounds_agreeing": sum(side == verdict_bad for side in sides), "rounds_agree": len(set(sides)) == 1}
 
     def shown(self, probe):
         spec = ".4g" if self.key and self.key[0] == "kernel" else ",.1f"
@@ -454,7 +469,9 @@ def format_report(report, measurement):
         ratio_text = "–" if ratio is None else f"{ratio:.3f}"
         if len(rounds) > 1:  # each round's ratio beside their median
             ratio_text += " (" + " / ".join(f"{r:.2f}" for r in rounds) + ")"
-        verdict = probe["verdict"] + ("" if probe.get("rounds_agree", True) else " (rounds disagree)")
+        verdict = probe["verdict"]
+        if not probe.get("rounds_agree", True):
+            verdict += f" ({probe['rounds_agreeing']} of {len(rounds)} rounds)"
         rows.append([probe["sha"][:12], subject_text, probe["role"], good_text, probe_text,
                      ratio_text, "–" if worse is None else f"{worse:+.1%}", verdict])
     headers = ["commit", "subject", "probe", "good", "this commit", "ratio", "slower by", "verdict"]

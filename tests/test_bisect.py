@@ -295,18 +295,33 @@ def test_the_timed_case_command_carries_the_case_and_the_shared_options(tmp_path
                     "--columns", "steps", "--device", "cpu", "--repeats", "5"]
 
 
-def test_rounds_on_both_sides_of_the_threshold_are_flagged(speed_repo, tmp_path, capsys, monkeypatch):
-    """The median of the rounds' ratios decides; rounds that disagree are said beside the verdict."""
-    repo, shas = speed_repo
-    figures = [100.0, 50.0, 100.0, 120.0, 100.0, 60.0]  # good, probe per round: ratios 0.5, 1.2, 0.6
-
+def scripted_figures(monkeypatch, figures):
+    """Timed.measure returning these figures in turn (GOOD's and the probe's, round after round)."""
     def scripted(self, checkout):
         self.key = ("train", "toy-28", "default", 8, "steps")
         return figures.pop(0), False
     monkeypatch.setattr(bisect.Timed, "measure", scripted)
-    code, out, err = run_bisect(["--good", shas[4], "--bad", shas[5], "--rounds", "3"]
+
+
+def test_rounds_on_both_sides_of_the_threshold_are_flagged(speed_repo, tmp_path, capsys, monkeypatch):
+    """The median of the rounds' ratios decides; rounds that disagree are said beside the verdict."""
+    repo, shas = speed_repo
+    scripted_figures(monkeypatch, [100.0, 50.0, 100.0, 120.0, 100.0, 60.0])  # ratios 0.5, 1.2, 0.6
+    code, out, err = run_bisect(["--good", shas[4], "--bad", shas[5], "--rounds", "3", "--max-rounds", "3"]
                                 + command_args(repo, tmp_path), capsys)
     assert code == 0, err
-    assert "0.600 (0.50 / 1.20 / 0.60)" in out and "bad (rounds disagree)" in out
+    assert "0.600 (0.50 / 1.20 / 0.60)" in out and "bad (2 of 3 rounds)" in out
     report = json.loads((tmp_path / "bisect.json").read_text())
-    assert report["probes"][0]["rounds_agree"] is False and report["first_bad"] == shas[5]
+    probe = report["probes"][0]
+    assert (probe["rounds_agree"], probe["rounds_agreeing"]) == (False, 2) and report["first_bad"] == shas[5]
+
+
+def test_rounds_are_added_until_three_in_four_agree(speed_repo, tmp_path, capsys, monkeypatch):
+    repo, shas = speed_repo
+    figures = [100.0, 50.0, 100.0, 120.0, 100.0, 60.0, 100.0, 55.0, 100.0, 100.0]  # ratios 0.5, 1.2, 0.6, 0.55
+    scripted_figures(monkeypatch, figures)
+    code, out, err = run_bisect(["--good", shas[4], "--bad", shas[5]] + command_args(repo, tmp_path), capsys)
+    assert code == 0, err
+    assert "round 3/2 (extra: the rounds disagree; at most 6)" in err and "round 5" not in err
+    assert len(figures) == 2  # stopped after four rounds: three of them bad
+    assert "0.575 (0.50 / 1.20 / 0.60 / 0.55)" in out and "bad (3 of 4 rounds)" in out
