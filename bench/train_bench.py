@@ -334,7 +334,7 @@ class _Timed:
         self.compiles_timed += compile_events() - before
 
 
-def loop_over_budget(t, plan, probe=20):
+def loop_over_budget(t, plan, probe=10):
     """Why the loop column's blocks are left out (None when they fit): ``probe`` untimed iterations estimate a
     block's seconds, and the blocks must fit LOOP_BUDGET_S unless --iters asked for blocks that long."""
     if t.loop is None or plan.iters >= LOOP_STRETCH:

@@ -312,6 +312,7 @@ def _plan(columns, **timing):
     return Plan(("mlp-28",), ("default",), (16,), columns, **{"warmup": 1, "iters": 2, "repeats": 2, **timing})
 
 
+@pytest.mark.slow  # Dynamo traces the whole D and G steps: 10-20 s on a shared 2-core CPU
 def test_compiled_column_times_no_compilation(monkeypatch):
     """`ganforge train --compile`'s steps (Dynamo's eager backend here: Inductor's C++ build takes minutes on a
     small CPU). The default recipe's lazy R1 compiles a second D step variant after the first warm-up iteration:
