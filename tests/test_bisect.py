@@ -325,3 +325,23 @@ def test_rounds_are_added_until_three_in_four_agree(speed_repo, tmp_path, capsys
     assert "round 3/2 (extra: the rounds disagree; at most 6)" in err and "round 5" not in err
     assert len(figures) == 2  # stopped after four rounds: three of them bad
     assert "0.575 (0.50 / 1.20 / 0.60 / 0.55)" in out and "bad (3 of 4 rounds)" in out
+
+
+@pytest.mark.parametrize("failure", ["command fails", "ctrl-c"])
+def test_worktrees_are_removed_when_a_measurement_fails_or_is_interrupted(speed_repo, tmp_path, capsys, monkeypatch,
+                                                                         failure):
+    repo, shas = speed_repo
+    argv = ["--good", shas[0], "--bad", shas[-1]] + command_args(repo, tmp_path)
+    if failure == "command fails":
+        argv[argv.index("--command") + 1] = f"{sys.executable} -c \"raise SystemExit('no measure here')\""
+        code, out, err = run_bisect(argv, capsys)
+        assert code == 1 and err.strip().splitlines()[-1] == (
+            f"bench bisect: error: the measurement failed on {shas[0][:12]} (exit 1): no measure here")
+    else:
+        def interrupted(self, checkout):
+            raise KeyboardInterrupt
+        monkeypatch.setattr(bisect.Timed, "measure", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            run_bisect(argv, capsys)
+    assert len(git(repo, "worktree", "list").splitlines()) == 1  # the checkout itself only
+    assert not (tmp_path / "bisect.json").exists()
