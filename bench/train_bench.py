@@ -98,6 +98,7 @@ BENCH_WIDTH = 64
 LOOP_STRETCH = 2000
 LOOP_BUDGET_S = 120  # the most seconds the loop column's blocks may take, estimated first, unless --iters asks for more
 SETTLE_CYCLES = 4  # compiled columns: at most this many extra penalty cycles of warm-up for compilation to settle
+MAX_CYCLE = 16  # iterations of one such cycle at most (penalty_cost's 'no penalty' column never penalises)
 STEP_SAMPLES = 25  # iterations whose D and G steps are timed apart, per column
 
 
@@ -293,7 +294,8 @@ class _Timed:
     def warm_up(self, plan):
         """The untimed warm-up; when it compiled anything, whole penalty cycles more (every D step variant runs
         once per cycle) until one compiles nothing. Its seconds and iterations give the row's compile_s."""
-        cycle = max(1, self.session.cfg.penalty_every if self.session.cfg.penalty != "none" else 1)
+        cfg = self.session.cfg  # a cycle runs both D step variants; a never-penalising interval is capped
+        cycle = max(1, min(cfg.penalty_every, MAX_CYCLE) if cfg.penalty != "none" else 1)
         sync(self.session.device)
         start, before = time.perf_counter(), compile_events()
         self.warmup = warmup_iterations(self.session, plan)
