@@ -69,7 +69,7 @@ def train_markdown(results):
         config = [r["name"], r.get("objective", r["penalty"]), r["batch_size"], r["column"],
                   r.get("penalty_grad") or "–"]
         if r.get("images_per_sec") is None:
-            rows.append(config + ["–"] * 8 + [_why(r)])
+            rows.append(config + ["–"] * 9 + [_why(r)])
             continue
         mem = r.get("peak_mem_mb")
         rows.append(config + [
@@ -80,11 +80,12 @@ def train_markdown(results):
             fmt(r.get("speedup_vs_eager_fp32"), ".2f") + "x" if r.get("speedup_vs_eager_fp32") else "–",
             fmt(r.get("speedup_vs_best_other"), ".2f") + "x" if r.get("speedup_vs_best_other") else "–",
             fmt(r.get("loop_efficiency"), ".3f"),
+            fmt(r.get("compile_s"), ".1f"),  # a compiled column's compile time, apart from its timed blocks
             _settings(r),
         ])
     headers = ["model", "objective", "batch", "column", "penalty grad", "images/s", "ms/D step", "ms/G step", "peak MB",
-               "MFU %", "vs eager-fp32", "vs best other", "loop / steps", "note"]
-    return markdown_table(headers, rows, "llrll" + "r" * 8 + "l")
+               "MFU %", "vs eager-fp32", "vs best other", "loop / steps", "compile s", "note"]
+    return markdown_table(headers, rows, "llrll" + "r" * 9 + "l")
 
 
 def _settings(row):
