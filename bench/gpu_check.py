@@ -107,7 +107,8 @@ def run_benchmarks(out, deadline, log, device="cuda", cases=TRAIN_CASES, columns
             results["notes"].append(f"{label} {name} {objective} batch {batch} not run: time budget spent")
             return
         plan = Plan((name,), (objective,), (batch,), tuple(cols), **timing)
-        results["train"] += train_rows(device, matmul_tflops_bf16=c["matmul_tflops_bf16"], plan=plan, log=log)
+        results["train"] += train_rows(device, matmul_tflops_bf16=c["matmul_tflops_bf16"], plan=plan, log=log,
+                                       matmul_tflops_fp32=c["matmul_tflops_fp32"])
         save()
 
     results["ceilings"] = measure_ceilings(device)

@@ -135,8 +135,8 @@ def report_markdown(results, sections=("ceilings", "train", "kernels")):
         parts += ["### Ceilings", ceilings_markdown(results)]
     if "train" in sections and results["train"]:
         parts += ["### Training throughput",
-                  "One iteration = one D step + one G step on synthetic data; MFU against the measured bf16 "
-                  "matmul rate; ± is half the p20–p80 spread of the repeats.",
+                  "One iteration = one D step + one G step on synthetic data; MFU against the measured matmul "
+                  "rate of the row's precision; ± is half the p20–p80 spread of the repeats.",
                   train_markdown(results)]
     if "kernels" in sections and results["kernels"]:
         parts += ["### Kernels", "Median time; GB/s counts bytes read + written, against the measured copy bandwidth.",

@@ -65,7 +65,8 @@ def run_suite(what, device=None, quick=False, log=print, **train_overrides):
         from .train_bench import train_rows  # imports the engine only when training is benchmarked
 
         t = time.perf_counter()
-        results["train"] = train_rows(device, quick, c["matmul_tflops_bf16"], log=log, **train_overrides)
+        results["train"] = train_rows(device, quick, c["matmul_tflops_bf16"], log=log,
+                                      matmul_tflops_fp32=c["matmul_tflops_fp32"], **train_overrides)
         log(f"  train: {len(results['train'])} rows in {time.perf_counter() - t:.1f} s")
     results["seconds"] = round(time.perf_counter() - t0, 1)
     return results

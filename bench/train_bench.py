@@ -488,8 +488,12 @@ def run_columns(name, objective, columns, batch_size, device, plan, dataset, wan
     return rows
 
 
-def add_derived(rows, matmul_tflops_bf16):
-    """Fill FLOPs, achieved TFLOP/s, MFU and speedups across the columns of each configuration."""
+def add_derived(rows, matmul_tflops_bf16, matmul_tflops_fp32=None):
+    """Fill FLOPs, achieved TFLOP/s, MFU and speedups across the columns of each configuration.
+
+    MFU is quoted against the measured matrix-product rate of the precision the row ran in (fp16 against the bf16
+    rate: the same units): an fp32 row on a CPU that emulates bf16 would read thousands of percent against bf16's."""
+    rates = {"bf16": matmul_tflops_bf16, "fp16": matmul_tflops_bf16, "fp32": matmul_tflops_fp32}
     groups = {}
     for row in rows:
         groups.setdefault((row["name"], row.get("objective", row["penalty"]), row["batch_size"]), []).append(row)
@@ -501,8 +505,8 @@ def add_derived(rows, matmul_tflops_bf16):
             if flops:
                 row["flops_per_iter"] = flops
                 row["tflops"] = flops / (row["ms_per_iter"] * 1e-3) / 1e12
-                if matmul_tflops_bf16:
-                    row["mfu"] = row["tflops"] / matmul_tflops_bf16
+                rate = rates.get(row.get("precision"))
+                row["mfu"] = row["tflops"] / rate if rate else None
             if baseline is not None:
                 row["speedup_vs_eager_fp32"] = row["images_per_sec"] / baseline["images_per_sec"]
             others = [r["images_per_sec"] for r in timed if r is not row and r["column"] not in OWN_COLUMNS]
@@ -515,7 +519,8 @@ def add_derived(rows, matmul_tflops_bf16):
     return rows
 
 
-def train_rows(device, quick=False, matmul_tflops_bf16=None, plan=None, log=print, **overrides):
+def train_rows(device, quick=False, matmul_tflops_bf16=None, plan=None, log=print, matmul_tflops_fp32=None,
+               **overrides):
     """Run the sweep; ``overrides`` replace fields of the default plan (models=, batch_sizes=, columns=, ...)."""
     plan = plan or default_plan(device, quick)
     for key, value in overrides.items():
@@ -541,7 +546,7 @@ def train_rows(device, quick=False, matmul_tflops_bf16=None, plan=None, log=prin
                 if log:
                     for row in batch_rows:
                         log(_progress_line(row))
-    return add_derived(rows, matmul_tflops_bf16)
+    return add_derived(rows, matmul_tflops_bf16, matmul_tflops_fp32)
 
 
 def _progress_line(row):

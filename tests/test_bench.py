@@ -289,6 +289,21 @@ def test_best_other_leaves_out_ganforge_own_columns():
     assert all(efficiency[c] is None for c in efficiency if c != "loop")
 
 
+def test_mfu_is_quoted_against_the_rate_of_the_rows_precision():
+    """An fp32 row against the fp32 matmul rate, a bf16 row against bf16's: on a CPU that emulates bf16 an fp32 row
+    quoted against the bf16 rate read 2,900% MFU."""
+    from ganforge.bench.train_bench import add_derived
+
+    def row(column, precision):
+        return {"name": "m", "objective": "default", "batch_size": 8, "column": column, "precision": precision,
+                "flops_per_iter": 2e9, "images_per_sec": 100.0, "ms_per_iter": 1000.0}
+
+    rows = add_derived([row("eager-fp32", "fp32"), row("eager-bf16", "bf16"), row("steps", "auto?")], 0.001, 0.2)
+    mfu = {r["column"]: r["mfu"] for r in rows}
+    assert mfu["eager-fp32"] == pytest.approx(0.002 / 0.2) and mfu["eager-bf16"] == pytest.approx(0.002 / 0.001)
+    assert mfu["steps"] is None  # no measured rate for that precision: no figure
+
+
 # -- the compiled columns and the loop column -------------------------------------------------------------------
 
 def test_compile_events_count_a_new_graph():
