@@ -295,7 +295,8 @@ def test_mfu_is_quoted_against_the_rate_of_the_rows_precision():
     from ganforge.bench.train_bench import add_derived
 
     def row(column, precision):
-        return {"name": "m", "objective": "default", "batch_size": 8, "column": column, "precision": precision,
+        return {"name": "m", "objective": "default", "penalty": "r1", "batch_size": 8, "column": column,
+                "precision": precision,
                 "flops_per_iter": 2e9, "images_per_sec": 100.0, "ms_per_iter": 1000.0}
 
     rows = add_derived([row("eager-fp32", "fp32"), row("eager-bf16", "bf16"), row("steps", "auto?")], 0.001, 0.2)
