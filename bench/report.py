@@ -489,16 +489,25 @@ def short_commit(commit):
 
 
 def _history_panel(ax, key, rows, commits):
-    latest = {}
-    for row in rows:  # oldest first: the last measurement of a commit wins
-        latest[row["git_commit"] or "unknown"] = row
-    points = sorted((commits.index(c), r) for c, r in latest.items())
-    xs = [x for x, _ in points]
-    ax.plot(xs, [r["value"] for _, r in points], marker="o", color=OWN_COLOUR, label="median")
-    banded = [(x, r["p20"], r["p80"]) for x, r in points if r["p20"] is not None and r["p80"] is not None]
+    """One row key over commits: every measurement as a dot, the median of each commit's measurements as the line,
+    and the band from the lowest p20 to the highest p80 of its repeats over those measurements."""
+    import statistics
+
+    by_commit = {}
+    for row in rows:
+        by_commit.setdefault(row["git_commit"] or "unknown", []).append(row)
+    xs = sorted(commits.index(c) for c in by_commit)
+    measured = [by_commit[commits[x]] for x in xs]
+    if any(len(m) > 1 for m in measured):
+        ax.scatter([x for x, m in zip(xs, measured) for _ in m], [r["value"] for m in measured for r in m], s=12,
+                   color=OWN_COLOUR, alpha=0.45, label="each measurement")
+    ax.plot(xs, [statistics.median(r["value"] for r in m) for m in measured], marker="o", color=OWN_COLOUR,
+            label="median of the commit's measurements")
+    banded = [(x, min(r["p20"] for r in m), max(r["p80"] for r in m)) for x, m in zip(xs, measured)
+              if all(r["p20"] is not None and r["p80"] is not None for r in m)]
     if banded:
         ax.fill_between([b[0] for b in banded], [b[1] for b in banded], [b[2] for b in banded], color=OWN_COLOUR,
-                        alpha=0.2, label="p20-p80")
+                        alpha=0.2, label="p20-p80 of the repeats")
     ax.set_xticks(range(len(commits)), [short_commit(c) for c in commits], rotation=45, ha="right", fontsize=8)
     ax.set_xlim(-0.5, len(commits) - 0.5)
     ax.set_xlabel("commit (in order of measurement date)")
@@ -522,11 +531,11 @@ def history_figure(db_path, out_dir, wanted=(), source=""):
     for ax, (key, rows) in zip(axes, series.items()):
         _history_panel(ax, key, rows, commits)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=9, frameon=False)
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=9, frameon=False)
     dates = sorted(r["date"][:10] for rows in series.values() for r in rows)
     span = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
-    fig.suptitle(f"Bench figures over commits (measured {span}), the latest measurement of each commit; "
-                 f"band p20-p80 of its repeats\nhistory: {source or shown_path(db_path)}", fontsize=11)
+    fig.suptitle(f"Bench figures over commits (measured {span}): the median of each commit's measurements, "
+                 f"band p20-p80 of their repeats\nhistory: {source or shown_path(db_path)}", fontsize=11)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     caption = (f"{len(series)} figure(s) of the history over {len(commits)} commits, ordered by the date each commit "
                "was first measured (x labels: short commit); each panel is one row key on one machine. From the "
