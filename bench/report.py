@@ -273,12 +273,15 @@ GANFORGE_BARS = ("ganforge", "loop", "steps")
 
 
 def training_groups(results_files):
-    """{(model, objective, batch): {"rows", "path", "results"}} over every results file, in file order."""
+    """{(model, objective, batch): {"rows", "path", "results"}}: each configuration's rows from the newest file
+    (by its date) that measured it, so that two runs of one configuration never share a panel bar by bar."""
     groups = {}
-    for path, results in results_files:
+    for path, results in sorted(results_files, key=lambda item: str(item[1].get("date") or "")):
         for row in results.get("train") or []:
             key = (row["name"], row.get("objective") or row.get("penalty"), row["batch_size"])
-            groups.setdefault(key, {"rows": [], "path": path, "results": results})["rows"].append(row)
+            if key not in groups or groups[key]["path"] != path:
+                groups[key] = {"rows": [], "path": path, "results": results}  # a newer file replaces an older
+            groups[key]["rows"].append(row)
     return groups
 
 

@@ -183,3 +183,17 @@ def test_a_file_that_is_not_results_is_an_error_not_a_traceback(tmp_path, capsys
     broken.write_text("{not json")
     assert bench_main(["report", str(broken), "--out", str(tmp_path / "out"), "--history", "off"]) == 2
     assert "is not JSON" in capsys.readouterr().err
+
+
+def test_a_configuration_measured_in_two_files_is_drawn_from_the_newer_only():
+    from ganforge.bench.report import training_groups
+
+    def results(date, images_per_sec):
+        row = {"name": "mlp-28", "objective": "r1", "batch_size": 64, "column": "eager-fp32",
+               "images_per_sec": images_per_sec}
+        return {"date": date, "train": [row, dict(row, column="steps")]}
+
+    newer, older = results("2026-12-05T01:00", 200.0), results("2026-12-05T00:30", 100.0)
+    groups = training_groups([("after.json", newer), ("before.json", older)])  # file order is not date order
+    (group,) = groups.values()
+    assert group["path"] == "after.json" and [r["images_per_sec"] for r in group["rows"]] == [200.0, 200.0]
