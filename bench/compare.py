@@ -15,11 +15,9 @@ Slower beyond the bound is a REGRESSION (exit 1); faster beyond it (by the same 
 is IMPROVED (exit 1 only with --fail-on-improvement: an unexplained improvement means the baseline is stale or
 the measurement is wrong).
 """
-import json
 import math
-from pathlib import Path
 
-from ..engine.io import atomic_write_json
+from ..engine.io import atomic_write_json, read_json_document
 from .report import markdown_table
 from .results import ResultsError, load_results
 
@@ -91,12 +89,7 @@ def tracked_figures(results):
 
 def load_noise(path):
     """The noise file of `ganforge bench noise` as (header, {key: noise or None}); raises ValueError if unreadable."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read noise file {path}: {exc}") from None
-    if not isinstance(data, dict) or data.get("schema") != NOISE_SCHEMA or not isinstance(data.get("rows"), list):
-        raise ValueError(f"{path} is not a noise file (schema {NOISE_SCHEMA!r} with a rows list)")
+    data = read_json_document(path, NOISE_SCHEMA, "rows", "noise file")
     noise = {}
     for row in data["rows"]:
         noise[tuple(row["key"])] = row.get("noise")

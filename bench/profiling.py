@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from ..engine.io import atomic_write_text
+from ..engine.io import atomic_write_text, read_json_document
 
 from .report import markdown_table
 from .timing import sync
@@ -145,13 +145,7 @@ def format_profile(data, top=30):
 
 
 def load_profile(path):
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read profile table {path}: {exc}") from None
-    if not isinstance(data, dict) or data.get("schema") != PROFILE_SCHEMA or not isinstance(data.get("kernels"), list):
-        raise ValueError(f"{path} is not a kernels.json written by `ganforge profile` (schema {PROFILE_SCHEMA})")
-    return data
+    return read_json_document(path, PROFILE_SCHEMA, "kernels", "kernels.json written by `ganforge profile`")
 
 
 def diff_profiles(a, b, threshold=0.10, min_ms=0.001):

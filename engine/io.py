@@ -116,3 +116,15 @@ def strict_json(obj, indent=None):
 
 def atomic_write_json(path, obj, indent=2):
     return atomic_write_text(path, strict_json(obj, indent=indent) + "\n")
+
+
+def read_json_document(path, schema, list_field, what):
+    """A JSON object of ``schema`` holding a list under ``list_field``; a file that cannot be read, is not JSON or
+    is another kind of document raises ValueError naming ``path`` and ``what`` it should have been."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read {what} {path}: {exc}") from None
+    if not isinstance(data, dict) or data.get("schema") != schema or not isinstance(data.get(list_field), list):
+        raise ValueError(f"{path} is not a {what} (schema {schema!r} with a {list_field} list)")
+    return data

@@ -178,10 +178,10 @@ def test_score_command_reports_every_metric_beside_its_floor(tmp_path, capsys):
 
 @needs_mnist5k
 def test_metrics_cost_bench_times_every_metric(tmp_path, capsys):
-    from ganforge.bench import metrics_cost
+    from ganforge.bench.harness import main as bench_main
 
     out = tmp_path / "cost.json"
-    assert metrics_cost.main(["--samples", "20", "--out", str(out)]) == 0
+    assert bench_main(["metrics-cost", "--samples", "20", "--out", str(out), "--history", "off"]) == 0
     row = json.loads(out.read_text())["rows"][0]
     assert row["samples"] == 20 and set(row["metric_seconds"]) == set(METRICS)
     assert all(v > 0 for v in row["metric_seconds"].values()) and row["backbone_seconds"] > 0
