@@ -14,6 +14,8 @@ Phases, each written to DIR as soon as it ends:
   torchrun.json        a one-process torchrun launch with graphs on beside the plain command (bench.scaling)
   penalty-cost.json    RpGAN + R1 + R2's D step on DCGAN-64 batch 64: explicit input gradient vs double backward
                        vs no penalty, timed interleaved (bench.penalty_cost)
+  counts-cuda.json     operators, allocations and host reads per step on the device, and the kernels one CUDA
+                       graph replay of each captured step launches (bench.counts)
   gpu_check.md         the results as readable tables
 Without CUDA every GPU phase is skipped with a line saying so, and the exit code is 0.
 """
@@ -137,6 +139,16 @@ def run_benchmarks(out, deadline, log, device="cuda", cases=TRAIN_CASES, columns
     return results
 
 
+def counts_check(out, log, device="cuda"):
+    """What each step dispatches on the device, and the kernels a replay of each captured step launches."""
+    from ..engine.io import atomic_write_json
+    from .counts import markdown_table, measure
+
+    results = measure(device)
+    atomic_write_json(out / f"counts-{torch.device(device).type}.json", results, indent=1)
+    log(markdown_table(results))
+
+
 def run_phase(log, name, fn, *args):
     """A phase that must not take the rest of the check down with it: its failure is logged, not raised."""
     try:
@@ -216,6 +228,8 @@ def run(args):
             run_phase(log, "torchrun launch", torchrun_check, out)
         if time.monotonic() < deadline - 45:
             run_phase(log, "penalty cost", penalty_cost_check, out, log)
+        if time.monotonic() < deadline - 30:
+            run_phase(log, "counts", counts_check, out, log)
 
     results = run_benchmarks(out, deadline, log, between=gpu_tests)
     code = test_outcome.get("code", "not run")

@@ -57,6 +57,18 @@ def test_quality_and_torchrun_phases_run_on_cpu(tmp_path, monkeypatch):
     assert [(r["launch"], r["nproc"]) for r in rows] == [("plain", 1), ("torchrun", 1)]
 
 
+def test_counts_phase_writes_the_counts_of_its_device(tmp_path):
+    """The counts phase on the CPU: the same counts as the committed baseline's steps, and no graph launches (a CPU
+    has no CUDA graphs); on a GPU the same file carries the launches per replay."""
+    from ganforge.bench import counts
+
+    lines = []
+    gpu_check.counts_check(tmp_path, lines.append, device="cpu")
+    written = json.loads((tmp_path / "counts-cpu.json").read_text())
+    assert written["schema"] == counts.SCHEMA and written["graph_launches"] == {}
+    assert set(written["steps"]) == set(counts.count_steps("cpu")) and "| mlp/default/g |" in lines[0]
+
+
 def test_penalty_cost_measures_three_columns_on_cpu(tmp_path, capsys):
     """R3GAN's D step three ways, shrunk to a few iterations: each column ran its own penalty path, and the ratio
     of the unpenalised column to itself is 1."""
