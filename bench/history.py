@@ -97,31 +97,77 @@ def _number_or_none(value):
     return float(value)
 
 
+def _key(case, column, batch=0, model="", objective="", shape="", dtype=""):
+    return {"case_name": case, "model": str(model or ""), "objective": str(objective or ""),
+            "column_name": str(column), "batch": int(batch or 0), "shape": shape, "dtype": dtype}
+
+
+def _bench_entries(results):
+    """(key, row, (figure, unit, p20 field, p80 field)) per kernel and training row of a bench results file."""
+    for section, entries in results.items():
+        keyer = _KEYERS.get(section)
+        for row in entries if isinstance(entries, list) and section != "notes" else ():
+            if keyer is None or not isinstance(row, dict):
+                yield None
+                continue
+            try:
+                key, fields = keyer(row)
+            except (KeyError, TypeError, ValueError):
+                yield None
+                continue
+            yield key, row, fields
+
+
+def _penalty_cost_entries(results):
+    for row in results.get("rows") or []:
+        yield (_key("penalty-cost", row["column"], results.get("batch_size"), results.get("model"),
+                    row.get("penalty"), dtype=str(row.get("precision") or "")),
+               row, ("ms_per_d_step", "ms", "ms_per_d_step_p20", "ms_per_d_step_p80"))
+
+
+def _scaling_entries(results):
+    for row in results.get("rows") or []:
+        yield (_key("scaling", f"{row['launch']} x{row['nproc']}", row.get("batch_per_rank"),
+                    dtype=str(row.get("precision") or "")), row, ("images_per_sec", "images/s", None, None))
+
+
+def _quality_entries(results):
+    for curve in results.get("curves") or []:
+        for point in curve.get("points") or []:
+            yield (_key("quality", f"FID at {point['mark_s']} s", model=curve["name"], objective=curve.get("kind")),
+                   point, ("fid", "FID", None, None))
+
+
+def _metrics_cost_entries(results):
+    for row in results.get("rows") or []:
+        for metric, seconds in (row.get("metric_seconds") or {}).items():
+            yield _key("metrics-cost", metric, row.get("samples")), {"seconds": seconds}, ("seconds", "s", None, None)
+
+
+# schema -> the figures of one results file of that kind, (key, row, (figure, unit, p20 field, p80 field)) or None
+ENTRIES = {SCHEMA: _bench_entries, "ganforge-penalty-cost/1": _penalty_cost_entries,
+           "ganforge-scaling/1": _scaling_entries, "ganforge-quality/1": _quality_entries,
+           "ganforge-metrics-cost/1": _metrics_cost_entries}
+LOWER_IS_BETTER = ("ms", "s", "FID")  # units whose figure improves as it falls
+
+
 def figure_rows(results):
-    """(rows, skipped): one dict per figure of ``results``; skipped counts rows of unknown kinds or without a figure."""
+    """(rows, skipped): one dict per figure of ``results``; skipped counts rows of unknown kinds or without a figure.
+    A file of a kind the history does not know (ENTRIES) adds nothing."""
     header = {"git_commit": results.get("git_commit") or "", "machine": str(results.get("device") or ""),
               "torch": str(results.get("torch") or ""), "triton": str(results.get("triton") or ""),
               "date": str(results.get("date") or "")}
+    entries = ENTRIES.get(results.get("schema"), _bench_entries)
     rows, skipped = [], 0
-    for section, entries in results.items():
-        if not isinstance(entries, list) or section == "notes":
+    for entry in entries(results):
+        value = None if entry is None else _number_or_none(entry[1].get(entry[2][0]))
+        if value is None:
+            skipped += 1  # an unknown kind, or a skipped or failed row: no figure to keep
             continue
-        keyer = _KEYERS.get(section)
-        for row in entries:
-            if keyer is None or not isinstance(row, dict):
-                skipped += 1
-                continue
-            try:
-                key, (figure, unit, low, high) = keyer(row)
-            except (KeyError, TypeError, ValueError):
-                skipped += 1
-                continue
-            value = row.get(figure)
-            if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-                skipped += 1  # a skipped or failed row: no figure to keep
-                continue
-            rows.append({**key, **header, "figure": figure, "value": float(value), "unit": unit,
-                         "p20": _number_or_none(row.get(low)), "p80": _number_or_none(row.get(high))})
+        key, row, (figure, unit, low, high) = entry
+        rows.append({**key, **header, "figure": figure, "value": value, "unit": unit,
+                     "p20": _number_or_none(row.get(low)) if low else None,
+                     "p80": _number_or_none(row.get(high)) if high else None})
     return rows, skipped
 
 
@@ -149,7 +195,7 @@ def record_quietly(results, db_path=None):
 
 
 def _results_files(folder):
-    """(results dicts, files skipped) for every JSON under ``folder`` whose schema is the bench's."""
+    """(results dicts, files skipped) for every JSON under ``folder`` of a kind the history keeps (ENTRIES)."""
     found, skipped = [], 0
     for path in sorted(Path(folder).rglob("*.json")):
         try:
@@ -157,7 +203,7 @@ def _results_files(folder):
         except (OSError, ValueError, UnicodeDecodeError):
             skipped += 1
             continue
-        if isinstance(data, dict) and data.get("schema") == SCHEMA:
+        if isinstance(data, dict) and data.get("schema") in ENTRIES:
             found.append(data)
         else:
             skipped += 1

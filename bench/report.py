@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from .history import LOWER_IS_BETTER
 from .results import SCHEMA, ResultsError, load_results
 
 
@@ -515,7 +516,7 @@ def _history_panel(ax, key, rows, commits):
     ax.set_xlim(-0.5, len(commits) - 0.5)
     ax.set_xlabel("commit (in order of measurement date)")
     unit = key[8]
-    ax.set_ylabel(unit + (" (lower is better)" if unit == "ms" else " (higher is better)"))
+    ax.set_ylabel(unit + (" (lower is better)" if unit in LOWER_IS_BETTER else " (higher is better)"))
     ax.set_title(f"{series_label(key)}\n{key[7]}", fontsize=9)
     ax.grid(True, alpha=0.3)
 

@@ -155,3 +155,31 @@ def test_backfill_measures_each_commit_in_its_own_worktree_for_each_round(tmp_pa
     assert "2 commits x 2 rounds" in capsys.readouterr().out
     with pytest.raises(ValueError, match="unknown revision"):
         bench_command(["history", "backfill", "--commits", "nope", "--out", str(out), "--history", str(db)])
+
+
+def test_the_other_bench_cases_figures_are_kept_too(tmp_path):
+    """penalty-cost, scaling, quality and metrics-cost files add their figures, keyed by case; a file of another kind
+    adds none."""
+    header = {"git_commit": "c1", "device": "cpu", "date": "2026-12-05T00:00:00"}
+    files = [
+        {**header, "schema": "ganforge-penalty-cost/1", "model": "mlp-28", "batch_size": 64,
+         "rows": [{"column": "explicit", "penalty": "r1+r2", "precision": "fp32", "ms_per_d_step": 8.4,
+                   "ms_per_d_step_p20": 8.0, "ms_per_d_step_p80": 9.0}]},
+        {**header, "schema": "ganforge-scaling/1", "rows": [{"launch": "torchrun", "nproc": 2, "batch_per_rank": 64,
+                                                             "images_per_sec": 5000.0}]},
+        {**header, "schema": "ganforge-quality/1", "curves": [{"name": "default", "kind": "recipe", "points": [
+            {"mark_s": 60, "fid": 27.2}, {"mark_s": 300, "fid": 6.3}]}]},
+        {**header, "schema": "ganforge-metrics-cost/1", "rows": [{"samples": 2000, "metric_seconds": {"fid": 0.004}}]},
+        {**header, "schema": "something-else/1", "rows": [{"x": 1}]},
+    ]
+    db = tmp_path / "h.sqlite"
+    for results in files:
+        record(db, results)
+    got = {(r["case_name"], r["model"], r["column_name"], r["batch"]): (r["value"], r["unit"], r["p20"], r["p80"])
+           for r in query(db)}
+    assert got == {
+        ("penalty-cost", "mlp-28", "explicit", 64): (8.4, "ms", 8.0, 9.0),
+        ("scaling", "", "torchrun x2", 64): (5000.0, "images/s", None, None),
+        ("quality", "default", "FID at 60 s", 0): (27.2, "FID", None, None),
+        ("quality", "default", "FID at 300 s", 0): (6.3, "FID", None, None),
+        ("metrics-cost", "", "fid", 2000): (0.004, "s", None, None)}
