@@ -310,6 +310,7 @@ def backfill(args):
     import shlex
     import tempfile
 
+    from ..engine.io import atomic_write_json
     from .bisect import Checkout, git, resolve
 
     revisions = [r.strip() for r in (args.commits or "").split(",") if r.strip()]
@@ -335,8 +336,13 @@ def backfill(args):
                     lines = (done.stderr.strip() or done.stdout.strip()).splitlines()
                     raise ValueError(f"bench {args.bench_case} failed at {checkout.sha[:12]}: "
                                      f"{lines[-1] if lines else 'no output'}")
+                results = json.loads(path.read_text())
+                # the child ran in the worktree, so it was given an absolute --out: record the path as asked for
+                shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+                results["command"] = str(results.get("command", "")).replace(str(path), str(shown))
+                atomic_write_json(path, results, indent=1)
                 if args.history != "off":
-                    record(args.history, json.loads(path.read_text()))
+                    record(args.history, results)
     print(f"backfill: {len(shas)} commits x {args.rounds} rounds, results in {out}")
     return 0
 

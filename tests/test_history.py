@@ -142,14 +142,18 @@ def test_backfill_measures_each_commit_in_its_own_worktree_for_each_round(tmp_pa
               f"row = json.loads({json.dumps(json.dumps(_results('x', 'd', 1)['train'][0]))}); "
               "row['images_per_sec'] = float(open('speed.txt').read()); "
               f"json.dump({{'schema': '{SCHEMA}', 'git_commit': sha, 'device': 'cpu', 'date': sha, "
+              "'command': 'ganforge ' + ' '.join(sys.argv[1:]), "
               "'train': [row], 'kernels': []}, open(out, 'w'))")
     monkeypatch.setattr(bisect.Checkout, "ganforge_argv", lambda self, args: [sys.executable, "-c", writer, *args])
     monkeypatch.chdir(repo)
-    db, out = tmp_path / "h.sqlite", tmp_path / "files"
+    db, out = tmp_path / "h.sqlite", repo / "files"
     assert bench_command(["history", "backfill", "--commits", f"{shas[0]},HEAD", "--rounds", "2",
-                          "--out", str(out), "--history", str(db)]) == 0
+                          "--out", "files", "--history", str(db)]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
         f"train-{sha[:12]}-r{r}.json" for sha in shas for r in (1, 2))
+    written = json.loads((out / f"train-{shas[0][:12]}-r1.json").read_text())
+    assert f"--out files/train-{shas[0][:12]}-r1.json" in written["command"]  # as asked for, not the absolute one
+    assert str(tmp_path) not in written["command"]
     figures = {(row["git_commit"], row["value"]) for row in query(db)}
     assert figures == {(shas[0], 100.0), (shas[1], 60.0)} and len(query(db)) == 4
     assert "2 commits x 2 rounds" in capsys.readouterr().out
